@@ -1,0 +1,7 @@
+"""``python -m bionn`` runs the command line."""
+
+import sys
+
+from bionn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""The ``bionn`` command.
+
+    bionn rules [--json]
+    bionn train --rule R --dataset D [budget flags] [--resume] [--config FILE.toml] [--json]
+    bionn compare [--rules a,b,c] [--dataset D] [budget flags] [--json]
+    bionn data download NAME | bionn data verify NAME
+
+Bad input (an unknown rule, a bad flag value, a missing data set, ...) prints one line on
+stderr and exits with status 2; a run whose loss diverges exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from bionn import __version__
+from bionn.errors import BionnError, ConfigError, TrainingDiverged
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_budget_flags(p: argparse.ArgumentParser) -> None:
+    s = argparse.SUPPRESS
+    p.add_argument("--dataset", default=s, help="digits (default), mnist, fashion-mnist, cifar10")
+    p.add_argument("--model", default=s, help="mlp (784-1000-10), mlp:500,500 or cnn")
+    p.add_argument("--activation", default=s, help="relu (default), tanh, sigmoid or gelu")
+    p.add_argument("--epochs", type=int, default=s, help="passes over the data (default 10)")
+    p.add_argument("--batch-size", type=int, default=s, help="examples per update (default 100)")
+    p.add_argument("--optimizer", default=s, help="adam (default) or sgd")
+    p.add_argument("--lr", type=float, default=s, help="learning rate (adam 1e-3, sgd 0.1)")
+    p.add_argument("--seed", type=int, default=s, help="random seed (default 0)")
+    p.add_argument("--device", default=s, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--out", default=s, help="run folder (default runs/<name>-<time>)")
+    p.add_argument("--data-dir", default=s, help="data root (default $BIONN_DATA or user cache)")
+    p.add_argument(
+        "--download", action="store_true", default=s, help="download a missing data set"
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="read any of these flags from TOML")
+    p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bionn",
+        description="Biologically inspired learning rules, each measured against backprop.",
+    )
+    parser.add_argument("--version", action="version", version=f"bionn {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("rules", help="list the learning rules")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = sub.add_parser("train", help="train one rule")
+    p.add_argument("--rule", default=argparse.SUPPRESS, help="rule name (see `bionn rules`)")
+    _add_budget_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+    p = sub.add_parser("compare", help="train several rules on the same budget")
+    p.add_argument(
+        "--rules", default=argparse.SUPPRESS, help="comma-separated (default: all supervised)"
+    )
+    _add_budget_flags(p)
+
+    p = sub.add_parser("data", help="download or verify a data set")
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, text in (("download", "download and verify"), ("verify", "check sha256")):
+        q = data_sub.add_parser(name, help=f"{text} a data set's files")
+        q.add_argument("name", help="mnist, fashion-mnist or cifar10")
+        q.add_argument("--data-dir", default=None, help="data root")
+    return parser
+
+
+def _collect(args: argparse.Namespace, allowed: Sequence[str]) -> dict[str, Any]:
+    """Config values: the TOML file's, overridden by the flags given on the command line."""
+    from bionn.core.config import read_toml
+
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(read_toml(args.config, tuple(allowed)))
+    for key in allowed:
+        if key in vars(args):
+            values[key] = getattr(args, key)
+    return values
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    from bionn.core.registry import RULES
+
+    rows = [
+        {"name": i.name, "description": i.description, "paper": i.paper,
+         "supervised": i.supervised}
+        for i in RULES.values()
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['description']}")
+        print(f"{'':<{width}}  {r['paper']}")
+    return 0
+
+
+def _fmt_pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _fmt_angle(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f} deg"
+
+
+def _json_row(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("rule", "dataset", "model", "epochs", "test_accuracy", "train_accuracy",
+            "wall_time_s", "angle_to_backprop_deg", "run_dir")
+    row = {k: summary.get(k) for k in keys}
+    row["angle_per_layer_deg"] = summary.get("angle_per_layer_deg")
+    return row
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bionn.core.config import CONFIG_KEYS, TrainConfig
+    from bionn.core.run import resume_config, run_training
+
+    values = _collect(args, CONFIG_KEYS)
+    if args.resume:
+        if "out" not in values:
+            raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+        config = resume_config(values["out"], values)
+    else:
+        config = TrainConfig(**values)
+    summary = run_training(config, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"{summary['rule']} on {summary['dataset']} ({summary['model']}, {summary['epochs']} "
+        f"epochs): test accuracy {_fmt_pct(summary['test_accuracy'])}, train accuracy "
+        f"{_fmt_pct(summary['train_accuracy'])}, angle to backprop "
+        f"{_fmt_angle(summary['angle_to_backprop_deg'])}, {summary['wall_time_s']:.1f} s"
+    )
+    print(f"run folder: {summary['run_dir']}  (plot: {summary.get('plot')})")
+    if args.json:
+        print(json.dumps(_json_row(summary)))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bionn.core.config import CONFIG_KEYS, TrainConfig
+    from bionn.core.registry import rule_names
+    from bionn.core.run import run_compare
+
+    allowed = tuple(k for k in CONFIG_KEYS if k != "rule") + ("rules",)
+    values = _collect(args, allowed)
+    rules_value = values.pop("rules", None)
+    if rules_value is None:
+        rules = rule_names(supervised_only=True)
+    elif isinstance(rules_value, list):
+        rules = [str(r) for r in rules_value]
+    else:
+        rules = [r.strip() for r in str(rules_value).split(",") if r.strip()]
+    if not rules:
+        raise ConfigError("--rules is empty; give comma-separated rule names")
+    config = TrainConfig(**values)
+    summaries, plot = run_compare(config, rules, progress=not args.no_progress)
+    header = ("rule", "test acc", "train acc", "angle to bp", "wall time")
+    rows = [
+        (s["rule"], _fmt_pct(s["test_accuracy"]), _fmt_pct(s["train_accuracy"]),
+         _fmt_angle(s["angle_to_backprop_deg"]), f"{s['wall_time_s']:.1f} s")
+        for s in summaries
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(
+        f"{config.dataset}, {config.model}, {config.epochs} epochs, batch {config.batch_size}, "
+        f"{config.optimizer} lr {config.learning_rate:g}, seed {config.seed}"
+    )
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"plot: {plot}")
+    if args.json:
+        print(json.dumps([_json_row(s) for s in summaries]))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from bionn.data import download_dataset, verify_dataset
+
+    if args.data_command == "download":
+        paths = download_dataset(args.name, args.data_dir)
+        for path in paths:
+            print(f"ok  {path}")
+        if not paths:
+            print(f"{args.name} needs no download")
+        return 0
+    checks = verify_dataset(args.name, args.data_dir)
+    bad = 0
+    for c in checks:
+        if c.ok:
+            print(f"ok       {c.path}")
+        elif c.found is None:
+            bad += 1
+            print(f"missing  {c.path}")
+        else:
+            bad += 1
+            print(f"corrupt  {c.path}  expected sha256 {c.expected}, found {c.found}")
+    if not checks:
+        print(f"{args.name} has no files to verify")
+    if bad:
+        print(
+            f"bionn: error: {bad} file(s) of {args.name} missing or corrupt; run "
+            f"`bionn data download {args.name}` to fetch them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return 0
+
+
+COMMANDS = {"rules": _cmd_rules, "train": _cmd_train, "compare": _cmd_compare, "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingDiverged as exc:
+        print(f"bionn: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except BionnError as exc:
+        print(f"bionn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bionn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

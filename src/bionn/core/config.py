@@ -1,0 +1,122 @@
+"""The training configuration: one frozen dataclass, validated on construction.
+
+The command line and TOML files both fill :class:`TrainConfig`; its fields are the flag names
+with dashes turned into underscores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from bionn.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd")
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+        rule: the learning rule's name (``bionn rules`` lists them).
+        dataset: ``digits``, ``mnist``, ``fashion-mnist`` or ``cifar10``.
+        model: ``mlp``, ``mlp:H1,H2,...`` or ``cnn``.
+        activation: hidden non-linearity: relu, tanh, sigmoid or gelu.
+        epochs: passes over the training set (> 0).
+        batch_size: examples per update (> 0).
+        optimizer: ``adam`` or ``sgd``.
+        lr: learning rate (> 0); None takes the optimizer's default (adam 1e-3, sgd 0.1).
+        seed: seeds weights and shuffling.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        out: run folder; None makes ``runs/<rule>-<dataset>-<time>``.
+        data_dir: data root; None falls back to ``BIONN_DATA``, then the user cache.
+        download: fetch a missing data set from its canonical mirrors.
+    """
+
+    rule: str = "bp"
+    dataset: str = "digits"
+    model: str = "mlp:1000"
+    activation: str = "relu"
+    epochs: int = 10
+    batch_size: int = 100
+    optimizer: str = "adam"
+    lr: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
+        if self.lr is not None:
+            if (
+                isinstance(self.lr, bool)
+                or not isinstance(self.lr, int | float)
+                or not math.isfinite(self.lr)
+                or self.lr <= 0
+            ):
+                raise ConfigError(f"--lr must be a finite number > 0, got {self.lr!r}")
+            object.__setattr__(self, "lr", float(self.lr))
+        if not isinstance(self.device, str) or not (
+            self.device == "cpu" or self.device.startswith(("cuda", "mps"))
+        ):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("rule", "dataset", "model", "activation"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the optimizer's default when unset."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
+
+
+def read_toml(path: str | Path, allowed: tuple[str, ...] = CONFIG_KEYS) -> dict[str, Any]:
+    """Read a TOML config file into ``{field: value}``; keys may use dashes or underscores.
+
+    Unknown keys and malformed files raise :class:`ConfigError` naming the problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed config file {path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in allowed or isinstance(value, dict):
+            raise ConfigError(
+                f"unknown key {key!r} in config file {path}; allowed keys: {', '.join(allowed)}"
+            )
+        values[name] = value
+    return values

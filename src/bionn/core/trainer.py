@@ -1,0 +1,292 @@
+"""The one training loop every rule runs through.
+
+For each batch the Trainer iterates ``rule.updates(model, x, y)`` (by default one
+``fill_grads`` call) and steps the optimizer after each update; it never asks which rule is
+running. After each epoch it evaluates on the test set, measures the angle between the rule's
+update and the backprop gradient, appends a line to ``metrics.jsonl`` and writes a checkpoint
+atomically. A run folder can be resumed: the checkpoint holds the model, the optimizer, the
+rule's state, the epoch and every random state, so a resumed run ends with the same weights,
+bit for bit on the CPU, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bionn.core.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from bionn.core.rule import LearningRule
+from bionn.data.loader import TensorLoader
+from bionn.errors import TrainingDiverged
+from bionn.metrics import angle_to_backprop, evaluate_accuracy
+
+log = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step callback receives after each optimizer step."""
+
+    epoch: int
+    step: int
+    global_step: int
+    metrics: dict[str, float]
+
+
+class Trainer:
+    """Train ``model`` with ``rule`` and ``optimizer`` on in-memory tensors.
+
+    Args:
+        model: the network, already on ``device``.
+        rule: any :class:`~bionn.core.rule.LearningRule`.
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        train_data: ``(x, y)`` tensors of the training set, on ``device``.
+        test_data: ``(x, y)`` tensors evaluated after every epoch, or None.
+        batch_size: examples per update.
+        run_dir: folder for ``metrics.jsonl``, ``summary.json`` and ``checkpoint.pt``; None
+            keeps everything in memory.
+        seed: seed of the shuffling generator.
+        config: plain values recorded in the checkpoint and the summary.
+        progress: draw a progress bar with the live loss and accuracy (on stderr).
+        angle_batch_size: examples of the training set used to measure the angle to
+            backprop after each epoch (the first ones, so the batch is the same every epoch).
+        callbacks: called with a :class:`StepInfo` after every optimizer step.
+        scheduler: an optional learning-rate scheduler stepped once per epoch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        rule: LearningRule,
+        optimizer: torch.optim.Optimizer,
+        train_data: tuple[torch.Tensor, torch.Tensor],
+        test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        batch_size: int = 100,
+        run_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        config: dict[str, Any] | None = None,
+        progress: bool = True,
+        angle_batch_size: int = 1000,
+        callbacks: Sequence[Callable[[StepInfo], None]] = (),
+        scheduler: Any | None = None,
+    ) -> None:
+        self.model = model
+        self.rule = rule
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_x, self.train_y = train_data
+        self.test_data = test_data
+        self.device = self.train_x.device
+        self.loader = TensorLoader(
+            self.train_x, self.train_y, batch_size=batch_size, shuffle=True, seed=seed
+        )
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.config = dict(config or {})
+        self.progress = progress
+        self.angle_batch = (self.train_x[:angle_batch_size], self.train_y[:angle_batch_size])
+        self.callbacks = list(callbacks)
+        self.epoch = 0
+        self.global_step = 0
+        self.elapsed = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / CHECKPOINT_NAME
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rule": self.rule.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "config": self.config,
+            "rng": rng_state(self.device),
+            "loader_rng": self.loader.generator.get_state(),
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rule.load_state_dict(state["rule"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.elapsed = float(state["elapsed"])
+        self.history = list(state["history"])
+        set_rng_state(state["rng"], self.device)
+        self.loader.generator.set_state(state["loader_rng"])
+
+    def resume(self) -> None:
+        """Continue from ``run_dir/checkpoint.pt``; ``metrics.jsonl`` is cut back to it."""
+        if self.checkpoint_path is None:
+            raise ValueError("resume needs a run_dir")
+        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        if self.run_dir is not None:
+            self._write_metrics_file()
+        log.info("resumed %s at epoch %d", self.run_dir, self.epoch)
+
+    def _write_metrics_file(self) -> None:
+        assert self.run_dir is not None
+        tmp = self.run_dir / (METRICS_NAME + ".tmp")
+        with open(tmp, "w") as f:
+            for record in self.history:
+                f.write(json.dumps(record) + "\n")
+        os.replace(tmp, self.run_dir / METRICS_NAME)
+
+    # -- training ------------------------------------------------------------------------
+    def train_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
+        """One pass over the training set; returns running means of the rule's metrics."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(
+            total=len(self.loader),
+            desc=f"{self.rule.name} epoch {epoch}/{epochs}",
+            disable=not self.progress,
+            leave=True,
+            file=sys.stderr,
+            mininterval=0.5,
+        )
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            for step, (xb, yb) in enumerate(self.loader):
+                for metrics in self.rule.updates(self.model, xb, yb):
+                    loss = metrics.get("loss")
+                    if loss is not None and not math.isfinite(loss):
+                        kept = (
+                            f"the last good checkpoint ({self.checkpoint_path}, epoch "
+                            f"{self.epoch}) is kept"
+                            if self.checkpoint_path is not None and self.epoch > 0
+                            else "no checkpoint was written yet"
+                        )
+                        raise TrainingDiverged(
+                            f"loss became {loss} at epoch {epoch}, step {step + 1} (global "
+                            f"step {self.global_step + 1}); stopped, {kept}. Try a smaller "
+                            "learning rate."
+                        )
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.global_step += 1
+                    for key, value in metrics.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    count += 1
+                    for callback in self.callbacks:
+                        callback(StepInfo(epoch, step + 1, self.global_step, metrics))
+                bar.update(1)
+                if step % 20 == 0 and count:
+                    bar.set_postfix(
+                        {k: f"{sums[k] / count:.4f}" for k in ("loss", "accuracy") if k in sums},
+                        refresh=False,
+                    )
+            if count:
+                bar.set_postfix(
+                    {k: f"{sums[k] / count:.4f}" for k in ("loss", "accuracy") if k in sums}
+                )
+        finally:
+            bar.close()
+        return {key: value / max(count, 1) for key, value in sums.items()}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Test accuracy and loss, and the angle to backprop on the fixed angle batch."""
+        result: dict[str, Any] = {}
+        if self.test_data is not None:
+            acc, loss = evaluate_accuracy(self.rule, self.model, *self.test_data)
+            result["test_accuracy"] = acc
+            result["test_loss"] = loss
+        if self.rule.supervised:
+            report = angle_to_backprop(self.rule, self.model, *self.angle_batch)
+            result["angle_to_backprop_deg"] = _finite_or_none(report.overall)
+            result["angle_per_layer_deg"] = {
+                k: _finite_or_none(v) for k, v in report.per_layer.items()
+            }
+        else:
+            result["angle_to_backprop_deg"] = None
+        return result
+
+    def fit(self, epochs: int, phase: str = "train") -> dict[str, Any]:
+        """Train until ``epochs`` epochs are complete (counting resumed ones); return summary."""
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        for epoch in range(self.epoch + 1, epochs + 1):
+            start = time.perf_counter()
+            running = self.train_epoch(epoch, epochs)
+            train_time = time.perf_counter() - start
+            record: dict[str, Any] = {"phase": phase, "epoch": epoch, "step": self.global_step}
+            record.update({f"train_{k}": v for k, v in running.items()})
+            record.update(self.evaluate())
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.elapsed += time.perf_counter() - start
+            record["epoch_time_s"] = train_time
+            record["wall_time_s"] = self.elapsed
+            self.history.append(record)
+            self.epoch = epoch
+            if self.run_dir is not None:
+                save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
+                with open(self.run_dir / METRICS_NAME, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            log.info(
+                "epoch %d/%d: test accuracy %s, angle to backprop %s",
+                epoch,
+                epochs,
+                record.get("test_accuracy"),
+                record.get("angle_to_backprop_deg"),
+            )
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """The run's result; written to ``summary.json`` when there is a run folder."""
+        last = self.history[-1] if self.history else {}
+        train_acc, _ = evaluate_accuracy(self.rule, self.model, self.train_x, self.train_y)
+        summary = dict(self.config)
+        summary.update(
+            {
+                "rule": self.rule.name,
+                "epochs": self.epoch,
+                "test_accuracy": last.get("test_accuracy"),
+                "train_accuracy": train_acc,
+                "wall_time_s": self.elapsed,
+                "angle_to_backprop_deg": last.get("angle_to_backprop_deg"),
+                "angle_per_layer_deg": last.get("angle_per_layer_deg"),
+                "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+            }
+        )
+        if self.run_dir is not None:
+            tmp = self.run_dir / (SUMMARY_NAME + ".tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            os.replace(tmp, self.run_dir / SUMMARY_NAME)
+        return summary
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
