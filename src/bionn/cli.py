@@ -41,6 +41,9 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=s, help="examples per update (default 100)")
     p.add_argument("--optimizer", default=s, help="adam (default) or sgd")
     p.add_argument("--lr", type=float, default=s, help="learning rate (adam 1e-3, sgd 0.1)")
+    p.add_argument(
+        "--schedule", default=s, help="learning rate per epoch: cosine (default), linear, constant"
+    )
     p.add_argument("--seed", type=int, default=s, help="random seed (default 0)")
     p.add_argument("--device", default=s, help="cpu (default), cuda or cuda:N")
     p.add_argument("--out", default=s, help="run folder (default runs/<name>-<time>)")

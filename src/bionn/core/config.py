@@ -16,6 +16,7 @@ from typing import Any
 from bionn.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1}
 
 
@@ -32,6 +33,9 @@ class TrainConfig:
         batch_size: examples per update (> 0).
         optimizer: ``adam`` or ``sgd``.
         lr: learning rate (> 0); None takes the optimizer's default (adam 1e-3, sgd 0.1).
+        schedule: learning rate over the run, set once per epoch: ``cosine`` (the default:
+            half a cosine from ``lr`` at the first epoch towards 0 after the last),
+            ``linear`` (a straight line towards 0) or ``constant``.
         seed: seeds weights and shuffling.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         out: run folder; None makes ``runs/<rule>-<dataset>-<time>``.
@@ -47,6 +51,7 @@ class TrainConfig:
     batch_size: int = 100
     optimizer: str = "adam"
     lr: float | None = None
+    schedule: str = "cosine"
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
@@ -64,6 +69,10 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
             )
         if self.lr is not None:
             if (

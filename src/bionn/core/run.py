@@ -7,6 +7,7 @@ model, data, budget and seed, which is what ``bionn compare`` does.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,22 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     return torch.optim.SGD(params, lr=config.learning_rate)
 
 
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    """The per-epoch learning-rate schedule ``config.schedule`` names (None for constant).
+
+    The factor for epoch e (counted from 0) is 1/2 (1 + cos(pi e / E)) for ``cosine`` and
+    1 - e / E for ``linear``, where E is ``config.epochs``.
+    """
+    total = config.epochs
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / total))
+        )
+    if config.schedule == "linear":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / total)
+    return None
+
+
 def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The configuration stored in ``out``'s checkpoint, with ``overrides`` applied.
 
@@ -126,6 +143,7 @@ def run_training(
         config=config.replace(out=str(run_dir)).to_dict(),
         progress=progress,
         callbacks=callbacks,
+        scheduler=make_scheduler(config, optimizer),
     )
     if resume:
         trainer.resume()

@@ -233,35 +233,40 @@ class Trainer:
             result["angle_to_backprop_deg"] = None
         return result
 
+    def run_epoch(self, epoch: int, epochs: int, phase: str = "train") -> dict[str, Any]:
+        """Train one epoch, evaluate, log it and write the checkpoint; return its record."""
+        start = time.perf_counter()
+        running = self.train_epoch(epoch, epochs)
+        train_time = time.perf_counter() - start
+        record: dict[str, Any] = {"phase": phase, "epoch": epoch, "step": self.global_step}
+        record.update({f"train_{k}": v for k, v in running.items()})
+        record.update(self.evaluate())
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.elapsed += time.perf_counter() - start
+        record["epoch_time_s"] = train_time
+        record["wall_time_s"] = self.elapsed
+        self.history.append(record)
+        self.epoch = epoch
+        if self.run_dir is not None:
+            save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
+            with open(self.run_dir / METRICS_NAME, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        log.info(
+            "epoch %d/%d: test accuracy %s, angle to backprop %s",
+            epoch,
+            epochs,
+            record.get("test_accuracy"),
+            record.get("angle_to_backprop_deg"),
+        )
+        return record
+
     def fit(self, epochs: int, phase: str = "train") -> dict[str, Any]:
         """Train until ``epochs`` epochs are complete (counting resumed ones); return summary."""
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.epoch + 1, epochs + 1):
-            start = time.perf_counter()
-            running = self.train_epoch(epoch, epochs)
-            train_time = time.perf_counter() - start
-            record: dict[str, Any] = {"phase": phase, "epoch": epoch, "step": self.global_step}
-            record.update({f"train_{k}": v for k, v in running.items()})
-            record.update(self.evaluate())
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.elapsed += time.perf_counter() - start
-            record["epoch_time_s"] = train_time
-            record["wall_time_s"] = self.elapsed
-            self.history.append(record)
-            self.epoch = epoch
-            if self.run_dir is not None:
-                save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
-                with open(self.run_dir / METRICS_NAME, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            log.info(
-                "epoch %d/%d: test accuracy %s, angle to backprop %s",
-                epoch,
-                epochs,
-                record.get("test_accuracy"),
-                record.get("angle_to_backprop_deg"),
-            )
+            self.run_epoch(epoch, epochs, phase)
         return self.summary()
 
     def summary(self) -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""TrainConfig validation and TOML reading (oracle: the documented allowed values)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bionn.core.config import TrainConfig, read_toml
+from bionn.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "changes, flag",
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"epochs": -3}, "--epochs"),
+        ({"epochs": 2.5}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": -1e-3}, "--lr"),
+        ({"lr": math.nan}, "--lr"),
+        ({"lr": math.inf}, "--lr"),
+        ({"lr": "fast"}, "--lr"),
+        ({"optimizer": "rmsprop"}, "adam, sgd"),
+        ({"device": "tpu"}, "--device"),
+        ({"seed": "zero"}, "--seed"),
+    ],
+)
+def test_invalid_values_name_the_flag(changes, flag):
+    with pytest.raises(ConfigError, match=flag):
+        TrainConfig(**changes)
+
+
+def test_learning_rate_defaults_by_optimizer():
+    assert TrainConfig().learning_rate == 1e-3
+    assert TrainConfig(optimizer="sgd").learning_rate == 0.1
+    assert TrainConfig(optimizer="sgd", lr=0.5).learning_rate == 0.5
+
+
+def test_toml_accepts_dashes_and_underscores(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('batch-size = 32\nepochs = 2\nmodel = "mlp:10"\n')
+    assert read_toml(path) == {"batch_size": 32, "epochs": 2, "model": "mlp:10"}
+
+
+def test_toml_unknown_key_and_syntax_errors(tmp_path):
+    bad_key = tmp_path / "k.toml"
+    bad_key.write_text("epoch = 2\n")
+    with pytest.raises(ConfigError, match="'epoch'"):
+        read_toml(bad_key)
+    bad_syntax = tmp_path / "s.toml"
+    bad_syntax.write_text("epochs = = 2\n")
+    with pytest.raises(ConfigError, match="malformed"):
+        read_toml(bad_syntax)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_toml(tmp_path / "absent.toml")
