@@ -220,13 +220,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if not checks:
         print(f"{args.name} has no files to verify")
     if bad:
+        where = f" --data-dir {args.data_dir}" if args.data_dir else ""
         print(
             f"bionn: error: {bad} file(s) of {args.name} missing or corrupt; run "
-            f"`bionn data download {args.name}` to fetch them",
+            f"`bionn data download {args.name}{where}` to fetch them",
             file=sys.stderr,
         )
         return EXIT_USAGE
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    """The error message on a single line (some wrap details from torch or urllib)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 COMMANDS = {"rules": _cmd_rules, "train": _cmd_train, "compare": _cmd_compare, "data": _cmd_data}
@@ -243,10 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingDiverged as exc:
-        print(f"bionn: error: {exc}", file=sys.stderr)
+        print(f"bionn: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_DIVERGED
     except BionnError as exc:
-        print(f"bionn: error: {exc}", file=sys.stderr)
+        print(f"bionn: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bionn: interrupted", file=sys.stderr)

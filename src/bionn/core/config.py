@@ -64,8 +64,19 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"--seed must be an integer, got {self.seed!r}")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
+            raise ConfigError(f"--seed must be an integer in 0..2**63-1, got {self.seed!r}")
+        for name in ("out", "data_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a folder path, got {value!r}")
+        if not isinstance(self.download, bool):
+            raise ConfigError(f"download must be true or false, got {self.download!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"

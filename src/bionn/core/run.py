@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 def resolve_device(name: str) -> torch.device:
     """The torch device called ``name``, or a :class:`ConfigError` if it is not present."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine; use cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -35,16 +38,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_run_dir(path: str | Path, resume: bool) -> Path:
+def prepare_run_dir(path: str | Path, resume: bool, command: str = "train") -> Path:
     """Create (or check) a run folder, failing with a clear message if it cannot be written."""
     path = Path(path)
     if resume:
         if not (path / CHECKPOINT_NAME).is_file():
             raise BionnError(f"--resume: no checkpoint in {path}; nothing to resume")
-    elif (path / CHECKPOINT_NAME).exists():
-        raise BionnError(
-            f"{path} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    elif (path / CHECKPOINT_NAME).exists() or (
+        command == "compare" and path.is_dir() and any(path.iterdir())
+    ):
+        hint = "pass --resume to continue it or " if command == "train" else ""
+        raise BionnError(f"{path} already holds a run; {hint}choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -105,6 +109,8 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
     for key, value in (overrides or {}).items():
         if key in changeable:
             saved[key] = value
+        elif key == "lr" and value == TrainConfig(**{**saved, "out": None}).learning_rate:
+            continue
         elif key in saved and saved[key] != value and key != "out":
             raise ConfigError(
                 f"--resume continues the run as it was configured; {key} was {saved[key]!r}, "
@@ -125,12 +131,14 @@ def run_training(
     rule = make_rule(config.rule)
     device = resolve_device(config.device)
     run_dir = Path(config.out) if config.out else default_run_dir(f"{config.rule}-{config.dataset}")
-    run_dir = prepare_run_dir(run_dir, resume)
+    if resume:
+        prepare_run_dir(run_dir, resume)
     train_xy, test_xy, input_shape, num_classes = load_data(config, device)
-
     torch.manual_seed(config.seed)
     model = build_model(config.model, input_shape, num_classes, config.activation).to(device)
     optimizer = make_optimizer(config, model)
+    # the folder is made only once the data and the model are known to be good
+    run_dir = prepare_run_dir(run_dir, resume)
     trainer = Trainer(
         model,
         rule,
@@ -169,8 +177,12 @@ def run_compare(
 
     for name in rules:
         make_rule(name)  # fail on an unknown name before training anything
+    repeated = sorted({name for name in rules if list(rules).count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--rules names {', '.join(repeated)} more than once")
+    resolve_device(config.device)
     out = Path(config.out) if config.out else default_run_dir(f"compare-{config.dataset}")
-    out = prepare_run_dir(out, resume=False)
+    out = prepare_run_dir(out, resume=False, command="compare")
     summaries = []
     histories: dict[str, list[dict[str, Any]]] = {}
     for name in rules:

@@ -139,6 +139,7 @@ class Trainer:
         self.rule.load_state_dict(state["rule"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+            _refresh_lambda_schedule(self.scheduler, self.optimizer)
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.elapsed = float(state["elapsed"])
@@ -291,6 +292,21 @@ class Trainer:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
             os.replace(tmp, self.run_dir / SUMMARY_NAME)
         return summary
+
+
+def _refresh_lambda_schedule(scheduler: Any, optimizer: torch.optim.Optimizer) -> None:
+    """Recompute a resumed ``LambdaLR``'s learning rates from its (possibly new) lambdas.
+
+    The optimizer's saved state carries the last learning rate it used; a schedule that has
+    reached its end stores 0 there. When a finished run is resumed with more epochs, the
+    lambdas (built for the new total) give the rate to continue with. For an unchanged total
+    this reproduces the saved rate exactly.
+    """
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas is None:
+        return
+    for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, lambdas, strict=True):
+        group["lr"] = base * fn(scheduler.last_epoch)
 
 
 def _finite_or_none(value: float) -> float | None:
