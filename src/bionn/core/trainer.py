@@ -87,7 +87,7 @@ class Trainer:
         seed: int = 0,
         config: dict[str, Any] | None = None,
         progress: bool = True,
-        angle_batch_size: int = 1000,
+        angle_batch_size: int = 500,
         callbacks: Sequence[Callable[[StepInfo], None]] = (),
         scheduler: Any | None = None,
     ) -> None:
@@ -174,7 +174,7 @@ class Trainer:
             total=len(self.loader),
             desc=f"{self.rule.name} epoch {epoch}/{epochs}",
             disable=not self.progress,
-            leave=True,
+            leave=False,
             file=sys.stderr,
             mininterval=0.5,
         )
@@ -253,13 +253,10 @@ class Trainer:
             save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
             with open(self.run_dir / METRICS_NAME, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        log.info(
-            "epoch %d/%d: test accuracy %s, angle to backprop %s",
-            epoch,
-            epochs,
-            record.get("test_accuracy"),
-            record.get("angle_to_backprop_deg"),
-        )
+        if self.progress:
+            tqdm.write(_epoch_line(self.rule.name, epochs, record), file=sys.stderr)
+        else:
+            log.info(_epoch_line(self.rule.name, epochs, record))
         return record
 
     def fit(self, epochs: int, phase: str = "train") -> dict[str, Any]:
@@ -292,6 +289,19 @@ class Trainer:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
             os.replace(tmp, self.run_dir / SUMMARY_NAME)
         return summary
+
+
+def _epoch_line(name: str, epochs: int, record: dict[str, Any]) -> str:
+    """One line per finished epoch for the terminal."""
+    parts = [f"{name} epoch {record['epoch']}/{epochs}"]
+    if "train_loss" in record:
+        parts.append(f"train loss {record['train_loss']:.4f}")
+    if record.get("test_accuracy") is not None:
+        parts.append(f"test accuracy {100 * record['test_accuracy']:.2f}%")
+    if record.get("angle_to_backprop_deg") is not None:
+        parts.append(f"angle to backprop {record['angle_to_backprop_deg']:.1f} deg")
+    parts.append(f"{record['epoch_time_s']:.1f} s")
+    return ", ".join(parts)
 
 
 def _refresh_lambda_schedule(scheduler: Any, optimizer: torch.optim.Optimizer) -> None:
