@@ -449,3 +449,21 @@ def test_python_m_bionn_help():
     assert proc.returncode == 0, proc.stderr
     for command in ("rules", "train", "compare", "data"):
         assert command in proc.stdout
+
+
+def test_config_file_may_switch_on_json_and_no_progress(capsys, tmp_path):
+    """The spec: a TOML config may hold any flag, the on/off switches included."""
+    config = tmp_path / "c.toml"
+    config.write_text('dataset = "digits"\nmodel = "mlp:32"\nepochs = 1\njson = true\n'
+                      'no-progress = true\n')
+    code, out, err = cli(capsys, "train", "--config", config, "--out", tmp_path / "r")
+    assert code == 0, err
+    assert last_json(out)["epochs"] == 1
+    assert "it/s" not in err  # no progress bar
+
+
+def test_config_switch_must_be_a_boolean(capsys, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('json = "yes"\n')
+    line = assert_usage_error(cli(capsys, "train", *FAST, "--config", config))
+    assert "json" in line and "true or false" in line

@@ -88,13 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SWITCHES = ("json", "no_progress")
+
+
 def _collect(args: argparse.Namespace, allowed: Sequence[str]) -> dict[str, Any]:
-    """Config values: the TOML file's, overridden by the flags given on the command line."""
+    """Config values: the TOML file's, overridden by the flags given on the command line.
+
+    The file may also switch on ``json``, ``no-progress`` (and, for ``train``, ``resume``);
+    those are set on ``args`` and not returned.
+    """
     from bionn.core.config import read_toml
 
+    switches = SWITCHES + (("resume",) if "resume" in vars(args) else ())
     values: dict[str, Any] = {}
     if args.config:
-        values.update(read_toml(args.config, tuple(allowed)))
+        values.update(read_toml(args.config, tuple(allowed) + switches))
+    for name in switches:
+        if name in values:
+            value = values.pop(name)
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{name.replace('_', '-')} in {args.config} must be true or false, "
+                    f"got {value!r}"
+                )
+            setattr(args, name, getattr(args, name) or value)
     for key in allowed:
         if key in vars(args):
             values[key] = getattr(args, key)

@@ -1,7 +1,7 @@
 """Tests of the image data sets on the real files.
 
-Oracles: the published facts about the files (sizes, sha256 and label counts in the shared data
-folder's README, restated below), the IDX format specification (a pixel read straight from the
+Oracles: the published facts about the files (sizes, sha256 and label counts as the data sets'
+publishers give them, restated below), the IDX format specification (a pixel read straight from the
 decompressed bytes), scikit-learn's own copy of the digits, and hashlib.
 """
 
@@ -60,7 +60,7 @@ TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 @functools.cache
 def _load(cls: type, root: str, train: bool):
-    """Each real split is parsed once per test session (a few hundred ms each)."""
+    """Each real split is parsed once per pytest run (a few hundred ms each)."""
     return cls(root=root, train=train)
 
 

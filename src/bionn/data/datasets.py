@@ -482,14 +482,7 @@ class Digits(ImageDataset):
     mean = (0.30538339422407795,)
     std = (0.3761191680900195,)
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str] | None = None,
-        train: bool = True,
-        transform: Callable[[torch.Tensor], Any] | None = None,
-        download: bool = False,
-    ) -> None:
-        super().__init__(root=root, train=train, transform=transform, download=False)
+    # no files: ``download`` has nothing to fetch and nothing is verified
 
     def _load_split(self, paths: list[Path]) -> _Split:
         from sklearn.datasets import load_digits
