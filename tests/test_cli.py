@@ -278,6 +278,16 @@ def test_bad_dataset_leaves_no_run_folder(capsys, tmp_path):
     assert not out.exists()
 
 
+def test_compare_with_missing_data_leaves_no_folder(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    line = assert_usage_error(cli(capsys, "compare", "--rules", "bp", "--dataset", "mnist",
+                                  "--data-dir", empty, "--no-progress", "--out", out))
+    assert "bionn data download" in line
+    assert not out.exists()
+
+
 def test_compare_with_empty_rules(capsys, tmp_path):
     line = assert_usage_error(cli(capsys, "compare", "--rules", ",", *FAST, "--out", tmp_path))
     assert "--rules" in line

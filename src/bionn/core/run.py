@@ -182,12 +182,18 @@ def run_compare(
         raise ConfigError(f"--rules names {', '.join(repeated)} more than once")
     resolve_device(config.device)
     out = Path(config.out) if config.out else default_run_dir(f"compare-{config.dataset}")
+    existed = out.exists()
     out = prepare_run_dir(out, resume=False, command="compare")
     summaries = []
     histories: dict[str, list[dict[str, Any]]] = {}
     for name in rules:
         rule_config = config.replace(rule=name, out=str(out / name))
-        summary = run_training(rule_config, progress=progress, plot=False)
+        try:
+            summary = run_training(rule_config, progress=progress, plot=False)
+        except BionnError:
+            if not summaries and not existed and not any(out.iterdir()):
+                out.rmdir()  # bad input found before anything was trained: leave no trace
+            raise
         summaries.append(summary)
         histories[name] = [
             json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()
