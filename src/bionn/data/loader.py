@@ -60,11 +60,16 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-            x, y = self.x[order], self.y[order]
-        else:
-            x, y = self.x, self.y
         stop = n - n % self.batch_size if self.drop_last else n
+        if not self.shuffle:
+            for start in range(0, stop, self.batch_size):
+                end = start + self.batch_size
+                yield self.x[start:end], self.y[start:end]
+            return
+        # Gather each batch with index_select rather than permuting the whole tensor up front:
+        # the same bytes move, but without allocating and first-touching a full copy of the
+        # data set every epoch (several times faster on MNIST).
+        order = torch.randperm(n, generator=self.generator).to(self.x.device)
         for start in range(0, stop, self.batch_size):
-            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+            idx = order[start : start + self.batch_size]
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx.to(self.y.device))
