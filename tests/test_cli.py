@@ -477,3 +477,14 @@ def test_config_switch_must_be_a_boolean(capsys, tmp_path):
     config.write_text('json = "yes"\n')
     line = assert_usage_error(cli(capsys, "train", *FAST, "--config", config))
     assert "json" in line and "true or false" in line
+
+
+def test_resume_accepts_the_default_learning_rate_spelled_out(capsys, finished_run):
+    """The run was saved with lr unset (Adam's default 1e-3); --lr 0.001 is the same run."""
+    code, out, err = cli(capsys, "train", "--resume", "--out", finished_run, "--epochs", 3,
+                         "--lr", "0.001", "--no-progress")
+    assert code == 0, err
+    assert epochs_in(finished_run) == [1, 2, 3]
+    line = assert_usage_error(cli(capsys, "train", "--resume", "--out", finished_run,
+                                  "--epochs", 4, "--lr", "0.01", "--no-progress"))
+    assert "lr" in line

@@ -109,8 +109,8 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
     for key, value in (overrides or {}).items():
         if key in changeable:
             saved[key] = value
-        elif key == "lr" and value == TrainConfig(**{**saved, "out": None}).learning_rate:
-            continue
+        elif key == "lr" and value == TrainConfig(**saved).learning_rate:
+            continue  # the saved None means the optimizer's default: the same rate
         elif key in saved and saved[key] != value and key != "out":
             raise ConfigError(
                 f"--resume continues the run as it was configured; {key} was {saved[key]!r}, "
