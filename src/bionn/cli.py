@@ -52,8 +52,32 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         "--download", action="store_true", default=s, help="download a missing data set"
     )
     p.add_argument("--config", metavar="FILE.toml", help="read any of these flags from TOML")
+    _add_rule_option_flags(p)
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_rule_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per rule hyperparameter, grouped by the first rule that has it."""
+    from bionn.core.registry import rule_options
+
+    groups: dict[str, Any] = {}
+    for spec in rule_options().values():
+        owner = spec.rules[0]
+        if owner not in groups:
+            groups[owner] = p.add_argument_group(
+                f"options of rule {owner}" + ("" if len(spec.rules) == 1 else " (and others)")
+            )
+        text = spec.help
+        if len(spec.rules) > 1:
+            text = f"{text} [rules: {', '.join(spec.rules)}]"
+        groups[owner].add_argument(
+            *spec.flags,
+            dest=f"opt__{spec.name}",
+            default=argparse.SUPPRESS,
+            metavar=spec.kind.upper().replace("TUPLE[", "").replace("]", ",..."),
+            help=text.replace("%", "%%"),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,11 +122,13 @@ def _collect(args: argparse.Namespace, allowed: Sequence[str]) -> dict[str, Any]
     those are set on ``args`` and not returned.
     """
     from bionn.core.config import read_toml
+    from bionn.core.registry import parse_option, rule_options
 
     switches = SWITCHES + (("resume",) if "resume" in vars(args) else ())
+    option_names = tuple(rule_options())
     values: dict[str, Any] = {}
     if args.config:
-        values.update(read_toml(args.config, tuple(allowed) + switches))
+        values.update(read_toml(args.config, tuple(allowed) + switches + option_names))
     for name in switches:
         if name in values:
             value = values.pop(name)
@@ -115,16 +141,25 @@ def _collect(args: argparse.Namespace, allowed: Sequence[str]) -> dict[str, Any]
     for key in allowed:
         if key in vars(args):
             values[key] = getattr(args, key)
+    options = {k: values.pop(k) for k in option_names if k in values}
+    for key, value in vars(args).items():
+        if key.startswith("opt__"):
+            options[key[len("opt__") :]] = value
+    if options:
+        specs = rule_options()
+        values["options"] = {k: parse_option(specs[k], v) for k, v in options.items()}
     return values
 
 
 def _cmd_rules(args: argparse.Namespace) -> int:
-    from bionn.core.registry import RULES
+    from bionn.core.registry import all_rules, rule_options
 
+    specs = rule_options()
     rows = [
         {"name": i.name, "description": i.description, "paper": i.paper,
-         "supervised": i.supervised}
-        for i in RULES.values()
+         "supervised": i.supervised,
+         "options": [specs[n].flags[0] for n in specs if i.name in specs[n].rules]}
+        for i in all_rules().values()
     ]
     if args.json:
         print(json.dumps(rows))
@@ -133,6 +168,8 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['name']:<{width}}  {r['description']}")
         print(f"{'':<{width}}  {r['paper']}")
+        if r["options"]:
+            print(f"{'':<{width}}  options: {' '.join(r['options'])}")
     return 0
 
 

@@ -2,8 +2,16 @@
 
 from bionn.core.config import TrainConfig
 from bionn.core.models import CNN, MLP, build_model
-from bionn.core.registry import RULES, RuleInfo, make_rule, register_rule, rule_names
-from bionn.core.rule import Backprop, BackpropConfig, LearningRule, trainable_parameters
+from bionn.core.registry import (
+    RULES,
+    RuleInfo,
+    all_rules,
+    make_rule,
+    register_rule,
+    rule_names,
+    rule_options,
+)
+from bionn.core.rule import Backprop, BackpropConfig, LearningRule, Phase, trainable_parameters
 from bionn.core.trainer import StepInfo, Trainer
 
 __all__ = [
@@ -13,13 +21,16 @@ __all__ = [
     "Backprop",
     "BackpropConfig",
     "LearningRule",
+    "Phase",
     "RuleInfo",
     "StepInfo",
     "TrainConfig",
     "Trainer",
+    "all_rules",
     "build_model",
     "make_rule",
     "register_rule",
     "rule_names",
+    "rule_options",
     "trainable_parameters",
 ]

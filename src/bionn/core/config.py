@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class TrainConfig:
         out: run folder; None makes ``runs/<rule>-<dataset>-<time>``.
         data_dir: data root; None falls back to ``BIONN_DATA``, then the user cache.
         download: fetch a missing data set from its canonical mirrors.
+        options: the rule's own hyperparameters, field -> value (the fields of its
+            ``config_class``; ``bionn rules`` lists them); checked when the rule is built.
     """
 
     rule: str = "bp"
@@ -57,8 +59,14 @@ class TrainConfig:
     out: str | None = None
     data_dir: str | None = None
     download: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, dict) or not all(
+            isinstance(k, str) for k in self.options
+        ):
+            raise ConfigError(f"options must be a table of rule options, got {self.options!r}")
+        object.__setattr__(self, "options", dict(self.options))
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -114,7 +122,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "options")
+"""The run-level keys (flags and TOML keys); rule options come from the rule registry."""
 
 
 def read_toml(path: str | Path, allowed: tuple[str, ...] = CONFIG_KEYS) -> dict[str, Any]:

@@ -9,17 +9,77 @@ any other optimizer, scheduler or gradient clipping works unchanged.
 A rule that updates several times per example (DECOLLE learns at every time step) overrides
 :meth:`LearningRule.updates`, which yields once per update; the Trainer steps the optimizer
 after each yield.
+
+Everything else a rule may need from a run is a hook with a default that does nothing special:
+its hyperparameters (``config_class``, a frozen dataclass the command line turns into flags), the
+network it trains (:meth:`LearningRule.build_model`), whether it sees normalised inputs
+(``normalize_inputs``), training in several phases (:meth:`LearningRule.phases`,
+:meth:`LearningRule.set_phase`), extra numbers logged after every epoch
+(:meth:`LearningRule.epoch_metrics`) and its own figures (:meth:`LearningRule.plots`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from bionn.errors import ConfigError
+
+PHASE_OPTIMIZERS = ("adam", "sgd")
+PHASE_SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run: a number of epochs trained with its own optimizer and schedule.
+
+    Attributes:
+        name: recorded as ``phase`` in every ``metrics.jsonl`` line of the phase and passed to
+            :meth:`LearningRule.set_phase` before the phase starts.
+        epochs: epochs of this phase (> 0); epochs are numbered across the whole run.
+        optimizer: ``adam`` or ``sgd``; None takes the run's ``--optimizer``.
+        lr: the phase's learning rate (> 0); None takes the run's.
+        schedule: ``constant``, ``cosine`` or ``linear`` over the phase's epochs; None takes
+            the run's ``--schedule``.
+    """
+
+    name: str
+    epochs: int
+    optimizer: str | None = None
+    lr: float | None = None
+    schedule: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"a phase needs a non-empty name, got {self.name!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
+            raise ConfigError(
+                f"phase {self.name!r} needs a positive number of epochs, got {self.epochs!r}"
+            )
+        if self.optimizer is not None and self.optimizer not in PHASE_OPTIMIZERS:
+            raise ConfigError(
+                f"phase {self.name!r}: unknown optimizer {self.optimizer!r}; choose one of: "
+                + ", ".join(PHASE_OPTIMIZERS)
+            )
+        if self.schedule is not None and self.schedule not in PHASE_SCHEDULES:
+            raise ConfigError(
+                f"phase {self.name!r}: unknown schedule {self.schedule!r}; choose one of: "
+                + ", ".join(PHASE_SCHEDULES)
+            )
+        if self.lr is not None and (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, int | float)
+            or not math.isfinite(self.lr)
+            or self.lr <= 0
+        ):
+            raise ConfigError(f"phase {self.name!r}: lr must be a finite number > 0")
 
 
 class LearningRule:
@@ -28,10 +88,16 @@ class LearningRule:
     Class attributes:
         name: the rule's name on the command line.
         supervised: whether the rule learns from labels (and so has an angle to backprop).
+        config_class: the frozen dataclass of the rule's hyperparameters, or None. Each field
+            becomes a command-line flag ``--field-name`` (see :mod:`bionn.core.registry`).
+        normalize_inputs: True (the default) trains on inputs normalised by the data set's
+            mean and standard deviation; False gives the raw intensities in [0, 1].
     """
 
     name: ClassVar[str] = "rule"
     supervised: ClassVar[bool] = True
+    config_class: ClassVar[type | None] = None
+    normalize_inputs: ClassVar[bool] = True
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Set ``p.grad = -delta_p`` for every trainable parameter; return metrics."""
@@ -57,6 +123,42 @@ class LearningRule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def build_model(
+        self,
+        spec: str,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        activation: str,
+    ) -> nn.Module:
+        """The network this rule trains, from the ``--model`` spec (default: the plain one)."""
+        from bionn.core.models import build_model
+
+        return build_model(spec, input_shape, num_classes, activation)
+
+    def phases(self, epochs: int) -> list[Phase]:
+        """The run's phases; by default one phase, ``train``, of ``epochs`` epochs."""
+        return [Phase("train", epochs)]
+
+    def set_phase(self, name: str) -> None:
+        """Called before phase ``name`` starts, and when a run resumes inside it."""
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        """Extra JSON-serialisable numbers logged with every epoch's record."""
+        return {}
+
+    def plots(
+        self,
+        model: nn.Module,
+        history: list[dict[str, Any]],
+        run_dir: Path,
+        data: tuple[torch.Tensor, torch.Tensor],
+    ) -> list[Path]:
+        """Draw the rule's own figures into ``run_dir`` at the end of a run; return their paths.
+
+        ``data`` is the test set, on the model's device, prepared as the model saw it.
+        """
+        return []
 
 
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:

@@ -6,6 +6,8 @@ model, data, budget and seed, which is what ``bionn compare`` does.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -16,9 +18,9 @@ from typing import Any
 import torch
 
 from bionn.core.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from bionn.core.config import TrainConfig
-from bionn.core.models import build_model
+from bionn.core.config import DEFAULT_LR, TrainConfig
 from bionn.core.registry import make_rule
+from bionn.core.rule import Phase
 from bionn.core.trainer import StepInfo, Trainer
 from bionn.errors import BionnError, ConfigError
 
@@ -63,36 +65,58 @@ def default_run_dir(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def load_data(config: TrainConfig, device: torch.device):
-    """Train and test tensors (normalised, on ``device``) and the data set's shape facts."""
+def load_data(config: TrainConfig, device: torch.device, normalize: bool = True):
+    """Train and test tensors (on ``device``) and the data set's shape facts.
+
+    The images are normalised by the data set's mean and standard deviation, or left as
+    intensities in [0, 1] when ``normalize`` is False.
+    """
     from bionn.data import load_dataset
 
     train = load_dataset(config.dataset, config.data_dir, train=True, download=config.download)
     test = load_dataset(config.dataset, config.data_dir, train=False, download=config.download)
-    train_xy = (train.normalized().to(device), train.targets.to(device))
-    test_xy = (test.normalized().to(device), test.targets.to(device))
+
+    def images(ds):
+        return ds.normalized() if normalize else ds.data
+
+    train_xy = (images(train).to(device), train.targets.to(device))
+    test_xy = (images(test).to(device), test.targets.to(device))
     return train_xy, test_xy, tuple(train.input_shape), int(train.num_classes)
 
 
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(
+    config: TrainConfig, model: torch.nn.Module, phase: Phase | None = None
+) -> torch.optim.Optimizer:
+    """The run's optimizer over the model's trainable parameters (``phase`` may override it)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.learning_rate)
-    return torch.optim.SGD(params, lr=config.learning_rate)
+    name = phase.optimizer if phase is not None and phase.optimizer else config.optimizer
+    if phase is not None and phase.lr is not None:
+        lr = float(phase.lr)
+    elif name == config.optimizer:
+        lr = config.learning_rate
+    else:
+        lr = config.lr if config.lr is not None else DEFAULT_LR[name]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
 
 
-def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, phase: Phase | None = None
+):
     """The per-epoch learning-rate schedule ``config.schedule`` names (None for constant).
 
     The factor for epoch e (counted from 0) is 1/2 (1 + cos(pi e / E)) for ``cosine`` and
-    1 - e / E for ``linear``, where E is ``config.epochs``.
+    1 - e / E for ``linear``, where E is ``config.epochs``, or, for a ``phase``, its epochs
+    (and its own schedule when it names one).
     """
-    total = config.epochs
-    if config.schedule == "cosine":
+    total = phase.epochs if phase is not None else config.epochs
+    schedule = phase.schedule if phase is not None and phase.schedule else config.schedule
+    if schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / total))
         )
-    if config.schedule == "linear":
+    if schedule == "linear":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / total)
     return None
 
@@ -107,7 +131,17 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
     saved = {k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__}
     changeable = {"epochs", "device", "data_dir", "download"}
     for key, value in (overrides or {}).items():
-        if key in changeable:
+        if key == "options":
+            old = saved.get("options", {})
+            changed = sorted(k for k in value if k not in old or old[k] != value[k])
+            if changed:
+                k = changed[0]
+                raise ConfigError(
+                    f"--resume continues the run as it was configured; "
+                    f"{k} was {old.get(k)!r}, got {value[k]!r} (only "
+                    f"{', '.join(sorted(changeable))} may change)"
+                )
+        elif key in changeable:
             saved[key] = value
         elif key == "lr" and value == TrainConfig(**saved).learning_rate:
             continue  # the saved None means the optimizer's default: the same rate
@@ -127,16 +161,35 @@ def run_training(
     plot: bool = True,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
 ) -> dict[str, Any]:
-    """Train one rule as ``config`` says; return the summary written to ``summary.json``."""
-    rule = make_rule(config.rule)
+    """Train one rule as ``config`` says; return the summary written to ``summary.json``.
+
+    The rule's phases (:meth:`~bionn.core.rule.LearningRule.phases`) run one after the other in
+    the same run folder, each with a fresh optimizer and its own schedule. ``plot`` draws the
+    learning curves; the rule's own figures are always drawn.
+    """
+    rule = make_rule(config.rule, config.options)
+    phases = rule.phases(config.epochs)
+    names = [phase.name for phase in phases]
+    if not phases or len(set(names)) != len(names):
+        raise ConfigError(f"rule {config.rule!r} gave phases {names}; names must be unique")
     device = resolve_device(config.device)
     run_dir = Path(config.out) if config.out else default_run_dir(f"{config.rule}-{config.dataset}")
+    state = None
     if resume:
         prepare_run_dir(run_dir, resume)
-    train_xy, test_xy, input_shape, num_classes = load_data(config, device)
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+    train_xy, test_xy, input_shape, num_classes = load_data(
+        config, device, normalize=rule.normalize_inputs
+    )
     torch.manual_seed(config.seed)
-    model = build_model(config.model, input_shape, num_classes, config.activation).to(device)
-    optimizer = make_optimizer(config, model)
+    model = rule.build_model(config.model, input_shape, num_classes, config.activation).to(device)
+    ends = list(itertools.accumulate(phase.epochs for phase in phases))
+    first = 0
+    if state is not None:
+        # the phase the checkpoint lies in: the first whose last epoch is not yet done
+        done = int(state["epoch"])
+        first = next((i for i, end in enumerate(ends) if end > done), len(phases) - 1)
+    optimizer = make_optimizer(config, model, phases[first])
     # the folder is made only once the data and the model are known to be good
     run_dir = prepare_run_dir(run_dir, resume)
     trainer = Trainer(
@@ -151,18 +204,54 @@ def run_training(
         config=config.replace(out=str(run_dir)).to_dict(),
         progress=progress,
         callbacks=callbacks,
-        scheduler=make_scheduler(config, optimizer),
+        scheduler=make_scheduler(config, optimizer, phases[first]),
     )
-    if resume:
-        trainer.resume()
-    summary = trainer.fit(config.epochs)
+    if state is not None:
+        # a checkpoint written at the end of the previous phase carries that phase's optimizer
+        trainer.resume(state, optimizer=state.get("phase", "train") == phases[first].name)
+    summary: dict[str, Any] = {}
+    for i in range(first, len(phases)):
+        phase = phases[i]
+        if i > first:
+            trainer.optimizer = make_optimizer(config, model, phase)
+            trainer.scheduler = make_scheduler(config, trainer.optimizer, phase)
+        rule.set_phase(phase.name)
+        summary = trainer.fit(ends[i], phase=phase.name)
+    if len(phases) > 1:
+        summary["phases"] = [
+            {"name": phase.name, "epochs": phase.epochs, "last_epoch": end}
+            for phase, end in zip(phases, ends, strict=True)
+        ]
     if plot:
         from bionn.plots import plot_learning_curves
 
         summary["plot"] = str(
             plot_learning_curves({rule.name: trainer.history}, run_dir / "curves.png")
         )
+    extra = rule.plots(model, trainer.history, run_dir, test_xy)
+    if extra:
+        summary["plots"] = [str(path) for path in extra]
     return summary
+
+
+def split_options(
+    rules: Sequence[str], options: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Give each rule the options it has; an option that no rule in ``rules`` has is an error."""
+    from bionn.core.registry import rule_info
+
+    result: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for name in rules:
+        cls = rule_info(name).config_class
+        fields = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+        result[name] = {k: v for k, v in options.items() if k in fields}
+        used.update(result[name])
+    unused = sorted(set(options) - used)
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise ConfigError(f"{flags} does not apply to any of the rules {', '.join(rules)}")
+    return result
 
 
 def run_compare(
@@ -175,8 +264,9 @@ def run_compare(
 
     from bionn.plots import plot_learning_curves
 
+    options_by_rule = split_options(rules, config.options)
     for name in rules:
-        make_rule(name)  # fail on an unknown name before training anything
+        make_rule(name, options_by_rule[name])  # fail on bad input before training anything
     repeated = sorted({name for name in rules if list(rules).count(name) > 1})
     if repeated:
         raise ConfigError(f"--rules names {', '.join(repeated)} more than once")
@@ -187,7 +277,7 @@ def run_compare(
     summaries = []
     histories: dict[str, list[dict[str, Any]]] = {}
     for name in rules:
-        rule_config = config.replace(rule=name, out=str(out / name))
+        rule_config = config.replace(rule=name, out=str(out / name), options=options_by_rule[name])
         try:
             summary = run_training(rule_config, progress=progress, plot=False)
         except BionnError:

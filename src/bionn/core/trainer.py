@@ -107,6 +107,7 @@ class Trainer:
         self.angle_batch = (self.train_x[:angle_batch_size], self.train_y[:angle_batch_size])
         self.callbacks = list(callbacks)
         self.epoch = 0
+        self.phase = "train"
         self.global_step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
@@ -122,6 +123,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rule": self.rule.state_dict(),
             "epoch": self.epoch,
+            "phase": self.phase,
             "global_step": self.global_step,
             "elapsed": self.elapsed,
             "history": self.history,
@@ -133,11 +135,18 @@ class Trainer:
             state["scheduler"] = self.scheduler.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
+        """Restore a checkpoint; ``optimizer=False`` keeps the current optimizer and schedule.
+
+        A run resumed at the boundary between two phases starts the next phase with a fresh
+        optimizer, so it loads everything but the finished phase's optimizer state.
+        """
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.rule.load_state_dict(state["rule"])
-        if self.scheduler is not None and "scheduler" in state:
+        self.phase = str(state.get("phase", "train"))
+        if optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if optimizer and self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
             _refresh_lambda_schedule(self.scheduler, self.optimizer)
         self.epoch = int(state["epoch"])
@@ -147,11 +156,17 @@ class Trainer:
         set_rng_state(state["rng"], self.device)
         self.loader.generator.set_state(state["loader_rng"])
 
-    def resume(self) -> None:
-        """Continue from ``run_dir/checkpoint.pt``; ``metrics.jsonl`` is cut back to it."""
+    def resume(self, state: dict[str, Any] | None = None, optimizer: bool = True) -> None:
+        """Continue from ``run_dir/checkpoint.pt`` (or ``state``, already loaded from it).
+
+        ``metrics.jsonl`` is cut back to the checkpoint; ``optimizer`` is passed to
+        :meth:`load_state_dict`.
+        """
         if self.checkpoint_path is None:
             raise ValueError("resume needs a run_dir")
-        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        if state is None:
+            state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        self.load_state_dict(state, optimizer=optimizer)
         if self.run_dir is not None:
             self._write_metrics_file()
         log.info("resumed %s at epoch %d", self.run_dir, self.epoch)
@@ -232,6 +247,7 @@ class Trainer:
             }
         else:
             result["angle_to_backprop_deg"] = None
+        result.update(self.rule.epoch_metrics(self.model))
         return result
 
     def run_epoch(self, epoch: int, epochs: int, phase: str = "train") -> dict[str, Any]:
@@ -260,7 +276,11 @@ class Trainer:
         return record
 
     def fit(self, epochs: int, phase: str = "train") -> dict[str, Any]:
-        """Train until ``epochs`` epochs are complete (counting resumed ones); return summary."""
+        """Train until ``epochs`` epochs are complete (counting resumed ones); return summary.
+
+        ``phase`` names the epochs trained by this call (see :class:`~bionn.core.rule.Phase`).
+        """
+        self.phase = phase
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.epoch + 1, epochs + 1):

@@ -1,0 +1,35 @@
+"""Layers: the feedback-alignment family, spiking LIF layers, and the model converter."""
+
+from bionn.nn.convert import MODES, ConversionReport, convert
+from bionn.nn.feedback_alignment import (
+    BRSFConv2d,
+    BRSFLinear,
+    DFAConv2d,
+    DFALinear,
+    DFANetwork,
+    FAConv2d,
+    FALinear,
+    FRSFConv2d,
+    FRSFLinear,
+    OutputError,
+    USFConv2d,
+    USFLinear,
+)
+
+__all__ = [
+    "MODES",
+    "BRSFConv2d",
+    "BRSFLinear",
+    "ConversionReport",
+    "DFAConv2d",
+    "DFALinear",
+    "DFANetwork",
+    "FAConv2d",
+    "FALinear",
+    "FRSFConv2d",
+    "FRSFLinear",
+    "OutputError",
+    "USFConv2d",
+    "USFLinear",
+    "convert",
+]

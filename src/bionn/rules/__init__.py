@@ -1,0 +1,9 @@
+"""The learning rules, one module per paper family; importing this package registers them all.
+
+``bionn.core.registry.make_rule`` and the command line import it, so every rule below appears in
+``bionn rules`` and can be trained with ``bionn train --rule NAME``.
+"""
+
+from bionn.rules import decolle, feedback_alignment, krotov_hopfield, predictive_coding
+
+__all__ = ["decolle", "feedback_alignment", "krotov_hopfield", "predictive_coding"]

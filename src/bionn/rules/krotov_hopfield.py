@@ -1,0 +1,420 @@
+"""Unsupervised learning by competing hidden units (Krotov & Hopfield 2019).
+
+D. Krotov and J. J. Hopfield, "Unsupervised learning by competing hidden units", PNAS
+116(16):7723-7731, 2019. doi:10.1073/pnas.1820458116
+
+A hidden layer learns feature detectors with a local Hebbian / anti-Hebbian rule and global
+inhibition, without labels; a supervised top layer is then trained on the frozen hidden layer.
+
+Algorithm (the paper's minibatch form, which its authors' notebook implements):
+
+1. Input: a minibatch of images v^A (pixel intensities in [0, 1], flattened: C*H*W inputs;
+   colour images keep their three channels as separate inputs).
+2. Each hidden unit mu gets the input current I_mu = <W_mu, v>_mu
+   = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v_i (the Lp inner product, Eq. (2)).
+3. Global inhibition ranks the units for each input (the steady state of the inhibitory
+   dynamics, Eqs. (9)-(10)): the strongest unit gets g = 1 (Hebbian), the k-th strongest gets
+   g = -Delta (anti-Hebbian), every other unit g = 0.
+4. The plasticity rule, summed over the minibatch:
+   ds_mu,i = sum_A g_mu^A (R^p v_i^A - I_mu^A W_mu,i) (Eq. (3)); it drives every ||W_mu||_p to R.
+5. The minibatch step is normalised by its largest entry: W += eps * ds / max|ds|, with eps
+   annealed linearly from eps0 to 0 over the unsupervised epochs. Here the pseudo-gradient is
+   W.grad = -ds / max|ds|, so SGD(lr=eps) with a linear schedule is exactly that step.
+6. Supervised phase, W frozen: h_mu = ReLU(sum_i W_mu,i v_i)^n (S1), the output
+   c_alpha = tanh(beta * sum_mu S_alpha,mu h_mu) (S2), and the loss
+   C = sum_alpha |c_alpha - t_alpha|^m with t = +1 for the true class and -1 otherwise (S3),
+   minimised for S by the run's optimizer (autograd gives dC/dS). The alternative readout
+   ``linear`` replaces (S2)-(S3) by logits S h + b and the cross-entropy.
+
+Eq. numbers (2), (3), (9), (10) are the paper's; (S1)-(S3) label the supervised-layer formulas
+of the paper's section on the supervised top layer.
+
+Symbols:
+
+    paper            code
+    -----            ----
+    v_i              ``v`` (a row of the minibatch, flattened)
+    W_mu,i           ``model.W`` (hidden x inputs), ``hidden`` units
+    p                ``config.p``
+    I_mu             ``currents``
+    k                ``config.k``
+    Delta            ``config.delta``
+    g(.)             ``coef`` (1 for the winner, -Delta for the k-th unit)
+    R                ``config.radius``
+    eps0             ``config.eps0`` (the unsupervised phase's learning rate)
+    ds / max|ds|     ``-W.grad``; prec (floor of max|ds|) ``config.prec``
+    n                ``config.n``
+    beta             ``config.beta``
+    S_alpha,mu       ``model.S`` (classes x hidden)
+    m                ``config.m``
+    t_alpha          ``targets`` (+1 / -1)
+
+Deviations from the paper:
+
+- The hidden weights start from a standard normal (``init_sigma``), as in the authors' notebook.
+- ``minibatch`` (default 100, as in the paper) may be smaller than the run's ``--batch-size``:
+  each run batch is then split and one normalised step is taken per minibatch. A batch that
+  does not divide evenly ends with a smaller minibatch (the notebook drops the remainder).
+- The top layer is trained with the run's optimizer (Adam by default) on the loss averaged over
+  the minibatch; the paper sums it (a constant factor that Adam ignores).
+- The ``linear`` readout (cross-entropy on S h + b) is not in the paper: it is the common
+  alternative top layer, offered for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bionn.core.registry import RuleInfo, register_rule
+from bionn.core.rule import LearningRule, Phase
+from bionn.errors import ConfigError
+
+READOUTS = ("krotov", "linear")
+NORM_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+@dataclass(frozen=True)
+class KrotovConfig:
+    """Hyperparameters of the competing-hidden-units rule and its top layer."""
+
+    hidden: int = field(
+        default=2000, metadata={"help": "number of hidden units (paper: 2000 for MNIST)"}
+    )
+    p: float = field(
+        default=3.0,
+        metadata={"help": "p, the Lebesgue norm of the synapses (>= 2; paper: 3)", "flag": "-p"},
+    )
+    k: int = field(
+        default=7,
+        metadata={"help": "k, the rank of the unit that gets anti-Hebbian learning (>= 2)",
+                  "flag": "-k"},
+    )
+    delta: float = field(
+        default=0.4, metadata={"help": "Delta, the strength of anti-Hebbian learning (>= 0)"}
+    )
+    radius: float = field(
+        default=1.0, metadata={"help": "R, the radius the Lp norm of each unit converges to"}
+    )
+    eps0: float = field(
+        default=0.02,
+        metadata={"help": "eps0, the initial learning rate of the unsupervised phase, "
+                          "annealed linearly to 0"},
+    )
+    unsupervised_epochs: int = field(
+        default=20, metadata={"help": "epochs of the unsupervised phase (Eq. 3)"}
+    )
+    supervised_epochs: int = field(
+        default=0,
+        metadata={"help": "epochs of the supervised top-layer phase; 0 takes --epochs"},
+    )
+    minibatch: int = field(
+        default=100,
+        metadata={"help": "minibatch of one normalised unsupervised step; 0 takes "
+                          "--batch-size"},
+    )
+    prec: float = field(
+        default=1e-30, metadata={"help": "prec, the floor of max|ds| in the normalisation"}
+    )
+    init_sigma: float = field(
+        default=1.0, metadata={"help": "sigma of the normal start of the hidden weights"}
+    )
+    n: float = field(
+        default=4.5, metadata={"help": "n, the power of the hidden activation ReLU(h)^n"}
+    )
+    beta: float = field(
+        default=0.01, metadata={"help": "beta, the inverse temperature of tanh(beta S h)"}
+    )
+    m: float = field(
+        default=6.0, metadata={"help": "m, the exponent of the top-layer loss |c - t|^m"}
+    )
+    readout: str = field(
+        default="krotov",
+        metadata={"help": "top layer: krotov (tanh(beta S h), loss |c-t|^m) or linear "
+                          "(cross-entropy on S h + b)"},
+    )
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+
+        def number(name: str, value: Any, low: float, inclusive: bool = True) -> None:
+            flag = "-p" if name == "p" else "--" + name.replace("_", "-")
+            ok = (
+                not isinstance(value, bool)
+                and isinstance(value, int | float)
+                and math.isfinite(value)
+                and (value >= low if inclusive else value > low)
+            )
+            if not ok:
+                sign = ">=" if inclusive else ">"
+                raise ConfigError(f"{flag} must be a finite number {sign} {low}, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+        positive_int("hidden", self.hidden)
+        positive_int("k", self.k, 2)
+        if self.k > self.hidden:
+            raise ConfigError(f"-k must be at most --hidden ({self.hidden}), got {self.k}")
+        positive_int("unsupervised_epochs", self.unsupervised_epochs)
+        positive_int("supervised_epochs", self.supervised_epochs, 0)
+        positive_int("minibatch", self.minibatch, 0)
+        number("p", self.p, 2.0)
+        number("delta", self.delta, 0.0)
+        number("radius", self.radius, 0.0, inclusive=False)
+        number("eps0", self.eps0, 0.0, inclusive=False)
+        number("prec", self.prec, 0.0, inclusive=False)
+        number("init_sigma", self.init_sigma, 0.0, inclusive=False)
+        number("n", self.n, 1.0)
+        number("beta", self.beta, 0.0, inclusive=False)
+        number("m", self.m, 1.0)
+        if self.readout not in READOUTS:
+            raise ConfigError(
+                f"--readout must be one of {', '.join(READOUTS)}, got {self.readout!r}"
+            )
+
+
+class CompetingHiddenUnits(nn.Module):
+    """The hidden layer W and the top layer S of the paper's network.
+
+    ``forward(x)`` gives the top layer's output: tanh(beta S h) for the ``krotov`` readout, the
+    logits S h + b for ``linear``; h = ReLU(W v)^n (S1).
+
+    Attributes:
+        W: hidden synapses, shape (hidden, inputs), learned by the unsupervised rule.
+        S: top-layer weights, shape (classes, hidden).
+        b: top-layer bias (``linear`` readout only).
+        input_shape: (C, H, W) of one example, for drawing receptive fields.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        config: KrotovConfig,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(int(v) for v in input_shape)
+        inputs = math.prod(self.input_shape)
+        self.n = config.n
+        self.beta = config.beta
+        self.readout = config.readout
+        self.W = nn.Parameter(torch.randn(config.hidden, inputs) * config.init_sigma)
+        self.S = nn.Parameter(torch.randn(num_classes, config.hidden) / math.sqrt(config.hidden))
+        if config.readout == "linear":
+            self.b = nn.Parameter(torch.zeros(num_classes))
+        else:
+            self.register_parameter("b", None)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """h = ReLU(W v)^n."""
+        return F.relu(x.flatten(1) @ self.W.t()).pow(self.n)  # Eq. (S1)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """The top layer on hidden activations ``h``."""
+        if self.readout == "linear":
+            return F.linear(h, self.S, self.b)
+        return torch.tanh(self.beta * (h @ self.S.t()))  # Eq. (S2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def lp_currents(W: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+    """I[A, mu] = <W_mu, v^A>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v^A_i; (batch, hidden)."""
+    if p == 2.0:
+        Wp = W
+    elif p == 3.0:
+        Wp = W * W.abs()
+    else:
+        Wp = W.sign() * W.abs().pow(p - 1.0)
+    return v @ Wp.t()  # Eq. (2)
+
+
+def synaptic_update(
+    W: torch.Tensor, v: torch.Tensor, p: float, k: int, delta: float, radius: float,
+    prec: float = 1e-30,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The normalised minibatch update ds / max|ds| of the paper, only on the units it touches.
+
+    Only the winner and the k-th unit of each example have g != 0, so at most 2 * batch rows of
+    ds are non-zero; they are computed alone.
+
+    Returns:
+        rows: the indices of the units with g != 0 for some example (sorted, unique).
+        step: ds[rows] / max|ds| (the other rows of ds are 0).
+        scale: max|ds| (after the ``prec`` floor), a 0-dim tensor.
+    """
+    currents = lp_currents(W, v, p)
+    top, idx = currents.topk(k, dim=1)  # the ranking of Eq. (10)
+    units = torch.cat((idx[:, 0], idx[:, k - 1]))
+    batch = v.shape[0]
+    coef = torch.cat((  # g(rank): 1 for the winner, -Delta for the k-th unit; Eq. (10)
+        torch.ones(batch, dtype=v.dtype, device=v.device),
+        torch.full((batch,), -delta, dtype=v.dtype, device=v.device),
+    ))
+    rows, where = torch.unique(units, return_inverse=True)
+    g_current = torch.zeros(len(rows), dtype=v.dtype, device=v.device)
+    g_current.index_add_(0, where, coef * torch.cat((top[:, 0], top[:, k - 1])))
+    hebb = torch.zeros(len(rows), v.shape[1], dtype=v.dtype, device=v.device)
+    hebb.index_add_(0, where, coef[:, None] * torch.cat((v, v)))
+    ds = hebb.mul_(radius**p).sub_(g_current[:, None] * W[rows])  # Eq. (3)
+    scale = ds.abs().max().clamp_min(prec)
+    return rows, ds.div_(scale), scale
+
+
+class KrotovHopfield(LearningRule):
+    """Competing hidden units: the unsupervised phase learns W, the supervised phase learns S.
+
+    ``set_phase("unsupervised")`` (the default) makes :meth:`fill_grads` write the normalised
+    update of Eq. (3) into ``W.grad`` (and leave S without a gradient); ``set_phase(
+    "supervised")`` makes it write autograd's gradient of the top-layer loss into S (and b),
+    leaving W without a gradient, so the optimizer steps only the layer being learned.
+    """
+
+    name = "krotov"
+    supervised = False
+    config_class = KrotovConfig
+    normalize_inputs = False
+
+    def __init__(self, config: KrotovConfig | None = None) -> None:
+        self.config = config or KrotovConfig()
+        self.phase = "unsupervised"
+
+    # -- phases ------------------------------------------------------------------------------
+    def phases(self, epochs: int) -> list[Phase]:
+        cfg = self.config
+        return [
+            Phase("unsupervised", cfg.unsupervised_epochs, optimizer="sgd", lr=cfg.eps0,
+                  schedule="linear"),
+            Phase("supervised", cfg.supervised_epochs or epochs),
+        ]
+
+    def set_phase(self, name: str) -> None:
+        if name not in ("unsupervised", "supervised"):
+            raise ConfigError(f"rule krotov has phases unsupervised and supervised, got {name!r}")
+        self.phase = name
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase = str(state.get("phase", "unsupervised"))
+
+    def build_model(
+        self, spec: str, input_shape: tuple[int, ...], num_classes: int, activation: str
+    ) -> nn.Module:
+        """The paper's network; its sizes come from the rule's options, not from ``--model``."""
+        return CompetingHiddenUnits(tuple(input_shape), num_classes, self.config)
+
+    # -- learning ----------------------------------------------------------------------------
+    def updates(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> Iterator[dict[str, float]]:
+        size = self.config.minibatch
+        if self.phase != "unsupervised" or size == 0 or size >= len(x):
+            yield self.fill_grads(model, x, y)
+            return
+        for start in range(0, len(x), size):
+            yield self.fill_grads(model, x[start : start + size], y[start : start + size])
+
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        if self.phase == "unsupervised":
+            return self._fill_unsupervised(model, x)
+        return self._fill_supervised(model, x, y)
+
+    def _fill_unsupervised(self, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        for param in model.parameters():
+            param.grad = None
+        W = model.W
+        with torch.no_grad():
+            rows, step, scale = synaptic_update(
+                W.detach(), x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius,
+                cfg.prec,
+            )
+            grad = torch.zeros_like(W)
+            grad.index_copy_(0, rows, step.neg_())  # p.grad = -ds / max|ds|
+        W.grad = grad
+        return {"update_scale": float(scale)}
+
+    def _fill_supervised(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, float]:
+        for param in model.parameters():
+            param.grad = None
+        with torch.no_grad():
+            h = model.features(x)
+        out = model.head(h)
+        loss = self.loss(out, y)
+        loss.backward()
+        with torch.no_grad():
+            accuracy = (out.argmax(1) == y).to(loss.dtype).mean()
+            loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
+        return {"loss": loss_value, "accuracy": accuracy_value}
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """sum_alpha |c_alpha - t_alpha|^m per example (mean over the batch), or cross-entropy."""
+        if self.config.readout == "linear":
+            return F.cross_entropy(output, y)
+        targets = torch.full_like(output, -1.0)
+        targets.scatter_(1, y[:, None], 1.0)
+        return (output - targets).abs().pow(self.config.m).sum(1).mean()  # Eq. (S3)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        """Quantiles of ||W_mu||_p over the hidden units (they converge to R)."""
+        with torch.no_grad():
+            norms = synapse_norms(model.W.detach(), self.config.p)
+            q = torch.tensor(NORM_QUANTILES, dtype=norms.dtype, device=norms.device)
+            values = torch.quantile(norms, q).tolist()
+        return {
+            "synapse_norm_quantiles": dict(zip([str(v) for v in NORM_QUANTILES], values,
+                                               strict=True)),
+            "synapse_norm_mean": float(norms.mean()),
+        }
+
+    def plots(
+        self,
+        model: nn.Module,
+        history: list[dict[str, Any]],
+        run_dir: Path,
+        data: tuple[torch.Tensor, torch.Tensor],
+    ) -> list[Path]:
+        from bionn.plots import plot_receptive_fields, plot_synapse_norms
+
+        run_dir = Path(run_dir)
+        paths = [
+            plot_receptive_fields(
+                model.W.detach(), model.input_shape, run_dir / "receptive_fields.png"
+            ),
+            plot_synapse_norms(history, run_dir / "synapse_norms.png", radius=self.config.radius,
+                               p=self.config.p),
+        ]
+        return paths
+
+
+def synapse_norms(W: torch.Tensor, p: float) -> torch.Tensor:
+    """||W_mu||_p = (sum_i |W_mu,i|^p)^(1/p) for every hidden unit mu."""
+    return torch.linalg.vector_norm(W.double(), ord=p, dim=1)
+
+
+register_rule(
+    RuleInfo(
+        name="krotov",
+        factory=KrotovHopfield,
+        description="competing hidden units: local Hebbian/anti-Hebbian learning with global "
+        "inhibition (unsupervised), then a supervised top layer",
+        paper="Krotov & Hopfield 2019, PNAS 116(16):7723-7731",
+        supervised=False,
+        config_class=KrotovConfig,
+    )
+)
