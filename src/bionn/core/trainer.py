@@ -26,6 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+# bionn.metrics imports bionn.core.rule, so the Trainer reaches it through the module at call
+# time: importing bionn.metrics first must not find bionn.core half-initialised.
+import bionn.metrics as _metrics
 from bionn.core.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -36,7 +39,6 @@ from bionn.core.checkpoint import (
 from bionn.core.rule import LearningRule
 from bionn.data.loader import TensorLoader
 from bionn.errors import TrainingDiverged
-from bionn.metrics import angle_to_backprop, evaluate_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +238,11 @@ class Trainer:
         """Test accuracy and loss, and the angle to backprop on the fixed angle batch."""
         result: dict[str, Any] = {}
         if self.test_data is not None:
-            acc, loss = evaluate_accuracy(self.rule, self.model, *self.test_data)
+            acc, loss = _metrics.evaluate_accuracy(self.rule, self.model, *self.test_data)
             result["test_accuracy"] = acc
             result["test_loss"] = loss
         if self.rule.supervised:
-            report = angle_to_backprop(self.rule, self.model, *self.angle_batch)
+            report = _metrics.angle_to_backprop(self.rule, self.model, *self.angle_batch)
             result["angle_to_backprop_deg"] = _finite_or_none(report.overall)
             result["angle_per_layer_deg"] = {
                 k: _finite_or_none(v) for k, v in report.per_layer.items()
@@ -290,7 +292,7 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """The run's result; written to ``summary.json`` when there is a run folder."""
         last = self.history[-1] if self.history else {}
-        train_acc, _ = evaluate_accuracy(self.rule, self.model, self.train_x, self.train_y)
+        train_acc, _ = _metrics.evaluate_accuracy(self.rule, self.model, self.train_x, self.train_y)
         summary = dict(self.config)
         summary.update(
             {
