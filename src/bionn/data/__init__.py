@@ -1,7 +1,9 @@
 """Data: image classification sets verified by sha256, downloads, and a fast batch iterator.
 
 ``from bionn.data import MNIST, load_dataset, TensorLoader``. See :mod:`bionn.data.datasets`
-for the data sets and :mod:`bionn.data.download` for checksums and verified downloads.
+for the data sets and :mod:`bionn.data.download` for checksums and verified downloads;
+:mod:`bionn.data.spikes` for spike encoders and :mod:`bionn.data.nmnist` for N-MNIST event
+streams.
 """
 
 from bionn.data.datasets import (
@@ -10,7 +12,9 @@ from bionn.data.datasets import (
     MNIST,
     Digits,
     FashionMNIST,
+    FashionMNISTSpikes,
     ImageDataset,
+    MNISTSpikes,
     download_dataset,
     load_dataset,
     resolve_root,
@@ -18,20 +22,33 @@ from bionn.data.datasets import (
 )
 from bionn.data.download import FileCheck, download_file, sha256_file
 from bionn.data.loader import TensorLoader
+from bionn.data.nmnist import NMNIST, Events, ToFrames, read_nmnist_file, to_frames
+from bionn.data.spikes import encode, encode_steps, latency_encode, poisson_encode
 
 __all__ = [
     "CIFAR10",
     "DATASETS",
     "MNIST",
+    "MNISTSpikes",
+    "NMNIST",
     "Digits",
+    "Events",
     "FashionMNIST",
+    "FashionMNISTSpikes",
     "FileCheck",
     "ImageDataset",
     "TensorLoader",
+    "ToFrames",
     "download_dataset",
     "download_file",
+    "encode",
+    "encode_steps",
+    "latency_encode",
     "load_dataset",
+    "poisson_encode",
+    "read_nmnist_file",
     "resolve_root",
     "sha256_file",
+    "to_frames",
     "verify_dataset",
 ]

@@ -42,8 +42,10 @@ __all__ = [
     "DATASETS",
     "Digits",
     "FashionMNIST",
+    "FashionMNISTSpikes",
     "ImageDataset",
     "MNIST",
+    "MNISTSpikes",
     "download_dataset",
     "load_dataset",
     "resolve_root",
@@ -458,6 +460,27 @@ class CIFAR10(ImageDataset):
         return _Split(np.concatenate(images), np.concatenate(labels))
 
 
+# --- spike-encoded digits -------------------------------------------------------------------
+
+
+class MNISTSpikes(MNIST):
+    """MNIST for the spiking rules: the same files and images as :class:`MNIST`.
+
+    The images stay intensities in ``[0, 1]``; a spiking rule (``decolle``, ``snn-bptt``)
+    turns every batch into spike trains on the fly (Poisson rate or latency code, see
+    :mod:`bionn.data.spikes`), drawing from torch's random generator, so the run's seed fixes
+    the spikes. Those rules ask for raw, unnormalised inputs (``normalize_inputs = False``).
+    """
+
+    name = "mnist-spikes"
+
+
+class FashionMNISTSpikes(FashionMNIST):
+    """Fashion-MNIST for the spiking rules (see :class:`MNISTSpikes`)."""
+
+    name = "fashion-mnist-spikes"
+
+
 # --- Digits --------------------------------------------------------------------------------
 
 
@@ -513,6 +536,8 @@ DATASETS: dict[str, type[ImageDataset]] = {
     "digits": Digits,
     "mnist": MNIST,
     "fashion-mnist": FashionMNIST,
+    "mnist-spikes": MNISTSpikes,
+    "fashion-mnist-spikes": FashionMNISTSpikes,
     "cifar10": CIFAR10,
 }
 

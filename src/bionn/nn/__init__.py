@@ -15,6 +15,7 @@ from bionn.nn.feedback_alignment import (
     USFConv2d,
     USFLinear,
 )
+from bionn.nn.lif import LIFConv2d, LIFLayer, LIFLinear, LIFNetwork  # noqa: F401
 
 __all__ = [
     "MODES",

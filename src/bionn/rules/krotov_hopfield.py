@@ -208,7 +208,7 @@ class CompetingHiddenUnits(nn.Module):
         self.beta = config.beta
         self.readout = config.readout
         self.W = nn.Parameter(torch.randn(config.hidden, inputs) * config.init_sigma)
-        self.S = nn.Parameter(torch.randn(num_classes, config.hidden) / math.sqrt(config.hidden))
+        self.S = nn.Parameter(torch.zeros(num_classes, config.hidden))
         if config.readout == "linear":
             self.b = nn.Parameter(torch.zeros(num_classes))
         else:
@@ -324,7 +324,8 @@ class KrotovHopfield(LearningRule):
             yield self.fill_grads(model, x, y)
             return
         for start in range(0, len(x), size):
-            yield self.fill_grads(model, x[start : start + size], y[start : start + size])
+            part = slice(start, start + size)
+            yield self.fill_grads(model, x[part], None if y is None else y[part])
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         if self.phase == "unsupervised":

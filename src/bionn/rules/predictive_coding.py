@@ -106,6 +106,9 @@ def _check_config(cfg: Any) -> None:
     ):
         raise ConfigError(f"--inference-rate must be a finite number > 0, got {rate!r}")
     variances = cfg.layer_variances
+    if isinstance(variances, list):
+        variances = tuple(variances)
+        object.__setattr__(cfg, "layer_variances", variances)
     if not isinstance(variances, tuple) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
         for v in variances
@@ -124,7 +127,10 @@ def _check_config(cfg: Any) -> None:
 
 
 _HELP_T = "T: Euler steps of the value-node dynamics dx/dt = -dF/dx per batch (W&B 2017 Eq. 6)"
-_HELP_GAMMA = "gamma: Euler step size of the value-node dynamics (W&B 2017 Eq. 6)"
+_HELP_GAMMA = (
+    "gamma: Euler step size of the value-node dynamics (W&B 2017 Eq. 6); default 0.1 for pc "
+    "and pc-gen, 1 for pc-fixed"
+)
 _HELP_SIGMA = (
     "Sigma_l: variance of each layer's error nodes, l = 1..L (output last), or one value for "
     "all layers; empty = all 1 (W&B 2017 Eq. 5)"
@@ -179,6 +185,31 @@ def rate_and_slope(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         cdf = 0.5 * (1 + torch.erf(x * (1 / math.sqrt(2))))
         pdf = torch.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
         return x * cdf, cdf + x * pdf
+    raise ConfigError(f"predictive coding has no closed-form slope for activation {name!r}")
+
+
+def _rate(name: str, x: torch.Tensor) -> torch.Tensor:
+    """phi(x)."""
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "relu":
+        return torch.relu(x)
+    return F.gelu(x) if name == "gelu" else rate_and_slope(name, x)[0]
+
+
+def times_slope(name: str, g: torch.Tensor, x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """phi'(x) * g in one fused kernel (``rate`` = phi(x)); the same closed forms as above."""
+    aten = torch.ops.aten
+    if name == "sigmoid":
+        return aten.sigmoid_backward(g, rate)  # g * s (1 - s)
+    if name == "tanh":
+        return aten.tanh_backward(g, rate)  # g * (1 - t^2)
+    if name == "relu":
+        return aten.threshold_backward(g, x, 0)  # g * 1[x > 0]
+    if name == "gelu":
+        return aten.gelu_backward(g, x)
     raise ConfigError(f"predictive coding has no closed-form slope for activation {name!r}")
 
 
@@ -250,6 +281,7 @@ class Inference(NamedTuple):
         energies: F at every step t = 0 .. T' (T' <= T with early stopping), mean over the
             batch, as a 1-d tensor.
         energy_per_example: F of each example at the last step.
+        output: the feed-forward output (the free-output equilibrium, the prediction).
     """
 
     values: list[torch.Tensor]
@@ -257,6 +289,7 @@ class Inference(NamedTuple):
     rates: list[torch.Tensor]
     energies: torch.Tensor
     energy_per_example: torch.Tensor
+    output: torch.Tensor
 
 
 def _energy(errors: list[torch.Tensor | None], variances: list[float]) -> torch.Tensor:
@@ -302,32 +335,49 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
     W, b, L = lay.weights, lay.biases, lay.depth
     var = _variances(cfg, L)
     gamma, T = float(cfg.inference_rate), int(cfg.inference_steps)
-    # value nodes start at the feed-forward pass; x_L is clamped to the target
-    values = [x.flatten(1)]
+    batch = x.shape[0]
+    # t = 0: the value nodes sit at the feed-forward pass (every hidden eps_l = 0) and x_L is
+    # clamped to the target
+    x0 = x.flatten(1)
+    values, rates = [x0], [x0]
+    mu = torch.addmm(b[0], x0, W[0].t())
+    mu1 = mu  # x_0 is clamped: mu_1 never changes
     for l in range(1, L):
-        prev = values[l - 1] if l == 1 else rate_and_slope(lay.activation, values[l - 1])[0]
-        values.append(torch.addmm(b[l - 1], prev, W[l - 1].t()))
-    values.append(target.flatten(1).to(values[0].dtype))
+        values.append(mu.clone())
+        r = _rate(lay.activation, mu)
+        rates.append(r)
+        mu = torch.addmm(b[l], r, W[l].t())
+    output = mu
+    values.append(target.flatten(1).to(x0.dtype))
+    errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(v) for v in values[1:L]]
+    errors.append(values[L] - output)  # Eq. (7)
     energies: list[torch.Tensor] = []
     for t in range(T + 1):
-        rates, slopes = [values[0]], [None]
-        for l in range(1, L):
-            r, s = rate_and_slope(lay.activation, values[l])
-            rates.append(r)
-            slopes.append(s)
-        errors: list[torch.Tensor | None] = [None]
+        if t > 0:
+            rates = [x0] + [_rate(lay.activation, values[l]) for l in range(1, L)]
+            errors = [None, values[1] - mu1]  # Eq. (7)
+            for l in range(2, L + 1):
+                # eps_l Sigma_l = x_l - W_{l-1} phi(x_{l-1}) - b_{l-1}
+                e = torch.addmm(values[l], rates[l - 1], W[l - 1].t(), alpha=-1)
+                errors.append(e.sub_(b[l - 1]))  # Eq. (7)
+        energy = None
         for l in range(1, L + 1):
-            mu = torch.addmm(b[l - 1], rates[l - 1], W[l - 1].t())
-            errors.append((values[l] - mu) / var[l - 1])  # Eq. (7)
-        per_example = _energy(errors, var)
-        energies.append(per_example.mean())
+            e = errors[l]
+            if var[l - 1] != 1.0:
+                e.mul_(1.0 / var[l - 1])  # Eq. (7)
+            flat = e.reshape(-1)
+            term = torch.dot(flat, flat) * (0.5 * var[l - 1] / batch)  # Eq. (5)
+            energy = term if energy is None else energy + term
+        energies.append(energy)
         if t == T or _stop(energies, cfg.energy_tolerance):
             break
         for l in range(1, L):
             # dx_l/dt = -eps_l + phi'(x_l) * W_l^T eps_{l+1}
-            drive = torch.mm(errors[l + 1], W[l]).mul_(slopes[l]).sub_(errors[l])  # Eq. (6)
-            values[l] = values[l] + gamma * drive  # Eq. (6)
-    return Inference(values, errors, rates, torch.stack(energies), per_example)
+            top_down = torch.mm(errors[l + 1], W[l])
+            drive = times_slope(lay.activation, top_down, values[l], rates[l])
+            drive.sub_(errors[l])  # Eq. (6)
+            values[l].add_(drive, alpha=gamma)  # Eq. (6)
+    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), output)
 
 
 def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -> Inference:
@@ -357,7 +407,7 @@ def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: 
         if _stop(energies, cfg.energy_tolerance):
             break
     values = [rates[0]] + [mus[l] + var[l - 1] * errors[l] for l in range(1, L)] + [y]
-    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var))
+    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), mus[L])
 
 
 def _infer_blocks(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -> Inference:
@@ -367,7 +417,8 @@ def _infer_blocks(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any
     values = [x]
     for l in range(1, L):
         values.append(blocks[l - 1](values[l - 1]))
-    values.append(target.reshape(blocks[L - 1](values[L - 1]).shape).to(x.dtype))
+    output = blocks[L - 1](values[L - 1])
+    values.append(target.reshape(output.shape).to(x.dtype))
     energies: list[torch.Tensor] = []
     for t in range(T + 1):
         errors: list[torch.Tensor | None] = [None]
@@ -387,7 +438,7 @@ def _infer_blocks(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any
         for l in range(1, L):
             values[l] = values[l] + gamma * (bottom_up[l] - errors[l])  # Eq. (6)
     rates = [values[0]] + values[1:L]  # the blocks apply phi themselves
-    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var))
+    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), output)
 
 
 def _infer_blocks_fixed(
@@ -420,7 +471,9 @@ def _infer_blocks_fixed(
             break
     values = [x] + [mus[l].detach() + var[l - 1] * errors[l] for l in range(1, L)] + [y]
     rates = [x] + [m.detach() for m in mus[1:L]]  # feed-forward inputs of each block
-    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var))
+    return Inference(
+        values, errors, rates, torch.stack(energies), _energy(errors, var), mus[L].detach()
+    )
 
 
 def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
@@ -440,7 +493,7 @@ def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
             deltas[id(layered.weights[l - 1])] = (
                 torch.mm(e.t(), result.rates[l - 1]) / batch
             )  # Eq. (8)
-            deltas[id(layered.biases[l - 1])] = e.sum(0) / batch  # Eq. (8)
+            deltas[id(layered.biases[l - 1])] = e.sum(0).div_(batch)  # Eq. (8)
         return [deltas.get(id(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
         total = 0.0
@@ -527,14 +580,14 @@ class PredictiveCoding(LearningRule):
         result = infer(model, x, target, self.config, self.fixed_prediction)
         deltas = hebbian_updates(model, result)
         for p, d in zip(trainable_parameters(model), deltas, strict=True):
-            p.grad = -d
+            p.grad = d.neg_()  # p.grad = -delta_p (d is a fresh tensor)
         return self._metrics(model, result, x, y)
 
     def _metrics(
         self, model: nn.Module, result: Inference, x: torch.Tensor, y: torch.Tensor
     ) -> dict[str, float]:
         with torch.no_grad():
-            out = model(x)
+            out = result.output  # the feed-forward pass, computed by the inference already
             loss = self.loss(out, y)
             acc = (out.argmax(1) == y).to(loss.dtype).mean()
             numbers = torch.cat([torch.stack((loss, acc)), result.energies.to(loss.dtype)])
@@ -643,7 +696,7 @@ class GenerativePC(PredictiveCoding):
         result = infer(model, label, x.flatten(1), self.config)  # label -> image
         deltas = hebbian_updates(model, result)
         for p, d in zip(trainable_parameters(model), deltas, strict=True):
-            p.grad = -d
+            p.grad = d.neg_()  # p.grad = -delta_p (d is a fresh tensor)
         values = result.energies.tolist()
         self._remember(values)
         return {
@@ -739,8 +792,7 @@ register_rule(
         factory=FixedPredictionPC,
         description="fixed-prediction predictive coding: exactly the backprop gradient",
         paper=(
-            "Song et al. 2020, NeurIPS 33; "
-            "Millidge, Tschantz & Buckley 2022, Neural Comput 34(6)"
+            "Song et al. 2020, NeurIPS 33; Millidge, Tschantz & Buckley 2022, Neural Comput 34(6)"
         ),
         supervised=True,
         config_class=PCFixedConfig,

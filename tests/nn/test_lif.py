@@ -1,0 +1,112 @@
+"""LIF layers and the LIF network: shapes, buffers, and layer-major = step-by-step.
+
+Oracles: the recurrences written out by hand in this file, and ``nn.functional.conv2d``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bionn.errors import ConfigError
+from bionn.functional.lif import LIFParameters
+from bionn.nn.lif import LIFConv2d, LIFLinear, LIFNetwork
+
+PARAMS = LIFParameters(alpha=0.8, beta=0.7, gamma=0.5, rho=0.9)
+
+
+def test_dense_layer_matches_the_recurrences_written_out():
+    torch.manual_seed(0)
+    layer = LIFLinear(6, 4, PARAMS).double()
+    x = (torch.rand(12, 3, 6) < 0.5).double()
+    w, b = layer.synapse.weight.detach(), layer.synapse.bias.detach()
+    p = q = torch.zeros(3, 6, dtype=torch.float64)
+    r = torch.zeros(3, 4, dtype=torch.float64)
+    expected = []
+    for t in range(12):
+        u = p @ w.t() + b - 0.9 * r
+        s = (u >= 0).double()
+        p, q = 0.8 * p + 0.2 * q, 0.7 * q + 0.3 * x[t]
+        r = 0.5 * r + 0.5 * s
+        expected.append(s)
+    assert torch.equal(layer.run(x), torch.stack(expected))
+    state = None
+    for t in range(12):
+        s, state = layer(x[t], state)
+        assert torch.equal(s, expected[t])
+
+
+def test_run_gives_the_same_gradients_as_stepping():
+    torch.manual_seed(1)
+    layer = LIFLinear(5, 3, PARAMS).double()
+    x = (torch.rand(10, 2, 5) < 0.6).double()
+    target = torch.randn(10, 2, 3, dtype=torch.float64)
+    loss = (layer.run(x) * target).sum()
+    g_run = torch.autograd.grad(loss, list(layer.parameters()))
+    state, out = None, []
+    for t in range(10):
+        s, state = layer(x[t], state)
+        out.append(s)
+    loss = (torch.stack(out) * target).sum()
+    g_step = torch.autograd.grad(loss, list(layer.parameters()))
+    for a, b in zip(g_run, g_step, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        assert a.abs().sum() > 0
+
+
+def test_conv_layer_drive_is_a_convolution_of_the_trace():
+    torch.manual_seed(2)
+    layer = LIFConv2d((2, 9, 9), 3, 3, padding=1, params=PARAMS).double()
+    assert layer.output_shape == (3, 9, 9)
+    x = (torch.rand(4, 2, 2, 9, 9) < 0.5).double()
+    s0, state = layer(x[0])
+    s1, state = layer(x[1], state)
+    s2, state = layer(x[2], state)
+    # U[2] uses P[2] = (1 - alpha) Q[1] = (1 - alpha)(1 - beta) x[0]
+    # and R[2] = gamma (1 - gamma) S[0] + (1 - gamma) S[1]
+    p = 0.2 * 0.3 * x[0]
+    u = nn.functional.conv2d(p, layer.synapse.weight, layer.synapse.bias, padding=1)
+    r = 0.5 * 0.5 * s0 + 0.5 * s1
+    torch.testing.assert_close(state.u, u - 0.9 * r, rtol=1e-12, atol=1e-12)
+    assert torch.equal(layer.run(x)[:3], torch.stack([s0, s1, s2]))
+
+
+def test_network_readouts_are_fixed_buffers_and_shapes_are_right():
+    torch.manual_seed(3)
+    layers = [LIFConv2d((1, 8, 8), 4, 3, padding=1), LIFLinear(4 * 4 * 4, 16)]
+    net = LIFNetwork(layers, 10, pools=[2, 1], timesteps=6, burn_in=2)
+    names = {n for n, _ in net.named_parameters()}
+    assert not any("readout" in n for n in names)
+    assert {n for n, _ in net.named_buffers()} == {"readout0", "readout1"}
+    assert net.readout(0).shape == (10, 64) and net.readout(1).shape == (10, 16)
+    x = torch.rand(5, 1, 8, 8)
+    assert net(x).shape == (5, 10)
+    trains = net.spike_trains(x)
+    assert trains[0].shape == (6, 5, 4, 4, 4) and trains[1].shape == (6, 5, 16)
+
+
+def test_network_forward_equals_the_step_loop():
+    torch.manual_seed(4)
+    net = LIFNetwork([LIFLinear(20, 12), LIFLinear(12, 8)], 3, timesteps=9, burn_in=3,
+                     encoder="none").double()
+    x = (torch.rand(4, 9, 20) < 0.4).double()  # (B, T, N) spike trains
+    states = net.initial_states(x[:, 0])
+    tops = []
+    for t in range(9):
+        step = net.step(x[:, t], states)
+        states = step.states
+        tops.append(step.spikes[-1])
+    expected = net.output(torch.stack(tops)[3:].mean(0))
+    torch.testing.assert_close(net(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ConfigError, match="alpha"):
+        LIFLinear(3, 2, LIFParameters(alpha=1.0))
+    with pytest.raises(ConfigError, match="surrogate"):
+        LIFLinear(3, 2, LIFParameters(surrogate="relu"))
+    with pytest.raises(ConfigError, match="burn-in"):
+        LIFNetwork([LIFLinear(3, 2)], 2, timesteps=4, burn_in=4)
+    with pytest.raises(ConfigError, match="does not fit"):
+        LIFConv2d((1, 2, 2), 3, 5)

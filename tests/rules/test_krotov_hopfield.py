@@ -1,0 +1,287 @@
+"""Tests of the competing-hidden-units rule (Krotov & Hopfield 2019).
+
+Oracles: a hand-written NumPy transcription of the published minibatch update (ranking by
+argsort, g, Eq. (3), the max-normalisation); the closed form of competitive Hebbian learning for
+Delta = 0; the paper's fixed point ||W_mu||_p = R; autograd for the top layer's gradient; a
+random frozen hidden layer as the baseline the learned one must beat.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bionn.core.config import TrainConfig
+from bionn.core.registry import make_rule, rule_info
+from bionn.core.rule import Phase
+from bionn.data import load_dataset
+from bionn.errors import ConfigError
+from bionn.rules.krotov_hopfield import (
+    CompetingHiddenUnits,
+    KrotovConfig,
+    KrotovHopfield,
+    synapse_norms,
+)
+
+
+def numpy_reference_update(W, v, p, k, delta, radius):
+    """The published minibatch update ds / max|ds|, written from the paper with NumPy.
+
+    W: (hidden, inputs); v: (batch, inputs). Units are ranked by argsort of the currents
+    I = <W, v>_p; the strongest gets g = 1, the k-th strongest g = -delta.
+    """
+    hidden, batch = W.shape[0], v.shape[0]
+    currents = (np.sign(W) * np.abs(W) ** (p - 1)) @ v.T  # (hidden, batch)
+    order = np.argsort(currents, axis=0)
+    g = np.zeros((hidden, batch))
+    g[order[hidden - 1], np.arange(batch)] = 1.0
+    g[order[hidden - k], np.arange(batch)] = -delta
+    ds = radius**p * (g @ v) - np.sum(g * currents, axis=1)[:, None] * W
+    return ds / np.abs(ds).max()
+
+
+def make_model(config, input_shape=(1, 5, 6), classes=4, dtype=torch.float64):
+    torch.manual_seed(1)
+    rule = KrotovHopfield(config)
+    model = rule.build_model("mlp", input_shape, classes, "relu").to(dtype)
+    return rule, model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = load_dataset("digits", None, train=True)
+    test = load_dataset("digits", None, train=False)
+    return (train.data, train.targets), (test.data, test.targets)
+
+
+# -- theory: the update is the published formula --------------------------------------------
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0])
+@pytest.mark.parametrize("k", [2, 5])
+def test_minibatch_update_equals_numpy_reference(p, k):
+    config = KrotovConfig(hidden=40, p=p, k=k, delta=0.4, radius=1.3, minibatch=0)
+    rule, model = make_model(config)
+    rng = np.random.default_rng(int(10 * p + k))
+    v = rng.random((16, 30))
+    W = model.W.detach().numpy().copy()
+    rule.fill_grads(model, torch.tensor(v).reshape(16, 1, 5, 6), torch.zeros(16, dtype=torch.long))
+    expected = numpy_reference_update(W, v, p, k, 0.4, 1.3)
+    np.testing.assert_allclose(-model.W.grad.numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert model.S.grad is None
+    # SGD(lr=eps) takes the paper's step W += eps * ds / max|ds|
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    opt.step()
+    np.testing.assert_allclose(model.W.detach().numpy(), W + 0.02 * expected, rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_delta_zero_is_competitive_hebbian_learning():
+    """Delta = 0, p = 2, one input: only the winner moves, along R^2 v - (W_w . v) W_w."""
+    rng = np.random.default_rng(3)
+    v = rng.random(30)
+    for k in (2, 7):
+        config = KrotovConfig(hidden=12, p=2.0, k=k, delta=0.0, radius=1.0, minibatch=0)
+        rule, model = make_model(config)
+        W = model.W.detach().numpy().copy()
+        rule.fill_grads(model, torch.tensor(v).reshape(1, 1, 5, 6), torch.zeros(1).long())
+        winner = int(np.argmax(W @ v))
+        ds = v - (W[winner] @ v) * W[winner]  # closed form of Eq. (3) with g = 1
+        expected = np.zeros_like(W)
+        expected[winner] = ds / np.abs(ds).max()
+        np.testing.assert_allclose(-model.W.grad.numpy(), expected, rtol=1e-12, atol=1e-14)
+        new = W[winner] + 0.05 * expected[winner]
+
+        def cos(a, b):
+            return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+        assert cos(new, v) > cos(W[winner], v)  # the winner turns toward the input
+
+
+# -- theory: the fixed point ||W_mu||_p = R ---------------------------------------------------
+
+
+def test_synapse_norms_converge_to_radius(digits):
+    """The paper's fixed point: every ||W_mu||_p -> R, from a random start far from it."""
+    (x, _), _ = digits
+    p, radius = 3.0, 1.0
+    torch.manual_seed(0)
+    config = KrotovConfig(hidden=10, p=p, k=2, delta=0.2, radius=radius, minibatch=50)
+    rule = KrotovHopfield(config)
+    model = rule.build_model("mlp", (1, 8, 8), 10, "relu")
+    start = synapse_norms(model.W.detach(), p)
+    assert (start - radius).min() > 2.0 * radius  # the normal start lies far outside the sphere
+    epochs, eps0 = 20, 0.1
+    opt = torch.optim.SGD(model.parameters(), lr=eps0)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(epochs):
+        opt.param_groups[0]["lr"] = eps0 * (1 - epoch / epochs)  # the paper's linear anneal
+        for batch in torch.randperm(len(x), generator=gen).split(100):
+            for _ in rule.updates(model, x[batch], None):
+                opt.step()
+    norms = synapse_norms(model.W.detach(), p)
+    assert torch.allclose(norms, torch.full_like(norms, radius), rtol=0.01), norms
+
+
+# -- it learns: learned features beat random ones ---------------------------------------------
+
+
+def train_top_layer(rule, model, train, test, epochs=25):
+    rule.set_phase("supervised")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    x, y = train
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=gen).split(50):
+            rule.fill_grads(model, x[batch], y[batch])
+            opt.step()
+    with torch.no_grad():
+        return (rule.predict(model, test[0]).argmax(1) == test[1]).double().mean().item()
+
+
+def test_learned_features_beat_random_frozen_features(digits):
+    train, test = digits
+    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=50, beta=0.1, n=2.0)
+    torch.manual_seed(0)
+    rule = KrotovHopfield(config)
+    learned = rule.build_model("mlp", (1, 8, 8), 10, "relu")
+    random = rule.build_model("mlp", (1, 8, 8), 10, "relu")
+    random.load_state_dict(learned.state_dict())
+    epochs, eps0 = 20, 0.1
+    opt = torch.optim.SGD(learned.parameters(), lr=eps0)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(epochs):
+        opt.param_groups[0]["lr"] = eps0 * (1 - epoch / epochs)
+        for batch in torch.randperm(len(train[0]), generator=gen).split(50):
+            rule.fill_grads(learned, train[0][batch], None)
+            opt.step()
+    with torch.no_grad():  # the same norm ||W_mu||_p = R for the random layer: a fair scale
+        random.W /= synapse_norms(random.W, 3.0)[:, None].float()
+    acc_learned = train_top_layer(rule, learned, train, test)
+    acc_random = train_top_layer(rule, random, train, test)
+    assert acc_learned >= 0.90, acc_learned
+    assert acc_learned >= acc_random + 0.08, (acc_learned, acc_random)
+
+
+def test_bionn_train_runs_both_phases_on_digits(tmp_path):
+    """The command-line path: both phases in one run folder, accuracy, norms and figures."""
+    from bionn.core.run import run_training
+
+    config = TrainConfig(
+        rule="krotov", dataset="digits", epochs=15, batch_size=50, lr=1e-2,
+        out=str(tmp_path / "run"),
+        options={"hidden": 30, "p": 3.0, "k": 2, "delta": 0.4, "unsupervised_epochs": 15,
+                 "minibatch": 50, "eps0": 0.1, "beta": 0.1, "n": 2.0},
+    )
+    summary = run_training(config, progress=False, plot=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["phase"] for r in records] == ["unsupervised"] * 15 + ["supervised"] * 15
+    assert summary["test_accuracy"] >= 0.88
+    quantiles = records[-1]["synapse_norm_quantiles"]
+    assert abs(quantiles["0.5"] - 1.0) < 0.02  # the median unit has reached R = 1
+    for name in ("receptive_fields.png", "synapse_norms.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+
+
+# -- contract ---------------------------------------------------------------------------------
+
+
+def test_unsupervised_phase_contract():
+    config = KrotovConfig(hidden=20, p=3.0, k=3, minibatch=0)
+    rule, model = make_model(config)
+    x = torch.rand(8, 1, 5, 6, dtype=torch.float64)
+    y = torch.randint(0, 4, (8,))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rule.fill_grads(model, x, y)
+    grad = model.W.grad.clone()
+    assert grad.shape == model.W.shape and torch.isfinite(grad).all()
+    assert grad.abs().max().item() == pytest.approx(1.0)  # normalised by its largest entry
+    assert model.S.grad is None  # the top layer is not learned in this phase
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n])
+    rule.fill_grads(model, x, y)
+    assert torch.equal(model.W.grad, grad)  # same inputs, same weights -> same update
+
+
+def test_supervised_phase_contract_and_autograd_oracle():
+    config = KrotovConfig(hidden=20, p=3.0, k=3, n=3.0, beta=0.5, m=4.0)
+    rule, model = make_model(config)
+    rule.set_phase("supervised")
+    x = torch.rand(8, 1, 5, 6, dtype=torch.float64)
+    y = torch.randint(0, 4, (8,))
+    W, S = model.W.detach().clone(), model.S.detach().clone().requires_grad_(True)
+    rule.fill_grads(model, x, y)
+    assert model.W.grad is None  # the hidden layer is frozen
+    # oracle: the paper's top layer and loss written out, differentiated by autograd
+    h = torch.relu(x.flatten(1) @ W.t()) ** 3.0
+    c = torch.tanh(0.5 * h @ S.t())
+    t = -torch.ones(8, 4, dtype=torch.float64)
+    t[torch.arange(8), y] = 1.0
+    ((c - t).abs() ** 4.0).sum(1).mean().backward()
+    torch.testing.assert_close(model.S.grad, S.grad)
+    assert torch.equal(model.W.detach(), W)
+
+
+def test_minibatch_splits_a_run_batch_into_normalised_steps():
+    config = KrotovConfig(hidden=20, p=2.0, k=2, minibatch=3)
+    rule, model = make_model(config)
+    x = torch.rand(8, 1, 5, 6, dtype=torch.float64)
+    sizes = []
+    W = model.W.detach().clone()
+    for _ in rule.updates(model, x, torch.zeros(8).long()):
+        sizes.append(1)
+        assert model.W.grad.abs().max().item() == pytest.approx(1.0)
+    assert len(sizes) == 3  # 3 + 3 + 2
+    assert torch.equal(model.W.detach(), W)
+
+
+def test_phases_and_registration():
+    rule = make_rule("krotov", {"hidden": 50, "p": 2.0, "k": 3, "unsupervised_epochs": 4,
+                                "eps0": 0.03})
+    assert isinstance(rule, KrotovHopfield)
+    assert rule.phases(9) == [
+        Phase("unsupervised", 4, optimizer="sgd", lr=0.03, schedule="linear"),
+        Phase("supervised", 9),
+    ]
+    assert make_rule("krotov", {"supervised_epochs": 3}).phases(9)[1].epochs == 3
+    info = rule_info("krotov")
+    assert info.supervised is False and info.config_class is KrotovConfig
+    assert KrotovHopfield.normalize_inputs is False
+
+
+@pytest.mark.parametrize(
+    "options, flag",
+    [({"k": 1}, "-k"), ({"p": 1.5}, "-p"), ({"delta": -0.1}, "--delta"),
+     ({"readout": "softmax"}, "--readout"), ({"hidden": 0}, "--hidden"),
+     ({"hidden": 5, "k": 7}, "-k"), ({"radius": 0.0}, "--radius")],
+)
+def test_bad_options_are_config_errors(options, flag):
+    with pytest.raises(ConfigError, match=flag):
+        KrotovConfig(**options)
+
+
+def test_colour_images_keep_their_channels(tmp_path):
+    """CIFAR-shaped input: 3 * 32 * 32 synapses per unit, receptive fields drawn in colour."""
+    config = KrotovConfig(hidden=12, p=3.0, k=2, minibatch=0)
+    rule = KrotovHopfield(config)
+    model = rule.build_model("mlp", (3, 32, 32), 10, "relu")
+    assert isinstance(model, CompetingHiddenUnits) and model.W.shape == (12, 3 * 32 * 32)
+    rule.fill_grads(model, torch.rand(6, 3, 32, 32), None)
+    assert model.W.grad.shape == (12, 3072)
+    paths = rule.plots(model, [{"epoch": 1, **rule.epoch_metrics(model)}], tmp_path,
+                       (torch.rand(4, 3, 32, 32), torch.zeros(4).long()))
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_linear_readout_uses_cross_entropy():
+    config = KrotovConfig(hidden=20, readout="linear", n=1.0)
+    rule, model = make_model(config)
+    assert model.b is not None
+    x, y = torch.rand(5, 1, 5, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0])
+    out = model(x)
+    expected = torch.nn.functional.cross_entropy(out, y)
+    assert math.isclose(rule.loss(out, y).item(), expected.item())
