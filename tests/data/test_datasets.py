@@ -295,7 +295,9 @@ def test_getitem_returns_image_and_int_label_and_applies_transform():
 
 
 def test_registry_names_and_class_data():
-    assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10"}
+    assert set(DATASETS) == {
+        "digits", "mnist", "fashion-mnist", "cifar10", "mnist-spikes", "fashion-mnist-spikes"
+    }
     for cls in DATASETS.values():
         assert cls.num_classes == len(cls.classes) == 10
         assert len(cls.mean) == len(cls.std) == cls.input_shape[0]

@@ -61,3 +61,12 @@ def test_encoders_reject_bad_input():
         encode(torch.rand(2, 2), 3, "rank")
     with pytest.raises(ConfigError, match="gain"):
         encode(torch.rand(2, 2), 3, gain=1.5)
+
+
+def test_mnist_spikes_holds_the_raw_mnist_images(data_root):
+    from bionn.data import load_dataset
+
+    spikes = load_dataset("mnist-spikes", data_root, train=False)
+    plain = load_dataset("mnist", data_root, train=False)
+    assert torch.equal(spikes.data, plain.data) and torch.equal(spikes.targets, plain.targets)
+    assert float(spikes.data.min()) == 0.0 and float(spikes.data.max()) == 1.0

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import bionn.core  # noqa: F401  (imported before bionn.metrics, which needs it loaded)
 from bionn.core.models import build_model
 from bionn.errors import ConfigError
 from bionn.metrics import exact_gradients

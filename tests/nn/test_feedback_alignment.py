@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import bionn.core  # noqa: F401  (imported before bionn.metrics, which needs it loaded)
 import bionn.nn.feedback_alignment as fa_module
 from bionn.metrics import exact_gradients
 from bionn.nn import (

@@ -10,6 +10,9 @@ the same spikes.
 
 - **Poisson rate code**: at each step each input spikes independently with probability
   ``gain * x`` (a Bernoulli approximation of a Poisson process of rate ``gain * x`` per step).
+  The uniform numbers have 15 bits: four are cut from every 64-bit integer the generator
+  draws, about three times faster than drawing a float per input; so the spike probability is
+  ``gain * x`` rounded up to a multiple of ``2**-15``.
 - **Latency code**: each input spikes once, at step ``round((1 - x) (T - 1))``, so the
   brightest pixels spike first; inputs with ``x <= threshold`` never spike.
 """
@@ -37,13 +40,26 @@ def _check(x: torch.Tensor, timesteps: int) -> None:
         )
 
 
+def _uniform15(n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """At least ``n`` independent int16 values uniform in ``0 .. 2**15 - 1``.
+
+    Four are cut from every 64-bit integer the generator draws (uniform in ``0 .. 2**63 - 1``:
+    every bit but the top one is fair, so each 16-bit quarter keeps its low 15 bits).
+    """
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(generator=generator)
+    return words.view(torch.int16).bitwise_and_(0x7FFF)
+
+
 def _poisson_steps(
     x: torch.Tensor, timesteps: int, gain: float, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
-    prob = x * gain if gain != 1.0 else x
+    # spike where u < ceil(2**15 p) with u uniform in 0 .. 2**15 - 1, i.e. u <= ceil(2**15 p) - 1
+    bound = (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
+    n = x.numel()
     for _ in range(timesteps):
-        noise = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-        yield (noise < prob).to(x.dtype)
+        noise = _uniform15(n, x.device, generator)[:n].view(x.shape)
+        yield (noise <= bound).to(x.dtype)
 
 
 def _latency_steps(x: torch.Tensor, timesteps: int, threshold: float) -> Iterator[torch.Tensor]:
@@ -90,7 +106,10 @@ def encode(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The whole spike train ``(T, *x.shape)``; same arguments as :func:`encode_steps`."""
-    return torch.stack(list(encode_steps(x, timesteps, encoder, gain, threshold, generator)))
+    out = x.new_empty((timesteps, *x.shape))
+    for t, spikes in enumerate(encode_steps(x, timesteps, encoder, gain, threshold, generator)):
+        out[t] = spikes
+    return out
 
 
 def poisson_encode(

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from bionn.data.spikes import ENCODERS, encode_steps
+from bionn.data.spikes import ENCODERS, encode, encode_steps
 from bionn.errors import ConfigError
 from bionn.functional.lif import LIFParameters, LIFState, lif_initial_state, lif_step, trace_step
 from bionn.functional.surrogate import SURROGATES, get_surrogate
@@ -345,7 +345,10 @@ class LIFNetwork(nn.Module):
         Layer-major: each layer runs over all ``T`` steps before the next one starts (exact for
         a feed-forward stack), so every synapse is one large matrix product.
         """
-        h = torch.stack(list(self.input_steps(x)))
+        if self.encoder == "none":
+            h = x.transpose(0, 1)
+        else:
+            h = encode(x, self.timesteps, self.encoder, gain=self.gain)
         trains = []
         for i, layer in enumerate(self.layers):
             h = layer.run(self._layer_input(i, h, 1))
