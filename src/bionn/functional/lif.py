@@ -17,9 +17,9 @@ shape of the *output*. Because ``U[t]`` is linear in ``W`` with coefficient ``P[
 gradient of any loss of ``S[t]`` with respect to ``W`` is ``sigma'(U[t]) P[t]``: the trace is
 the eligibility of the synapse, which is what makes the rule local in time.
 
-``Theta`` is the Heaviside step with a surrogate derivative in the backward pass
-(:mod:`bionn.functional.surrogate`). Tensors are time-major (see :mod:`bionn.functional`): a
-step sees one slice ``(B, ...)``.
+Labels D1-D4 are those of :mod:`bionn.rules.decolle`. ``Theta`` is the Heaviside step with a
+surrogate derivative in the backward pass (:mod:`bionn.functional.surrogate`). Tensors are
+time-major (see :mod:`bionn.functional`): a step sees one slice ``(B, ...)``.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def lif_step(
         ``S[t]`` and the next state ``(P[t+1], Q[t+1], R[t+1], U[t])``.
     """
     spike = get_surrogate(params.surrogate)
-    u = synapse(state.p) - params.rho * state.r  # U[t] = W P[t] - rho R[t] + b
-    s = spike(u, params.surrogate_scale)  # S[t] = Theta(U[t])
-    p, q = trace_step(input, state.p, state.q, params.alpha, params.beta)
-    r = torch.lerp(s, state.r, params.gamma)  # R[t+1] = gamma R[t] + (1 - gamma) S[t]
+    u = synapse(state.p) - params.rho * state.r  # Eq. (D1): U[t] = W P[t] - rho R[t] + b
+    s = spike(u, params.surrogate_scale)  # Eq. (D2): S[t] = Theta(U[t])
+    p, q = trace_step(input, state.p, state.q, params.alpha, params.beta)  # Eq. (D3)
+    r = torch.lerp(s, state.r, params.gamma)  # Eq. (D4): R[t+1] = gamma R + (1 - gamma) S
     return s, LIFState(p=p, q=q, r=r, u=u)

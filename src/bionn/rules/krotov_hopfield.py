@@ -130,7 +130,9 @@ class KrotovConfig:
         default=4.5, metadata={"help": "n, the power of the hidden activation ReLU(h)^n"}
     )
     beta: float = field(
-        default=0.01, metadata={"help": "beta, the inverse temperature of tanh(beta S h)"}
+        default=1e-4,
+        metadata={"help": "beta, the inverse temperature of tanh(beta S h); scale it with the "
+                          "size of h = ReLU(W v)^n"},
     )
     m: float = field(
         default=6.0, metadata={"help": "m, the exponent of the top-layer loss |c - t|^m"}

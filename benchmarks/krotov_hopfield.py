@@ -1,0 +1,307 @@
+"""Competing hidden units (Krotov & Hopfield 2019): accuracy, speed and matmul efficiency.
+
+Sections (``--sections``, comma-separated; each writes its own key of the JSON file, which is
+updated in place so sections may be run separately):
+
+- ``throughput``: the machine's dense float32 matrix-multiply throughput (measured here), and
+  the FLOP rate of one unsupervised epoch through the Trainer at the paper's MNIST setup.
+- ``speed``: one unsupervised epoch of bionn beside one epoch of the authors' published NumPy
+  training loop (the code cells of their notebook, run unchanged in a subprocess with
+  ``--peer-python``; the notebook is read from ``--peer-notebook``), same data, same
+  hyperparameters, alternating, ``--repeats`` times.
+- ``quick``: MNIST, 400 hidden units, through ``bionn train`` (the library path).
+- ``paper``: MNIST, the paper's setup (2000 hidden units, p = 3, k = 7, Delta = 0.4, n = 4.5,
+  m = 6); run it under the shared benchmark lock, alone.
+- ``fashion``: Fashion-MNIST with the quick profile, beside backprop training the same network
+  (hidden layer and top layer, same loss) end to end.
+
+    python benchmarks/krotov_hopfield.py --data-dir DATA --sections throughput,quick
+    python benchmarks/krotov_hopfield.py --sections speed --peer-python PY --peer-notebook NB
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bionn.core.config import TrainConfig
+from bionn.core.rule import LearningRule
+from bionn.core.run import run_training
+from bionn.core.trainer import Trainer
+from bionn.data import load_dataset
+from bionn.rules.krotov_hopfield import KrotovConfig, KrotovHopfield, synapse_norms
+
+PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}
+
+# the profiles: rule options, supervised epochs and the run's learning rate
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 20, "eps0": 0.04},
+        "epochs": 30,
+    },
+    "paper": {
+        "options": {**PAPER, "unsupervised_epochs": 40, "eps0": 0.06},
+        "epochs": 30,
+    },
+}
+
+# the peer driver: runs the notebook's parameter cell and training-loop cell unchanged, after
+# giving it the data and overriding the hyperparameters; plotting lines are left out
+PEER_DRIVER = r"""
+import json, sys, time
+import numpy as np
+notebook, data_file, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cells = ["".join(c["source"]) for c in json.load(open(notebook))["cells"]
+         if c["cell_type"] == "code"]
+param_cell = next(c for c in cells if "eps0=" in c)
+loop_cell = next(c for c in cells if "for nep in range(Nep)" in c)
+loop_cell = "\n".join(line for line in loop_cell.splitlines()
+                      if not line.lstrip().startswith(("%", "fig=", "draw_weights(")))
+scope = {"np": np}
+exec(param_cell, scope)
+M = np.load(data_file).astype(np.float64)
+scope.update(M=M, Ns=M.shape[0], N=M.shape[1], Nc=10, **params)
+np.random.seed(0)
+start = time.perf_counter()
+exec(loop_cell, scope)
+elapsed = time.perf_counter() - start
+finite = bool(np.isfinite(scope["synapses"]).all())
+print(json.dumps({"seconds": elapsed, "synapses_finite": finite}))
+"""
+
+
+def mnist_pixels(data_dir: str | None, name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_dataset(name, data_dir, train=True)
+    return ds.data, ds.targets
+
+
+def measure_matmul(shape: tuple[int, int, int], seconds: float = 2.0) -> float:
+    """Dense float32 (m x k) @ (k x n) throughput in GFLOP/s (best of repeated timings)."""
+    m, k, n = shape
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    best = math.inf
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - t) / 5)
+    return 2.0 * m * k * n / best / 1e9
+
+
+def unsupervised_epoch(x: torch.Tensor, config: KrotovConfig, seed: int = 0) -> float:
+    """Seconds of one unsupervised epoch through the Trainer (SGD, lr eps0)."""
+    torch.manual_seed(seed)
+    rule = KrotovHopfield(config)
+    model = rule.build_model("mlp", tuple(x.shape[1:]), 10, "relu")
+    opt = torch.optim.SGD(model.parameters(), lr=config.eps0)
+    y = torch.zeros(len(x), dtype=torch.long)
+    trainer = Trainer(model, rule, opt, (x, y), None, batch_size=config.minibatch,
+                      seed=seed, progress=False)
+    start = time.perf_counter()
+    trainer.train_epoch(1, 1)
+    return time.perf_counter() - start
+
+
+def section_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    x, _ = mnist_pixels(args.data_dir)
+    config = KrotovConfig(**PAPER, eps0=0.04)
+    b, n, h = config.minibatch, x[0].numel(), config.hidden
+    square = measure_matmul((2048, 2048, 2048))
+    same_shape = measure_matmul((b, n, h))
+    seconds = min(unsupervised_epoch(x, config) for _ in range(args.repeats))
+    steps = math.ceil(len(x) / b)
+    done = steps * 2.0 * b * n * h / seconds / 1e9  # the one dense product the rule runs
+    dense = 2 * done  # the reference formulation: currents and the Hebbian term g v, both dense
+    return {
+        "setup": {**PAPER, "minibatch": b, "examples": len(x)},
+        "matmul_gflops_square_2048": square,
+        "matmul_gflops_same_shape": same_shape,
+        "machine_matmul_gflops": max(square, same_shape),
+        "unsupervised_epoch_s": seconds,
+        "unsupervised_gflops_executed": done,
+        "unsupervised_gflops_dense_equivalent": dense,
+        "fraction_of_machine_executed": done / max(square, same_shape),
+        "fraction_of_machine_dense_equivalent": dense / max(square, same_shape),
+        "fraction_of_same_shape_matmul_executed": done / same_shape,
+        "target": "unsupervised phase >= 0.5 of the machine's dense matmul throughput",
+    }
+
+
+def section_speed(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.peer_python or not args.peer_notebook:
+        raise SystemExit("--sections speed needs --peer-python and --peer-notebook")
+    x, _ = mnist_pixels(args.data_dir)
+    config = KrotovConfig(**PAPER, eps0=0.04)
+    peer_params = {"hid": config.hidden, "p": config.p, "k": config.k, "delta": config.delta,
+                   "Num": config.minibatch, "eps0": config.eps0, "Nep": 1, "mu": 0.0,
+                   "sigma": config.init_sigma, "prec": config.prec}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "mnist.npy"
+        np.save(data_file, x.flatten(1).double().numpy())
+        driver = Path(tmp) / "peer_driver.py"
+        driver.write_text(PEER_DRIVER)
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+                   OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        for repeat in range(args.repeats):
+            ours = unsupervised_epoch(x, config, seed=repeat)
+            out = subprocess.run(
+                [args.peer_python, str(driver), args.peer_notebook, str(data_file),
+                 json.dumps(peer_params)],
+                check=True, capture_output=True, text=True, env=env,
+            )
+            peer = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"bionn_epoch_s": ours, "reference_epoch_s": peer["seconds"],
+                         "reference_finite": peer["synapses_finite"]})
+            print(json.dumps(rows[-1]), flush=True)
+    ratio = [r["reference_epoch_s"] / r["bionn_epoch_s"] for r in rows]
+    return {
+        "setup": {**PAPER, "minibatch": config.minibatch, "examples": len(x), "epochs": 1},
+        "runs": rows,
+        "speedup_median": float(np.median(ratio)),
+        "speedup_min": float(min(ratio)),
+        "target": "bionn unsupervised epoch >= 10x faster than the authors' NumPy loop",
+    }
+
+
+def train_profile(args: argparse.Namespace, name: str, dataset: str) -> dict[str, Any]:
+    profile = PROFILES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.runs_dir) / f"krotov-{name}-{dataset}" if args.runs_dir else Path(tmp)
+        config = TrainConfig(rule="krotov", dataset=dataset, epochs=profile["epochs"],
+                             batch_size=100, data_dir=args.data_dir, seed=args.seed,
+                             out=str(out / "run"), options=dict(profile["options"]))
+        start = time.perf_counter()
+        summary = run_training(config, progress=False, plot=True)
+        wall = time.perf_counter() - start
+        history = [json.loads(line) for line in (out / "run" / "metrics.jsonl").open()]
+    unsup = [r for r in history if r["phase"] == "unsupervised"]
+    sup = [r for r in history if r["phase"] == "supervised"]
+    return {
+        "dataset": dataset,
+        "options": profile["options"],
+        "supervised_epochs": profile["epochs"],
+        "batch_size": 100,
+        "optimizer_supervised": config.optimizer,
+        "lr_supervised": config.learning_rate,
+        "test_accuracy": summary["test_accuracy"],
+        "train_accuracy": summary["train_accuracy"],
+        "wall_time_s": wall,
+        "unsupervised_time_s": sum(r["epoch_time_s"] for r in unsup),
+        "supervised_time_s": sum(r["epoch_time_s"] for r in sup),
+        "test_accuracy_per_supervised_epoch": [r["test_accuracy"] for r in sup],
+        "synapse_norm_quantiles_final": unsup[-1]["synapse_norm_quantiles"],
+    }
+
+
+class EndToEndBackprop(LearningRule):
+    """Backprop through the same network (hidden layer and top layer), with the rule's loss."""
+
+    name = "bp-same-network"
+
+    def __init__(self, inner: KrotovHopfield) -> None:
+        self.inner = inner
+
+    def fill_grads(self, model, x, y):
+        for p in model.parameters():
+            p.grad = None
+        out = model(x)
+        loss = self.inner.loss(out, y)
+        loss.backward()
+        accuracy = (out.argmax(1) == y).double().mean().item()
+        return {"loss": loss.item(), "accuracy": accuracy}
+
+    def loss(self, output, y):
+        return self.inner.loss(output, y)
+
+
+def section_fashion(args: argparse.Namespace) -> dict[str, Any]:
+    result = {"krotov": train_profile(args, "quick", "fashion-mnist")}
+    options = PROFILES["quick"]["options"]
+    config = KrotovConfig(**options)
+    train = load_dataset("fashion-mnist", args.data_dir, train=True)
+    test = load_dataset("fashion-mnist", args.data_dir, train=False)
+    torch.manual_seed(args.seed)
+    inner = KrotovHopfield(config)
+    model = inner.build_model("mlp", tuple(train.input_shape), 10, "relu")
+    with torch.no_grad():  # start the backprop network on the same sphere ||W_mu||_p = R
+        model.W /= synapse_norms(model.W, config.p)[:, None].float() / config.radius
+    epochs = PROFILES["quick"]["epochs"]
+    opt = torch.optim.Adam(model.parameters(), lr=TrainConfig().learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
+    trainer = Trainer(model, EndToEndBackprop(inner), opt, (train.data, train.targets),
+                      (test.data, test.targets), batch_size=100, seed=args.seed,
+                      progress=False, scheduler=sched)
+    start = time.perf_counter()
+    trainer.fit(epochs)
+    result["backprop_same_network"] = {
+        "test_accuracy": trainer.history[-1]["test_accuracy"],
+        "epochs": epochs,
+        "optimizer": "adam",
+        "lr": TrainConfig().learning_rate,
+        "wall_time_s": time.perf_counter() - start,
+        "test_accuracy_per_epoch": [r["test_accuracy"] for r in trainer.history],
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=os.environ.get("BIONN_DATA"))
+    parser.add_argument("--sections", default="throughput,quick")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer-python", default=None, help="python of the reference's venv")
+    parser.add_argument("--peer-notebook", default=None,
+                        help="the authors' Unsupervised_learning_algorithm_MNIST.ipynb")
+    parser.add_argument("--runs-dir", default=None, help="keep the run folders (figures) here")
+    parser.add_argument("--out", default="benchmarks/results/krotov_hopfield.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    path = Path(args.out)
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    sections = {
+        "throughput": section_throughput,
+        "speed": section_speed,
+        "quick": lambda a: train_profile(a, "quick", "mnist"),
+        "paper": lambda a: train_profile(a, "paper", "mnist"),
+        "fashion": section_fashion,
+    }
+    for name in args.sections.split(","):
+        if name not in sections:
+            raise SystemExit(f"unknown section {name!r}; choose from {', '.join(sections)}")
+        start = time.perf_counter()
+        result = sections[name](args)
+        result["section_wall_time_s"] = time.perf_counter() - start
+        result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        results[name] = result
+        results["environment"] = {
+            "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
+            "python": sys.version.split()[0], "cpus": os.cpu_count(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps({name: result}, indent=2), flush=True)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
