@@ -48,8 +48,8 @@ PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}
 # the profiles: rule options, supervised epochs and the run's learning rate
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 20, "eps0": 0.04},
-        "epochs": 30,
+        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 10, "eps0": 0.06},
+        "epochs": 10,
     },
     "paper": {
         "options": {**PAPER, "unsupervised_epochs": 40, "eps0": 0.06},
@@ -146,6 +146,7 @@ def section_speed(args: argparse.Namespace) -> dict[str, Any]:
     if not args.peer_python or not args.peer_notebook:
         raise SystemExit("--sections speed needs --peer-python and --peer-notebook")
     x, _ = mnist_pixels(args.data_dir)
+    x = x[: args.speed_examples]
     config = KrotovConfig(**PAPER, eps0=0.04)
     peer_params = {"hid": config.hidden, "p": config.p, "k": config.k, "delta": config.delta,
                    "Num": config.minibatch, "eps0": config.eps0, "Nep": 1, "mu": 0.0,
@@ -267,6 +268,8 @@ def main() -> None:
     parser.add_argument("--sections", default="throughput,quick")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--speed-examples", type=int, default=60000,
+                        help="training examples in the timed epoch of the speed section")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-python", default=None, help="python of the reference's venv")
     parser.add_argument("--peer-notebook", default=None,

@@ -158,8 +158,9 @@ def run_speed(args, train) -> dict:
     T = args.inference_steps
     pc0 = PCConfig(inference_steps=0, inference_rate=args.inference_rate)
     pcT = PCConfig(inference_steps=T, inference_rate=args.inference_rate)
-    fx0 = PCFixedConfig(inference_steps=0)
-    fxT = PCFixedConfig(inference_steps=T)
+    # gamma = 0.5: the general relaxation (at gamma = 1 it stops after L - 1 steps)
+    fx0 = PCFixedConfig(inference_steps=0, inference_rate=0.5)
+    fxT = PCFixedConfig(inference_steps=T, inference_rate=0.5)
     pc_rule = PredictiveCoding(pcT)
     bp_rule = Backprop()
 

@@ -129,20 +129,20 @@ class SpikingConfig:
         metadata=_help("Poisson code: spike probability per step of a pixel of intensity 1"),
     )
     lif_alpha: float = field(
-        default=0.9, metadata=_help("alpha: decay per step of the membrane trace P (Eq. 4)")
+        default=0.9, metadata=_help("alpha: decay per step of the membrane trace P (D3)")
     )
     lif_beta: float = field(
-        default=0.85, metadata=_help("beta: decay per step of the synaptic trace Q (Eq. 4)")
+        default=0.85, metadata=_help("beta: decay per step of the synaptic trace Q (D3)")
     )
     lif_gamma: float = field(
-        default=0.65, metadata=_help("gamma: decay per step of the refractory trace R (Eq. 4)")
+        default=0.65, metadata=_help("gamma: decay per step of the refractory trace R (D4)")
     )
     lif_rho: float = field(
-        default=1.0, metadata=_help("rho: weight of the refractory trace in U (Eq. 4)")
+        default=1.0, metadata=_help("rho: weight of the refractory trace in U (D1)")
     )
     surrogate: str = field(
         default="fast-sigmoid",
-        metadata=_help("sigma': surrogate derivative of Theta: fast-sigmoid, boxcar, sigmoid"),
+        metadata=_help("sigma' (D2): surrogate derivative of Theta: fast-sigmoid, boxcar, sigmoid"),
     )
     surrogate_scale: float = field(
         default=10.0,
@@ -195,7 +195,7 @@ class DecolleConfig(SpikingConfig):
 
     local_loss: str = field(
         default="ce",
-        metadata=_help("loss of each local readout G_l S_l: ce (cross-entropy) or mse (paper)"),
+        metadata=_help("loss of each local readout G_l S_l (D5): ce (cross-entropy) or mse"),
     )
     readout_scale: float = field(
         default=4.0,

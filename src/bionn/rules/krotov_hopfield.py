@@ -104,7 +104,7 @@ class KrotovConfig:
         default=1.0, metadata={"help": "R, the radius the Lp norm of each unit converges to"}
     )
     eps0: float = field(
-        default=0.02,
+        default=0.04,
         metadata={"help": "eps0, the initial learning rate of the unsupervised phase, "
                           "annealed linearly to 0"},
     )
@@ -230,12 +230,17 @@ class CompetingHiddenUnits(nn.Module):
         return self.head(self.features(x))
 
 
-def lp_currents(W: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
-    """I[A, mu] = <W_mu, v^A>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v^A_i; (batch, hidden)."""
+def lp_currents(
+    W: torch.Tensor, v: torch.Tensor, p: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """I[A, mu] = <W_mu, v^A>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v^A_i; (batch, hidden).
+
+    ``out``, a buffer shaped like ``W``, receives sign(W) |W|^(p-1) without a new allocation.
+    """
     if p == 2.0:
         Wp = W
     elif p == 3.0:
-        Wp = W * W.abs()
+        Wp = torch.abs(W, out=out).mul_(W) if out is not None else W * W.abs()
     else:
         Wp = W.sign() * W.abs().pow(p - 1.0)
     return v @ Wp.t()  # Eq. (2)
@@ -243,7 +248,7 @@ def lp_currents(W: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
 
 def synaptic_update(
     W: torch.Tensor, v: torch.Tensor, p: float, k: int, delta: float, radius: float,
-    prec: float = 1e-30,
+    prec: float = 1e-30, buffer: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The normalised minibatch update ds / max|ds| of the paper, only on the units it touches.
 
@@ -254,8 +259,10 @@ def synaptic_update(
         rows: the indices of the units with g != 0 for some example (sorted, unique).
         step: ds[rows] / max|ds| (the other rows of ds are 0).
         scale: max|ds| (after the ``prec`` floor), a 0-dim tensor.
+
+    ``buffer`` (shaped like ``W``) is scratch space for sign(W) |W|^(p-1).
     """
-    currents = lp_currents(W, v, p)
+    currents = lp_currents(W, v, p, out=buffer)
     top, idx = currents.topk(k, dim=1)  # the ranking of Eq. (10)
     units = torch.cat((idx[:, 0], idx[:, k - 1]))
     batch = v.shape[0]
@@ -290,6 +297,11 @@ class KrotovHopfield(LearningRule):
     def __init__(self, config: KrotovConfig | None = None) -> None:
         self.config = config or KrotovConfig()
         self.phase = "unsupervised"
+        # scratch space reused across steps: sign(W)|W|^(p-1), and the gradient, whose rows
+        # written by the previous step are cleared instead of the whole matrix
+        self._buffer: torch.Tensor | None = None
+        self._grad: torch.Tensor | None = None
+        self._rows: torch.Tensor | None = None
 
     # -- phases ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[Phase]:
@@ -340,12 +352,21 @@ class KrotovHopfield(LearningRule):
             param.grad = None
         W = model.W
         with torch.no_grad():
+            if self._grad is None or self._grad.shape != W.shape or (
+                self._grad.dtype != W.dtype or self._grad.device != W.device
+            ):
+                self._buffer = torch.empty_like(W)
+                self._grad = torch.zeros_like(W)
+                self._rows = None
             rows, step, scale = synaptic_update(
                 W.detach(), x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius,
-                cfg.prec,
+                cfg.prec, buffer=self._buffer,
             )
-            grad = torch.zeros_like(W)
+            grad = self._grad
+            if self._rows is not None:
+                grad.index_fill_(0, self._rows, 0.0)
             grad.index_copy_(0, rows, step.neg_())  # p.grad = -ds / max|ds|
+            self._rows = rows
         W.grad = grad
         return {"update_scale": float(scale)}
 

@@ -31,7 +31,9 @@ prediction assumption"): mu_l and phi_l'(.) stay at their feed-forward values du
 so eps_l relaxes by Eq. (6) with fixed Jacobians; at equilibrium eps_l = phi_l'(mu_l) * W_l^T
 eps_{l+1}, which is exactly -dLoss/dmu_l for Loss = ||t - y||^2 / (2 Sigma_L), and Eq. (8) with
 the feed-forward rates phi(mu_{l-1}) is exactly the backprop gradient (MTB 2022, Eq. (12)-(14)).
-With gamma = Sigma_l the equilibrium of layer L-k is reached exactly after k steps (Z-IL).
+With gamma = Sigma_l the equilibrium of layer L-k is reached exactly after k steps (Z-IL), and
+the layers below are still 0 then: the code computes only layer L-k at step k and stops after
+L-1 steps, where further steps are no-ops.
 
 Generative variant (``pc-gen``; W&B 2019 Box 3, Fig. I, the original predictive-coding
 direction): the label is the top of the hierarchy and the image the bottom: x_0 = one-hot label,
@@ -223,15 +225,11 @@ class _Layered:
 
     def __init__(self, model: nn.Module) -> None:
         self.mlp = isinstance(model, MLP)
+        self.model = model
         if self.mlp:
             self.weights = [lin.weight for lin in model.linears]
             self.biases = [lin.bias for lin in model.linears]
             self.activation = model.activation_name
-            self.blocks: list[nn.Module] = []
-            first = nn.Sequential(nn.Flatten(1), model.linears[0])
-            self.blocks = [first] + [
-                nn.Sequential(make_activation(self.activation), lin) for lin in model.linears[1:]
-            ]
             return
         if isinstance(model, CNN):
             leaves = [*model.features, *model.classifier]
@@ -255,6 +253,13 @@ class _Layered:
     @property
     def depth(self) -> int:
         return len(self.weights) if self.mlp else len(self.blocks)
+
+    def mlp_blocks(self) -> list[nn.Module]:
+        """The MLP as generic blocks (flatten + first layer, then activation + layer)."""
+        linears = self.model.linears
+        return [nn.Sequential(nn.Flatten(1), linears[0])] + [
+            nn.Sequential(make_activation(self.activation), lin) for lin in linears[1:]
+        ]
 
 
 def _variances(cfg: Any, depth: int) -> list[float]:
@@ -380,6 +385,11 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
     return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), output)
 
 
+def _exact_sweep(gamma: float, var: list[float]) -> bool:
+    """True when every hidden layer's effective rate gamma / Sigma_l is 1."""
+    return all(gamma == v for v in var[:-1])
+
+
 def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -> Inference:
     W, b, L = lay.weights, lay.biases, lay.depth
     var = _variances(cfg, L)
@@ -396,6 +406,15 @@ def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: 
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(m) for m in mus[1:L]]
     errors.append((y - mus[L]) / var[L - 1])  # Eq. (7), x_L clamped
     energies = [_energy(errors, var).mean()]
+    if _exact_sweep(gamma, var):
+        # gamma = Sigma_l: step k sets eps_{L-k} to its equilibrium and leaves the layers below
+        # at 0 (their input is still 0), so only that layer needs computing; after L-1 steps
+        # every further step is a no-op (Song et al. 2020's Z-IL schedule)
+        for k in range(1, min(T, L - 1) + 1):
+            l = L - k
+            errors[l] = torch.mm(errors[l + 1], W[l]).mul_(slopes[l])  # Eq. (6), (7)
+            energies.append(_energy(errors, var).mean())
+        T = 0
     for _ in range(T):
         new = list(errors)
         for l in range(1, L):
@@ -460,6 +479,13 @@ def _infer_blocks_fixed(
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(m) for m in mus[1:L]]
     errors.append((y - mus[L].detach()) / var[L - 1])  # Eq. (7)
     energies = [_energy(errors, var).mean()]
+    if _exact_sweep(gamma, var):  # as in _infer_mlp_fixed: one layer per step, then no-ops
+        for k in range(1, min(T, L - 1) + 1):
+            l = L - k
+            (bu,) = torch.autograd.grad(mus[l + 1], ins[l + 1], errors[l + 1], retain_graph=True)
+            errors[l] = bu  # Eq. (6), (7)
+            energies.append(_energy(errors, var).mean())
+        T = 0
     for _ in range(T):
         new = list(errors)
         for l in range(1, L):
@@ -490,9 +516,8 @@ def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
     if layered.mlp:
         for l in range(1, layered.depth + 1):
             e = result.errors[l]
-            deltas[id(layered.weights[l - 1])] = (
-                torch.mm(e.t(), result.rates[l - 1]) / batch
-            )  # Eq. (8)
+            dw = torch.mm(e.t(), result.rates[l - 1]).div_(batch)  # Eq. (8)
+            deltas[id(layered.weights[l - 1])] = dw
             deltas[id(layered.biases[l - 1])] = e.sum(0).div_(batch)  # Eq. (8)
         return [deltas.get(id(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
@@ -560,9 +585,6 @@ class PredictiveCoding(LearningRule):
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- what is learned ------------------------------------------------------------------
-    def _output_variance(self, depth: int) -> float:
-        return _variances(self.config, depth)[-1]
-
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """||onehot(y) - output||^2 / (2 Sigma_L), summed over units, mean over the batch."""
         target = F.one_hot(y, output.shape[1]).to(output.dtype)
@@ -609,6 +631,13 @@ class PredictiveCoding(LearningRule):
 
     # -- hooks ----------------------------------------------------------------------------
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        """The energy trajectories F_0 .. F_T of this epoch, for the energy figure.
+
+        ``energy_trajectories_first``: the first three batches since the last call;
+        ``energy_trajectories_last``: the last three (after an epoch these include the batch
+        the angle to backprop was measured on); ``energy_trajectory_probe``: a fixed batch
+        (the start of the first training batch) relaxed with the current weights.
+        """
         record: dict[str, Any] = {
             "energy_trajectories_first": list(self._first),
             "energy_trajectories_last": list(self._last),
