@@ -119,8 +119,10 @@ def part_accuracy(args) -> dict:
                 "angle_first_last_deg": [angles[0], angles[-1]],
                 "angle_falls": angles[-1] < angles[0],
             }
+    figure = plot_accuracy_runs(runs, _out_path(args).with_suffix(".png"))
     return {
         "benchmark": "feedback_alignment_accuracy",
+        "figure": figure.name,
         "network": "784-1000-10 tanh (mlp:1000)",
         "config": {"epochs": args.epochs, "seed": args.seed, "batch_size": 100,
                    "optimizer": "adam", "lr": 1e-3, "schedule": "cosine"},
@@ -130,6 +132,37 @@ def part_accuracy(args) -> dict:
                    "hidden-layer update angle < 90 deg from epoch 1 on and falling",
         **_machine(),
     }
+
+
+def plot_accuracy_runs(runs: dict, path: Path) -> Path:
+    """Lillicrap's Fig. 2 for every rule: hidden-layer update angle and weight angle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_u, ax_w) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for rule, row in runs.items():
+        if rule == "bp":
+            continue
+        angles = row["hidden_update_angle_deg_per_epoch"]
+        epochs = range(1, len(angles) + 1)
+        ax_u.plot(epochs, angles, marker="o", markersize=3, label=rule)
+        weights = [next(iter(w.values())) if w else float("nan")
+                   for w in row["weight_angle_deg_per_epoch"]]
+        ax_w.plot(epochs, weights, marker="o", markersize=3, label=rule)
+    for ax, label in ((ax_u, "hidden-layer update vs backprop (deg)"),
+                      (ax_w, "output weights vs feedback (deg)")):
+        ax.axhline(90, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("MNIST 784-1000-10 tanh: alignment with backprop")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def part_cnn(args) -> dict:
@@ -335,9 +368,14 @@ def main() -> None:
     if args.epochs is None:
         args.epochs = {"accuracy": 20, "cnn": 5}.get(args.part, 0)
     result = {"accuracy": part_accuracy, "cnn": part_cnn, "speed": part_speed}[args.part](args)
+    if args.merge:
+        result["merged_from"] = [
+            f"{args.part} --rules {rule} (one process per rule, OMP_NUM_THREADS=1)"
+            for rule in result["runs"]
+        ]
     shown = list(sys.argv[1:])
     for flag, placeholder in (("--data-dir", "DATA"), ("--peer-python", "PEER_PYTHON"),
-                              ("--out", "OUT")):
+                              ("--out", "OUT"), ("--merge", "FILES")):
         if flag in shown[:-1]:
             shown[shown.index(flag) + 1] = placeholder
     result["command"] = "python benchmarks/feedback_alignment.py " + " ".join(shown)

@@ -143,7 +143,7 @@ def plot_synapse_norms(
     ax.set_ylabel(f"||W_mu||_p (p = {p:g})")
     ax.set_title("synapse norms over training")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right", fontsize="small")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

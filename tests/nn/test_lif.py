@@ -110,3 +110,19 @@ def test_bad_settings_are_rejected():
         LIFNetwork([LIFLinear(3, 2)], 2, timesteps=4, burn_in=4)
     with pytest.raises(ConfigError, match="does not fit"):
         LIFConv2d((1, 2, 2), 3, 5)
+
+
+def test_event_frames_feed_a_convolutional_network():
+    """N-MNIST-shaped frames ``(B, T, 2, 34, 34)`` go straight in with the ``none`` encoder."""
+    from bionn.data.nmnist import Events, to_frames
+
+    torch.manual_seed(5)
+    n = 300
+    events = Events(torch.randint(0, 34, (n,)), torch.randint(0, 34, (n,)),
+                    torch.sort(torch.randint(0, 10_000, (n,))).values, torch.randint(0, 2, (n,)))
+    frames = to_frames(events, 6, binary=True)
+    net = LIFNetwork([LIFConv2d((2, 34, 34), 4, 5, padding=2)], 10, pools=[2], timesteps=6,
+                     burn_in=1, encoder="none")
+    x = frames.unsqueeze(0).expand(3, -1, -1, -1, -1)
+    assert net(x).shape == (3, 10)
+    assert net.spike_trains(x)[0].shape == (6, 3, 4, 17, 17)

@@ -51,11 +51,17 @@ def _uniform15(n: int, device: torch.device, generator: torch.Generator | None) 
     return words.view(torch.int16).bitwise_and_(0x7FFF)
 
 
+def _poisson_bound(x: torch.Tensor, gain: float) -> torch.Tensor:
+    # spike where u < ceil(2**15 p) with u uniform in 0 .. 2**15 - 1, i.e. u <= ceil(2**15 p) - 1
+    if not 0.0 < gain <= 1.0:
+        raise ConfigError(f"the Poisson gain must be in (0, 1], got {gain!r}")
+    return (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
+
+
 def _poisson_steps(
     x: torch.Tensor, timesteps: int, gain: float, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
-    # spike where u < ceil(2**15 p) with u uniform in 0 .. 2**15 - 1, i.e. u <= ceil(2**15 p) - 1
-    bound = (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
+    bound = _poisson_bound(x, gain)
     n = x.numel()
     for _ in range(timesteps):
         noise = _uniform15(n, x.device, generator)[:n].view(x.shape)
@@ -107,6 +113,13 @@ def encode(
 ) -> torch.Tensor:
     """The whole spike train ``(T, *x.shape)``; same arguments as :func:`encode_steps`."""
     out = x.new_empty((timesteps, *x.shape))
+    if encoder == "poisson":
+        _check(x, timesteps)
+        bound = _poisson_bound(x, gain)
+        for t in range(timesteps):
+            noise = _uniform15(x.numel(), x.device, generator)[: x.numel()].view(x.shape)
+            torch.le(noise, bound, out=out[t])
+        return out
     for t, spikes in enumerate(encode_steps(x, timesteps, encoder, gain, threshold, generator)):
         out[t] = spikes
     return out

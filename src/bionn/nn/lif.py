@@ -25,7 +25,7 @@ from torch import nn
 
 from bionn.data.spikes import ENCODERS, encode, encode_steps
 from bionn.errors import ConfigError
-from bionn.functional.lif import LIFParameters, LIFState, lif_initial_state, lif_step, trace_step
+from bionn.functional.lif import LIFParameters, LIFState, lif_initial_state, lif_step
 from bionn.functional.surrogate import SURROGATES, get_surrogate
 
 __all__ = ["LIFConv2d", "LIFLayer", "LIFLinear", "LIFNetwork", "NetworkStep"]
@@ -98,9 +98,13 @@ class _TraceScan(torch.autograd.Function):
     def forward(ctx, inputs, p, q, alpha, beta):
         ctx.alpha, ctx.beta = alpha, beta
         out = torch.empty_like(inputs)
+        out[0] = p
+        q = q.clone()
+        last = inputs.shape[0] - 1
         for t, x_t in enumerate(inputs.unbind(0)):
-            out[t] = p
-            p, q = trace_step(x_t, p, q, alpha, beta)
+            if t < last:
+                torch.lerp(q, out[t], alpha, out=out[t + 1])  # P[t+1], Eq. (D3)
+                torch.lerp(x_t, q, beta, out=q)  # Q[t+1], Eq. (D3)
         return out
 
     @staticmethod
@@ -112,9 +116,9 @@ class _TraceScan(torch.autograd.Function):
         gp = torch.zeros_like(grad[0])  # gP~[t+1]
         gq = torch.zeros_like(grad[0])  # gQ~[t+1]
         for t in range(grad.shape[0] - 1, -1, -1):
-            grad_in[t] = (1.0 - beta) * gq
-            gq = (1.0 - alpha) * gp + beta * gq
-            gp = grad[t] + alpha * gp
+            torch.mul(gq, 1.0 - beta, out=grad_in[t])
+            gq.mul_(beta).add_(gp, alpha=1.0 - alpha)
+            gp.mul_(alpha).add_(grad[t])
         return grad_in, None, None, None, None
 
 
@@ -132,12 +136,11 @@ class _RefractoryScan(torch.autograd.Function):
     def forward(ctx, drive, r, rho, gamma, surrogate, scale):
         spikes = torch.empty_like(drive)
         potentials = torch.empty_like(drive)
+        r = r.clone()
         for t, d_t in enumerate(drive.unbind(0)):
-            u = torch.sub(d_t, r, alpha=rho)  # U[t] = W P[t] + b - rho R[t]
-            potentials[t] = u
-            s = (u >= 0).to(u.dtype)  # S[t] = Theta(U[t])
-            spikes[t] = s
-            r = torch.lerp(s, r, gamma)  # R[t+1] = gamma R[t] + (1 - gamma) S[t]
+            u = torch.sub(d_t, r, alpha=rho, out=potentials[t])  # Eq. (D1)
+            s = torch.ge(u, 0.0, out=spikes[t])  # Eq. (D2)
+            torch.lerp(s, r, gamma, out=r)  # Eq. (D4)
         ctx.save_for_backward(potentials)
         ctx.rho, ctx.gamma = rho, gamma
         ctx.derivative = SURROGATES[surrogate].derivative
@@ -148,13 +151,12 @@ class _RefractoryScan(torch.autograd.Function):
     def backward(ctx, grad):
         (potentials,) = ctx.saved_tensors
         rho, gamma = ctx.rho, ctx.gamma
-        sigma = ctx.derivative(potentials, ctx.scale)
-        grad_drive = torch.empty_like(grad)
-        gr = torch.zeros_like(grad[0])  # gR~[t+1]
+        grad_drive = ctx.derivative(potentials, ctx.scale)  # sigma'(U), overwritten below
+        gr = torch.zeros_like(grad_drive[0])  # gR~[t+1]
         for t in range(grad.shape[0] - 1, -1, -1):
-            gu = torch.add(grad[t], gr, alpha=1.0 - gamma).mul_(sigma[t])
-            grad_drive[t] = gu
-            gr = torch.sub(gr.mul_(gamma), gu, alpha=rho)
+            gu = grad_drive[t]
+            gu.mul_(torch.add(grad[t], gr, alpha=1.0 - gamma))  # dL/dU[t]
+            gr.mul_(gamma).sub_(gu, alpha=rho)
         return grad_drive, None, None, None, None, None
 
 
