@@ -331,20 +331,34 @@ def run_speed(args: argparse.Namespace, tmp: Path, worker: Path, batch_file: Pat
                           threads=args.threads)
             times[name].append(got["median_s"])
             print(f"round {r + 1}: {name} {1000 * got['median_s']:.1f} ms/step", flush=True)
+    return speed_summary(args, times)
+
+
+def speed_summary(args: argparse.Namespace, times: dict[str, list[float]]) -> dict[str, Any]:
+    """Medians, and the ratios bionn / peer: of the medians, and the median of per-round ratios.
+
+    The per-round ratio compares runs made seconds apart, so it is the robust one on a shared
+    machine whose load changes over minutes.
+    """
     median = {name: statistics.median(v) for name, v in times.items()}
-    ratios = {}
+    ratios, round_ratios = {}, {}
     for peer, ours in (("snntorch-bptt", "bionn-bptt"), ("norse-bptt", "bionn-bptt"),
                        ("decolle-package", "bionn-decolle")):
         if peer in median:
-            ratios[f"{ours} / {peer}"] = median[ours] / median[peer]
+            key = f"{ours} / {peer}"
+            ratios[key] = median[ours] / median[peer]
+            round_ratios[key] = statistics.median(
+                a / b for a, b in zip(times[ours], times[peer], strict=True)
+            )
     return {
         "problem": f"784-{args.hidden}-10, batch {args.batch_size}, T={args.timesteps}, "
                    "Poisson input, Adam lr 1e-3; DECOLLE burn-in "
                    f"{args.burn_in} (one update per later step); BPTT over all steps",
         "threads": args.threads, "rounds": args.rounds, "steps_per_round": args.steps,
-        "median_s_per_step": median, "per_round_median_s": times, "ratios": ratios,
+        "median_s_per_step": median, "per_round_median_s": times,
+        "ratios_of_medians": ratios, "median_of_per_round_ratios": round_ratios,
         "target": "every ratio <= 0.5",
-        "target_met": bool(ratios) and all(v <= 0.5 for v in ratios.values()),
+        "target_met": {k: v <= 0.5 for k, v in round_ratios.items()},
     }
 
 

@@ -149,7 +149,7 @@ def test_characterises_target_near_prediction_alone_levels_off_above_zero():
     The angle shrinks as kappa -> 0 but levels off above zero: at equilibrium the output error
     is eps_L = t - mu_L(x*), and mu_L(x*) - y_hat is of the same order kappa as t - y_hat, so
     eps_L is not parallel to onehot - y_hat however small kappa is. Only a large output variance
-    (the test above) makes the hidden nodes' pull on the output negligible (W&B 2017, Sec. 2.3).
+    (the test above) makes the hidden nodes' pull on the output negligible (W&B 2017).
     """
     model = _mlp("tanh")
     x, y = _batch()
@@ -227,7 +227,7 @@ def test_relaxed_state_is_a_stationary_point_of_the_energy():
 
 
 def test_cnn_inference_and_update_are_gradients_of_a_hand_written_cnn_energy():
-    """The CNN path (autograd VJPs through pooling) is Eq. (6)-(8) too: one inference step is
+    """The CNN path (autograd VJPs through pooling) is Eq. (3)-(8) too: one inference step is
     a gradient step on a hand-written CNN free energy, and the update is minus its weight
     gradient at the relaxed value nodes, averaged over the batch."""
     torch.manual_seed(2)
@@ -294,7 +294,7 @@ def test_contract_finite_grads_of_every_shape_data_untouched_deterministic(name)
 
 
 def test_sgd_lr_one_reproduces_a_hand_computed_update():
-    """One hidden layer, T = 1: x1 <- x1 + gamma * f'(x1) W2^T eps2, then Eq. (8)."""
+    """One hidden layer, T = 1: x1 <- x1 + gamma * f'(x1) W2^T eps2, then Eq. (4)."""
     torch.manual_seed(0)
     model = MLP(3, [4], 2, activation="tanh").double()
     x = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]], dtype=torch.float64)

@@ -11,16 +11,17 @@ Papers:
     names and magnitudes as benchmarked by BioTorch, Sanfiz & Akrout 2021, arXiv:2108.13446).
 
 Algorithm, for a layered network a_l = W_l h_{l-1} + b_l, h_l = f(a_l), l = 1..L, output
-y = a_L, loss L(y, target) (softmax cross-entropy), output error e = dL/dy. The papers write
-their updates as numbered here; each line that implements one ends with ``# Eq. (n)``:
+y = a_L, loss L(y, target) (softmax cross-entropy), output error e = dL/dy. The equations are
+numbered here (the three papers number theirs differently, or not at all); each line that
+implements one ends with ``# Eq. (n)``:
 
     1. Forward pass, as usual: a_l = W_l h_{l-1} + b_l.                         Eq. (1)
     2. Backprop would send delta_{l-1} = (W_l^T delta_l) * f'(a_{l-1}).           Eq. (2)
     3. Feedback alignment (Lillicrap, Fig. 1 and Methods) sends instead
        delta_{l-1} = (B_l delta_l) * f'(a_{l-1}), B_l fixed and random.            Eq. (3)
-    4. Direct feedback alignment (Nokland, Sec. 2) sends the output error straight down:
+    4. Direct feedback alignment (Nokland) sends the output error straight down:
        delta_l = (B_l e) * f'(a_l) for every hidden layer.                          Eq. (4)
-    5. Sign symmetry (Liao et al., Sec. 3): B_l = M_l * sign(W_l) with M_l = s (uSF),
+    5. Sign symmetry (Liao et al.): B_l = M_l * sign(W_l) with M_l = s (uSF),
        |R| redrawn every batch (brSF) or |R| fixed (frSF).                          Eq. (5)
     6. Every layer's update is local: dW_l = -delta_l h_{l-1}^T, db_l = -delta_l.  Eq. (6)
     7. Alignment (Lillicrap, Fig. 2): the angle between the update and backprop's
@@ -52,14 +53,17 @@ Deviations from the papers:
   Lillicrap's squared error; Adam with the run's schedule by default (``--optimizer sgd
   --schedule constant`` gives plain steps).
 - B is drawn like PyTorch's default weights, uniform in +-1/sqrt(fan_in), times
-  ``feedback_scale`` (Lillicrap draws B uniform in a fixed range; Nokland's B_l uniform in
-  +-1/sqrt(fan-out of B); BioTorch Xavier); a DFA B_l is uniform in +-scale/sqrt(outputs).
+  ``feedback_scale`` (Lillicrap draws B uniform in a fixed range, Nokland a scaled uniform,
+  BioTorch Xavier); a DFA B_l is uniform in +-scale/sqrt(outputs).
 - uSF uses s = the standard deviation of the initial weights, not 1 (Liao et al. pair s = 1
   with batch normalisation, which the bionn models do not have); as in BioTorch.
 - DFA's B for a convolution projects e onto the whole (C, H, W) input of the layer.
+- brSF redraws its magnitudes on every forward pass that builds a graph (one per mini-batch
+  in training; the angle measurement's pass draws too).
 - DFA's weight alignment (Eq. 7): B_l against the product W_L ... W_l of the forward
   weights from layer l to the output (the linearised path backprop would use), for layers
   from which the path to the output is all fully connected; convolutions are skipped.
+- Angles are logged once per epoch on a fixed batch (Lillicrap plots them against steps).
 """
 
 from __future__ import annotations

@@ -13,29 +13,30 @@ Papers:
 
 A network of L weight layers has value nodes x_0 (the input, clamped), x_1 .. x_{L-1} (hidden)
 and x_L (the output). Each layer predicts the next one, mu_l = W_{l-1} phi_{l-1}(x_{l-1}) + b_{l-1},
-and error nodes hold the precision-weighted mismatch. Numbered as in W&B 2017 (Section 2):
+and error nodes hold the precision-weighted mismatch. The equations are numbered (1)-(4) here, in
+the order of W&B 2019 Box 3 (not the papers' own equation numbers):
 
-1. Error nodes:  eps_l = (x_l - mu_l) / Sigma_l                                      Eq. (7)
-2. Free energy:  F = sum_{l=1}^{L} ||x_l - mu_l||^2 / (2 Sigma_l)                    Eq. (5)
+1. Error nodes:  eps_l = (x_l - mu_l) / Sigma_l                                      Eq. (1)
+2. Free energy:  F = sum_{l=1}^{L} ||x_l - mu_l||^2 / (2 Sigma_l)                    Eq. (2)
 3. Learning: x_0 = input, x_L = target (clamped); x_1 .. x_{L-1} start at the feed-forward
    values and relax for T Euler steps of size gamma along -dF/dx:
-       dx_l/dt = -eps_l + phi_l'(x_l) * W_l^T eps_{l+1}                              Eq. (6)
+       dx_l/dt = -eps_l + phi_l'(x_l) * W_l^T eps_{l+1}                              Eq. (3)
 4. Weights change locally (Hebbian: presynaptic rate times postsynaptic error):
-       dW_{l-1} = eps_l phi_{l-1}(x_{l-1})^T,   db_{l-1} = eps_l                     Eq. (8)
+       dW_{l-1} = eps_l phi_{l-1}(x_{l-1})^T,   db_{l-1} = eps_l                     Eq. (4)
    averaged over the batch; p.grad = -dW, so SGD(lr=alpha) is the paper's step.
 5. Testing: x_L is free; its equilibrium is the feed-forward pass (every eps_l = 0), so the
    prediction is ``model(x)``.
 
 Fixed-prediction variant (``pc-fixed``; Song et al. 2020, Millidge et al. 2022, "fixed
 prediction assumption"): mu_l and phi_l'(.) stay at their feed-forward values during inference,
-so eps_l relaxes by Eq. (6) with fixed Jacobians; at equilibrium eps_l = phi_l'(mu_l) * W_l^T
-eps_{l+1}, which is exactly -dLoss/dmu_l for Loss = ||t - y||^2 / (2 Sigma_L), and Eq. (8) with
-the feed-forward rates phi(mu_{l-1}) is exactly the backprop gradient (MTB 2022, Eq. (12)-(14)).
+so eps_l relaxes by Eq. (3) with fixed Jacobians; at equilibrium eps_l = phi_l'(mu_l) * W_l^T
+eps_{l+1}, which is exactly -dLoss/dmu_l for Loss = ||t - y||^2 / (2 Sigma_L), and Eq. (4) with
+the feed-forward rates phi(mu_{l-1}) is exactly the backprop gradient (Millidge et al. 2022).
 With gamma = Sigma_l the equilibrium of layer L-k is reached exactly after k steps (Z-IL), and
 the layers below are still 0 then: the code computes only layer L-k at step k and stops after
 L-1 steps, where further steps are no-ops.
 
-Generative variant (``pc-gen``; W&B 2019 Box 3, Fig. I, the original predictive-coding
+Generative variant (``pc-gen``; the original predictive-coding
 direction): the label is the top of the hierarchy and the image the bottom: x_0 = one-hot label,
 x_L = image. Learning clamps both (steps 3-4). Drawing an image clamps only the label: the free
 equilibrium of the rest is the feed-forward pass, the class-conditional image. Classifying an
@@ -58,20 +59,21 @@ Symbols -> code:
     W_{l-1}, b_{l-1} model.linears[l-1]   weights into layer l
 
 Deviations from the paper:
-    - W&B 2017 apply f to the input as well (mu_1 = W_0 f(x_0)); here phi_0 is the identity
-      and the output layer is linear, so that the feed-forward pass is bionn's MLP/CNN forward
-      and backprop is compared on the same network.
-    - Biases are learned with the same Hebbian rule (db = eps); W&B 2017 have none.
+    - In the papers every prediction is W f(x) of the layer before it, the input included;
+      here phi_0 is the identity and the output layer is linear, so that the feed-forward
+      pass is bionn's MLP/CNN forward and backprop is compared on the same network.
+    - Biases are learned with the same Hebbian rule (db = eps).
     - The update is averaged over a mini-batch (the paper learns per example) and any torch
       optimizer may apply it.
-    - Variances are fixed hyperparameters (W&B 2017 also give a rule for learning them).
+    - Variances are fixed hyperparameters (predictive-coding models can also learn them).
     - Inference stops early once the energy changes by at most ``energy_tolerance`` in a step
       (off by default).
     - CNN: the same equations on value nodes placed after every convolution and linear layer
       (pre-activation, before pooling); phi_l'(x_l) * W_l^T eps_{l+1} becomes the vector-
       Jacobian product of the block "activation, pooling, layer" (autograd, per step), and
-      Eq. (8) becomes the gradient of sum_l <eps_l, mu_l> w.r.t. that layer's parameters
+      Eq. (4) becomes the gradient of sum_l <eps_l, mu_l> w.r.t. that layer's parameters
       (for a convolution: the Hebbian product summed over positions).
+    - Equation numbers (1)-(4) are this module's own, in the order of W&B 2019 Box 3.
 """
 
 from __future__ import annotations
@@ -128,14 +130,14 @@ def _check_config(cfg: Any) -> None:
         raise ConfigError(f"--energy-tolerance must be a finite number >= 0, got {tol!r}")
 
 
-_HELP_T = "T: Euler steps of the value-node dynamics dx/dt = -dF/dx per batch (W&B 2017 Eq. 6)"
+_HELP_T = "T: Euler steps of the value-node dynamics dx/dt = -dF/dx per batch (Eq. 3)"
 _HELP_GAMMA = (
-    "gamma: Euler step size of the value-node dynamics (W&B 2017 Eq. 6); default 0.1 for pc "
+    "gamma: Euler step size of the value-node dynamics (Eq. 3); default 0.1 for pc "
     "and pc-gen, 1 for pc-fixed"
 )
 _HELP_SIGMA = (
     "Sigma_l: variance of each layer's error nodes, l = 1..L (output last), or one value for "
-    "all layers; empty = all 1 (W&B 2017 Eq. 5)"
+    "all layers; empty = all 1 (Eq. 2)"
 )
 _HELP_TOL = "stop inference once the free energy F changes by at most this much in a step; 0 = off"
 
@@ -282,7 +284,7 @@ class Inference(NamedTuple):
     Attributes:
         values: x_0 .. x_L (x_0 and x_L as clamped).
         errors: eps_0 .. eps_L (eps_0 is None: the input has no error node).
-        rates: phi_0(x_0) .. phi_{L-1}(x_{L-1}), the presynaptic rates of Eq. (8).
+        rates: phi_0(x_0) .. phi_{L-1}(x_{L-1}), the presynaptic rates of Eq. (4).
         energies: F at every step t = 0 .. T' (T' <= T with early stopping), mean over the
             batch, as a 1-d tensor.
         energy_per_example: F of each example at the last step.
@@ -298,12 +300,12 @@ class Inference(NamedTuple):
 
 
 def _energy(errors: list[torch.Tensor | None], variances: list[float]) -> torch.Tensor:
-    """F per example = sum_l Sigma_l ||eps_l||^2 / 2 (eps precision-weighted)."""  # Eq. (5)
+    """F per example = sum_l Sigma_l ||eps_l||^2 / 2 (eps precision-weighted)."""  # Eq. (2)
     total = None
     for l, e in enumerate(errors):
         if e is None:
             continue
-        term = e.flatten(1).square().sum(1) * (0.5 * variances[l - 1])  # Eq. (5)
+        term = e.flatten(1).square().sum(1) * (0.5 * variances[l - 1])  # Eq. (2)
         total = term if total is None else total + term
     assert total is not None
     return total
@@ -321,7 +323,7 @@ def infer(
     config: Any,
     fixed_prediction: bool = False,
 ) -> Inference:
-    """Clamp ``x`` (input) and ``target`` (output), relax the hidden value nodes (Eq. 6).
+    """Clamp ``x`` (input) and ``target`` (output), relax the hidden value nodes (Eq. 3).
 
     ``target`` has the output's shape. With ``fixed_prediction`` the predictions mu_l and the
     slopes stay at their feed-forward values (Song et al. 2020; Millidge et al. 2022).
@@ -355,23 +357,23 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
     output = mu
     values.append(target.flatten(1).to(x0.dtype))
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(v) for v in values[1:L]]
-    errors.append(values[L] - output)  # Eq. (7)
+    errors.append(values[L] - output)  # Eq. (1)
     energies: list[torch.Tensor] = []
     for t in range(T + 1):
         if t > 0:
             rates = [x0] + [_rate(lay.activation, values[l]) for l in range(1, L)]
-            errors = [None, values[1] - mu1]  # Eq. (7)
+            errors = [None, values[1] - mu1]  # Eq. (1)
             for l in range(2, L + 1):
                 # eps_l Sigma_l = x_l - W_{l-1} phi(x_{l-1}) - b_{l-1}
                 e = torch.addmm(values[l], rates[l - 1], W[l - 1].t(), alpha=-1)
-                errors.append(e.sub_(b[l - 1]))  # Eq. (7)
+                errors.append(e.sub_(b[l - 1]))  # Eq. (1)
         energy = None
         for l in range(1, L + 1):
             e = errors[l]
             if var[l - 1] != 1.0:
-                e.mul_(1.0 / var[l - 1])  # Eq. (7)
+                e.mul_(1.0 / var[l - 1])  # Eq. (1)
             flat = e.reshape(-1)
-            term = torch.dot(flat, flat) * (0.5 * var[l - 1] / batch)  # Eq. (5)
+            term = torch.dot(flat, flat) * (0.5 * var[l - 1] / batch)  # Eq. (2)
             energy = term if energy is None else energy + term
         energies.append(energy)
         if t == T or _stop(energies, cfg.energy_tolerance):
@@ -380,8 +382,8 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
             # dx_l/dt = -eps_l + phi'(x_l) * W_l^T eps_{l+1}
             top_down = torch.mm(errors[l + 1], W[l])
             drive = times_slope(lay.activation, top_down, values[l], rates[l])
-            drive.sub_(errors[l])  # Eq. (6)
-            values[l].add_(drive, alpha=gamma)  # Eq. (6)
+            drive.sub_(errors[l])  # Eq. (3)
+            values[l].add_(drive, alpha=gamma)  # Eq. (3)
     return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), output)
 
 
@@ -404,7 +406,7 @@ def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: 
             slopes.append(s)
     y = target.flatten(1).to(mus[L].dtype)
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(m) for m in mus[1:L]]
-    errors.append((y - mus[L]) / var[L - 1])  # Eq. (7), x_L clamped
+    errors.append((y - mus[L]) / var[L - 1])  # Eq. (1), x_L clamped
     energies = [_energy(errors, var).mean()]
     if _exact_sweep(gamma, var):
         # gamma = Sigma_l: step k sets eps_{L-k} to its equilibrium and leaves the layers below
@@ -412,15 +414,15 @@ def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: 
         # every further step is a no-op (Song et al. 2020's Z-IL schedule)
         for k in range(1, min(T, L - 1) + 1):
             l = L - k
-            errors[l] = torch.mm(errors[l + 1], W[l]).mul_(slopes[l])  # Eq. (6), (7)
+            errors[l] = torch.mm(errors[l + 1], W[l]).mul_(slopes[l])  # Eq. (3), (1)
             energies.append(_energy(errors, var).mean())
         T = 0
     for _ in range(T):
         new = list(errors)
         for l in range(1, L):
             # x_l += gamma (-eps_l + phi'(mu_l) W_l^T eps_{l+1}), eps_l = (x_l - mu_l) / Sigma_l
-            drive = torch.mm(errors[l + 1], W[l]).mul_(slopes[l]).sub_(errors[l])  # Eq. (6)
-            new[l] = errors[l] + (gamma / var[l - 1]) * drive  # Eq. (6), (7)
+            drive = torch.mm(errors[l + 1], W[l]).mul_(slopes[l]).sub_(errors[l])  # Eq. (3)
+            new[l] = errors[l] + (gamma / var[l - 1]) * drive  # Eq. (3), (1)
         errors = new
         energies.append(_energy(errors, var).mean())
         if _stop(energies, cfg.energy_tolerance):
@@ -446,7 +448,7 @@ def _infer_blocks(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any
             with torch.enable_grad():
                 inp = values[l - 1].detach().requires_grad_(l > 1)
                 mu = blocks[l - 1](inp)
-                e = (values[l] - mu.detach()) / var[l - 1]  # Eq. (7)
+                e = (values[l] - mu.detach()) / var[l - 1]  # Eq. (1)
                 if l > 1 and t < T:
                     # phi'(x_{l-1}) * W_{l-1}^T eps_l, through pooling etc.: a VJP
                     (bottom_up[l - 1],) = torch.autograd.grad(mu, inp, e)
@@ -455,7 +457,7 @@ def _infer_blocks(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any
         if t == T or _stop(energies, cfg.energy_tolerance):
             break
         for l in range(1, L):
-            values[l] = values[l] + gamma * (bottom_up[l] - errors[l])  # Eq. (6)
+            values[l] = values[l] + gamma * (bottom_up[l] - errors[l])  # Eq. (3)
     rates = [values[0]] + values[1:L]  # the blocks apply phi themselves
     return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), output)
 
@@ -477,20 +479,20 @@ def _infer_blocks_fixed(
             prev = mu
     y = target.reshape(mus[L].shape).to(mus[L].dtype)
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(m) for m in mus[1:L]]
-    errors.append((y - mus[L].detach()) / var[L - 1])  # Eq. (7)
+    errors.append((y - mus[L].detach()) / var[L - 1])  # Eq. (1)
     energies = [_energy(errors, var).mean()]
     if _exact_sweep(gamma, var):  # as in _infer_mlp_fixed: one layer per step, then no-ops
         for k in range(1, min(T, L - 1) + 1):
             l = L - k
             (bu,) = torch.autograd.grad(mus[l + 1], ins[l + 1], errors[l + 1], retain_graph=True)
-            errors[l] = bu  # Eq. (6), (7)
+            errors[l] = bu  # Eq. (3), (1)
             energies.append(_energy(errors, var).mean())
         T = 0
     for _ in range(T):
         new = list(errors)
         for l in range(1, L):
             (bu,) = torch.autograd.grad(mus[l + 1], ins[l + 1], errors[l + 1], retain_graph=True)
-            new[l] = errors[l] + (gamma / var[l - 1]) * (bu - errors[l])  # Eq. (6), (7)
+            new[l] = errors[l] + (gamma / var[l - 1]) * (bu - errors[l])  # Eq. (3), (1)
         errors = new
         energies.append(_energy(errors, var).mean())
         if _stop(energies, cfg.energy_tolerance):
@@ -503,7 +505,7 @@ def _infer_blocks_fixed(
 
 
 def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
-    """delta_p of Eq. (8), batch-averaged, for every trainable parameter of ``model``.
+    """delta_p of Eq. (4), batch-averaged, for every trainable parameter of ``model``.
 
     MLP: dW_{l-1} = eps_l phi_{l-1}^T / B, db_{l-1} = mean(eps_l). Other layered networks:
     the gradient of sum_l <eps_l, mu_l(x_{l-1})> / B w.r.t. each layer's own parameters,
@@ -516,15 +518,15 @@ def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
     if layered.mlp:
         for l in range(1, layered.depth + 1):
             e = result.errors[l]
-            dw = torch.mm(e.t(), result.rates[l - 1]).div_(batch)  # Eq. (8)
+            dw = torch.mm(e.t(), result.rates[l - 1]).div_(batch)  # Eq. (4)
             deltas[id(layered.weights[l - 1])] = dw
-            deltas[id(layered.biases[l - 1])] = e.sum(0).div_(batch)  # Eq. (8)
+            deltas[id(layered.biases[l - 1])] = e.sum(0).div_(batch)  # Eq. (4)
         return [deltas.get(id(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
         total = 0.0
         for l in range(1, layered.depth + 1):
             mu = layered.blocks[l - 1](result.rates[l - 1].detach())
-            total = total + (result.errors[l].detach() * mu).sum()  # Eq. (8)
+            total = total + (result.errors[l].detach() * mu).sum()  # Eq. (4)
         grads = torch.autograd.grad(total / batch, params, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
