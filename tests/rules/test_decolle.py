@@ -43,7 +43,7 @@ def spike_batch(batch=5, steps=8, n=12, classes=4, seed=1):
     return x, y
 
 
-def hand_decolle(net, x, y, local_loss, lr):
+def hand_decolle(net, x, y, local_loss, lr, reg_high=0.0):
     """The updates DECOLLE must make, derived by hand, with SGD(lr) applied after each one."""
     ws = [layer.synapse.weight.detach().clone() for layer in net.layers]
     bs = [layer.synapse.bias.detach().clone() for layer in net.layers]
@@ -69,6 +69,7 @@ def hand_decolle(net, x, y, local_loss, lr):
                 else:
                     dy = (yl - onehot) / batch
                 du = (dy @ gs[i]) / (1 + K * u.abs()) ** 2
+                du = du + reg_high * (u + 0.01 > 0).double() / u.numel()  # lambda_1 term
                 grads += [du.t() @ p[i], du.sum(0)]
             p[i], q[i] = ALPHA * p[i] + (1 - ALPHA) * q[i], BETA * q[i] + (1 - BETA) * h
             r[i] = GAMMA * r[i] + (1 - GAMMA) * s
@@ -88,13 +89,13 @@ def hand_decolle(net, x, y, local_loss, lr):
     return updates, final
 
 
-@pytest.mark.parametrize("local_loss", ["ce", "mse"])
-def test_updates_equal_the_hand_derived_local_gradients(local_loss):
+@pytest.mark.parametrize(("local_loss", "reg_high"), [("ce", 0.0), ("mse", 0.0), ("ce", 0.7)])
+def test_updates_equal_the_hand_derived_local_gradients(local_loss, reg_high):
     net = small_network()
     x, y = spike_batch()
     lr = 0.3
-    expected, final = hand_decolle(net, x, y, local_loss, lr)
-    rule = DECOLLE(DecolleConfig(local_loss=local_loss, surrogate_scale=K))
+    expected, final = hand_decolle(net, x, y, local_loss, lr, reg_high)
+    rule = DECOLLE(DecolleConfig(local_loss=local_loss, surrogate_scale=K, reg_high=reg_high))
     params = trainable_parameters(net)
     opt = torch.optim.SGD(params, lr=lr)
     count = 0

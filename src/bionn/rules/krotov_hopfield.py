@@ -59,6 +59,12 @@ Deviations from the paper:
   the minibatch; the paper sums it (a constant factor that Adam ignores).
 - The ``linear`` readout (cross-entropy on S h + b) is not in the paper: it is the common
   alternative top layer, offered for comparison.
+- beta defaults to 1e-4 (see the docs page): only beta S matters to the output, and the scale
+  of h = ReLU(W v)^n on MNIST (about 1e6) needs a small beta for Adam's default step; S starts
+  at zero.
+- For speed, the update is computed on the (at most 2 * minibatch) rows with g != 0, and the
+  unsupervised phase reuses one gradient tensor between steps (clearing the rows it wrote last
+  time), so ``W.grad`` of one step is overwritten by the next.
 """
 
 from __future__ import annotations
