@@ -126,3 +126,20 @@ def test_event_frames_feed_a_convolutional_network():
     x = frames.unsqueeze(0).expand(3, -1, -1, -1, -1)
     assert net(x).shape == (3, 10)
     assert net.spike_trains(x)[0].shape == (6, 3, 4, 17, 17)
+
+
+def test_silent_input_columns_can_be_skipped_exactly():
+    torch.manual_seed(6)
+    layer = LIFLinear(10, 4, PARAMS).double()
+    x = (torch.rand(7, 3, 10) < 0.5).double()
+    x[..., [1, 4, 5]] = 0.0  # silent throughout
+    columns = torch.tensor([0, 2, 3, 6, 7, 8, 9])
+    target = torch.randn(7, 3, 4, dtype=torch.float64)
+    full = layer.run(x)
+    g_full = torch.autograd.grad((full * target).sum(), list(layer.parameters()))
+    part = layer.run(x.index_select(2, columns), columns=columns)
+    g_part = torch.autograd.grad((part * target).sum(), list(layer.parameters()))
+    assert torch.equal(full, part)
+    for a, b in zip(g_full, g_part, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert g_full[0].abs().sum() > 0 and not g_part[0][:, [1, 4, 5]].any()

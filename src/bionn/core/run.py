@@ -97,8 +97,22 @@ def make_optimizer(
     else:
         lr = config.lr if config.lr is not None else DEFAULT_LR[name]
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return _adam(params, lr)
     return torch.optim.SGD(params, lr=lr)
+
+
+def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with the fused update (one kernel for all parameters) where the device has it.
+
+    The fused step computes the same update as the default one and costs a fraction of it on
+    small networks, where the optimizer step is a visible share of a training step.
+    """
+    if params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # an older torch or an unsupported dtype: the default implementation
+    return torch.optim.Adam(params, lr=lr)
 
 
 def make_scheduler(

@@ -65,20 +65,36 @@ class LIFLayer(nn.Module):
             state = self.initial_state(input)
         return lif_step(input, state, self.params, self.synapse)
 
-    def run(self, inputs: torch.Tensor, state: LIFState | None = None) -> torch.Tensor:
+    def run(
+        self,
+        inputs: torch.Tensor,
+        state: LIFState | None = None,
+        columns: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Spikes ``(T, B, ...)`` for an input train ``(T, B, ...)``, layer-major.
 
         The traces ``P[t]`` of the whole sequence are computed first, the synapse is then
         applied to all ``T`` slices in one call (one large matrix product instead of ``T``
         small ones), and only the refractory recurrence runs step by step. The result equals
         ``T`` calls of :meth:`forward`, gradients included.
+
+        ``columns`` (dense layers, zero initial state): ``inputs`` holds only these input
+        features, all others being silent throughout; their traces stay 0, so only the
+        matching columns of ``W`` are used (their gradient is exactly 0 elsewhere).
         """
+        if columns is not None and not isinstance(self.synapse, nn.Linear):
+            raise ConfigError("columns applies to dense LIF layers only")
         if state is None:
             state = self.initial_state(inputs[0])
         params = self.params
         trace = _TraceScan.apply(inputs, state.p, state.q, params.alpha, params.beta)  # P[t]
         steps, batch = trace.shape[:2]
-        drive = self.synapse(trace.flatten(0, 1)).unflatten(0, (steps, batch))  # W P[t] + b
+        if columns is None:
+            drive = self.synapse(trace.flatten(0, 1))  # W P[t] + b
+        else:
+            weight = self.synapse.weight.index_select(1, columns)
+            drive = nn.functional.linear(trace.flatten(0, 1), weight, self.synapse.bias)
+        drive = drive.unflatten(0, (steps, batch))
         return _RefractoryScan.apply(
             drive, state.r, params.rho, params.gamma, params.surrogate, params.surrogate_scale
         )
@@ -347,13 +363,23 @@ class LIFNetwork(nn.Module):
         Layer-major: each layer runs over all ``T`` steps before the next one starts (exact for
         a feed-forward stack), so every synapse is one large matrix product.
         """
+        columns = None
         if self.encoder == "none":
             h = x.transpose(0, 1)
+        elif isinstance(self.layers[0].synapse, nn.Linear):
+            # inputs at intensity 0 never spike: encode and integrate only the others
+            flat = x.flatten(1)
+            columns = (flat > 0).any(0).nonzero().squeeze(1)
+            h = encode(flat.index_select(1, columns), self.timesteps, self.encoder,
+                       gain=self.gain)
         else:
             h = encode(x, self.timesteps, self.encoder, gain=self.gain)
         trains = []
         for i, layer in enumerate(self.layers):
-            h = layer.run(self._layer_input(i, h, 1))
+            if i == 0 and columns is not None:
+                h = layer.run(h, columns=columns)
+            else:
+                h = layer.run(self._layer_input(i, h, 1))
             h = self._pool(i, h)
             trains.append(h)
         return trains
