@@ -53,8 +53,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "epochs": 10,
     },
     "paper": {
-        "options": {**PAPER, "unsupervised_epochs": 45, "eps0": 0.06},
-        "epochs": 35,
+        "options": {**PAPER, "unsupervised_epochs": 60, "eps0": 0.06, "beta": 3e-5},
+        "epochs": 60,
     },
 }
 
