@@ -66,7 +66,9 @@ def _add_rule_option_flags(p: argparse.ArgumentParser) -> None:
         owner = spec.rules[0]
         if owner not in groups:
             groups[owner] = p.add_argument_group(
-                f"options of rule {owner}" + ("" if len(spec.rules) == 1 else " (and others)")
+                f"options of rule {owner} ([rules: ...] marks an option other rules share)"
+                if len(spec.rules) > 1
+                else f"options of rule {owner}"
             )
         text = spec.help
         if len(spec.rules) > 1:
