@@ -101,3 +101,19 @@ def test_evaluate_accuracy_matches_a_hand_count():
     acc, loss = evaluate_accuracy(Backprop(), model, x, y, batch_size=7)
     assert acc == pytest.approx(expected)
     assert loss == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item(), rel=1e-5)
+
+
+def test_a_rule_that_draws_random_numbers_gets_the_same_draws_in_both_passes():
+    """Oracle: theory. Backprop through dropout is its own gradient when both passes see the
+    same mask, so the angle is 0; different masks would give a clearly positive angle."""
+    from bionn.core.rule import Backprop
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(10, 30), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(30, 4)
+    )
+    model.train()
+    x, y = torch.randn(64, 10), torch.randint(0, 4, (64,))
+    report = angle_to_backprop(Backprop(), model, x, y)
+    assert report.overall < 1e-3
+    assert all(angle < 1e-3 for angle in report.per_layer.values())

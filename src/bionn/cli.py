@@ -34,7 +34,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS
-    p.add_argument("--dataset", default=s, help="digits (default), mnist, fashion-mnist, cifar10")
+    p.add_argument(
+        "--dataset",
+        default=s,
+        help="digits (default), mnist, fashion-mnist, cifar10; spiking rules also take "
+        "mnist-spikes, fashion-mnist-spikes",
+    )
     p.add_argument("--model", default=s, help="mlp (784-1000-10), mlp:500,500 or cnn")
     p.add_argument("--activation", default=s, help="relu (default), tanh, sigmoid or gelu")
     p.add_argument("--epochs", type=int, default=s, help="passes over the data (default 10)")

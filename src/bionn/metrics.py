@@ -88,14 +88,19 @@ def angle_to_backprop(
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     saved = [p.grad for _, p in named]
-    try:
-        rule.fill_grads(model, x, y)
-        pseudo = [
-            torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for _, p in named
-        ]
-    finally:
-        for (_, p), g in zip(named, saved, strict=True):
-            p.grad = g
+    # a rule that draws random numbers (spike encoders, dropout) gets the same draws in both
+    # passes, so that the angle measures the rule and not the noise
+    devices = {p.device for _, p in named if p.device.type == "cuda"}
+    with torch.random.fork_rng(devices=sorted(devices, key=str)):
+        try:
+            rule.fill_grads(model, x, y)
+            pseudo = [
+                torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                for _, p in named
+            ]
+        finally:
+            for (_, p), g in zip(named, saved, strict=True):
+                p.grad = g
     true = backprop_gradients(rule, model, x, y)
 
     groups: dict[str, list[int]] = {}

@@ -15,7 +15,7 @@ from bionn.nn.feedback_alignment import (
     USFConv2d,
     USFLinear,
 )
-from bionn.nn.lif import LIFConv2d, LIFLayer, LIFLinear, LIFNetwork  # noqa: F401
+from bionn.nn.lif import LIFConv2d, LIFLayer, LIFLinear, LIFNetwork
 
 __all__ = [
     "MODES",
@@ -29,6 +29,10 @@ __all__ = [
     "FALinear",
     "FRSFConv2d",
     "FRSFLinear",
+    "LIFConv2d",
+    "LIFLayer",
+    "LIFLinear",
+    "LIFNetwork",
     "OutputError",
     "USFConv2d",
     "USFLinear",
