@@ -193,6 +193,8 @@ def _json_row(summary: dict[str, Any]) -> dict[str, Any]:
             "wall_time_s", "angle_to_backprop_deg", "run_dir")
     row = {k: summary.get(k) for k in keys}
     row["angle_per_layer_deg"] = summary.get("angle_per_layer_deg")
+    if "plots" in summary:
+        row["plots"] = summary["plots"]
     return row
 
 
@@ -214,7 +216,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{_fmt_pct(summary['train_accuracy'])}, angle to backprop "
         f"{_fmt_angle(summary['angle_to_backprop_deg'])}, {summary['wall_time_s']:.1f} s"
     )
-    print(f"run folder: {summary['run_dir']}  (plot: {summary.get('plot')})")
+    figures = [summary["plot"]] if summary.get("plot") else []
+    figures += summary.get("plots", [])
+    print(f"run folder: {summary['run_dir']}  (plots: {', '.join(figures) or 'none'})")
     if args.json:
         print(json.dumps(_json_row(summary)))
     return 0
