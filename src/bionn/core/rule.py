@@ -184,13 +184,28 @@ class Backprop(LearningRule):
         self.config = config or BackpropConfig()
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        for p in trainable_parameters(model):
-            p.grad = None
-        output = model(x)
-        loss = self.loss(output, y)
-        loss.backward()
-        with torch.no_grad():
-            accuracy = (output.argmax(1) == y).to(loss.dtype).mean()
-            # one host transfer per step for both metrics
-            loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
-        return {"loss": loss_value, "accuracy": accuracy_value}
+        return backprop_grads(self, model, x, y)
+
+
+def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """``loss`` and the accuracy of ``output`` on labels ``y``, in one host transfer."""
+    with torch.no_grad():
+        accuracy = (output.argmax(1) == y).to(loss.dtype).mean()
+        loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
+    return {"loss": loss_value, "accuracy": accuracy_value}
+
+
+def backprop_grads(
+    rule: LearningRule, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, float]:
+    """Set ``p.grad`` to autograd's gradient of ``rule.loss(model(x), y)``; return its metrics.
+
+    Rules whose update is a custom backward pass inside the model's layers (feedback alignment)
+    fill their pseudo-gradients this way too.
+    """
+    for p in trainable_parameters(model):
+        p.grad = None
+    output = model(x)
+    loss = rule.loss(output, y)
+    loss.backward()
+    return batch_metrics(loss, output, y)

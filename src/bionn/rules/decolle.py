@@ -91,7 +91,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.core.registry import RuleInfo, register_rule
-from bionn.core.rule import LearningRule, trainable_parameters
+from bionn.core.rule import LearningRule, batch_metrics, trainable_parameters
 from bionn.data.spikes import ENCODERS
 from bionn.errors import ConfigError
 from bionn.functional.lif import LIFParameters, LIFState
@@ -454,10 +454,7 @@ class SNNBPTT(_SpikingRule):
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        with torch.no_grad():
-            acc = (scores.argmax(1) == y).to(loss.dtype).mean()
-            loss_value, acc_value = torch.stack((loss.detach(), acc)).tolist()
-        return {"loss": loss_value, "accuracy": acc_value}
+        return batch_metrics(loss, scores, y)
 
 
 def _as_network(model: nn.Module) -> LIFNetwork:

@@ -78,7 +78,7 @@ from torch import nn
 
 from bionn.core.models import build_model as build_base_model
 from bionn.core.registry import RuleInfo, register_rule
-from bionn.core.rule import LearningRule, trainable_parameters
+from bionn.core.rule import LearningRule, backprop_grads
 from bionn.errors import ConfigError
 from bionn.metrics import angle_deg
 from bionn.nn.convert import ConversionReport, convert
@@ -157,15 +157,8 @@ class FeedbackRule(LearningRule):
         return model
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        for p in trainable_parameters(model):
-            p.grad = None
-        output = model(x)  # Eq. (1)
-        loss = self.loss(output, y)
-        loss.backward()  # Eqs. (2)-(6), in the converted layers' backward passes
-        with torch.no_grad():
-            accuracy = (output.argmax(1) == y).to(loss.dtype).mean()
-            loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
-        return {"loss": loss_value, "accuracy": accuracy_value}
+        # the forward pass is Eq. (1); Eqs. (2)-(6) run in the converted layers' backward passes
+        return backprop_grads(self, model, x, y)
 
     def weight_angles(self, model: nn.Module) -> dict[str, float]:
         """Angle (degrees) between W and the feedback of every layer whose B carries error.

@@ -80,7 +80,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.core.registry import RuleInfo, register_rule
-from bionn.core.rule import LearningRule, Phase
+from bionn.core.rule import LearningRule, Phase, batch_metrics
 from bionn.errors import ConfigError
 
 READOUTS = ("krotov", "linear")
@@ -386,10 +386,7 @@ class KrotovHopfield(LearningRule):
         out = model.head(h)
         loss = self.loss(out, y)
         loss.backward()
-        with torch.no_grad():
-            accuracy = (out.argmax(1) == y).to(loss.dtype).mean()
-            loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
-        return {"loss": loss_value, "accuracy": accuracy_value}
+        return batch_metrics(loss, out, y)
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """sum_alpha |c_alpha - t_alpha|^m per example (mean over the batch), or cross-entropy."""

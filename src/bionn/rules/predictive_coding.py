@@ -156,19 +156,14 @@ class PCConfig:
 
 
 @dataclass(frozen=True)
-class PCFixedConfig:
-    """Hyperparameters of fixed-prediction predictive coding (``pc-fixed``).
+class PCFixedConfig(PCConfig):
+    """Hyperparameters of fixed-prediction predictive coding (``pc-fixed``): those of ``pc``,
+    with an inference rate of 1.
 
     With gamma = Sigma_l = 1 the errors of layer L-k are exact after k steps (Song et al. 2020).
     """
 
-    inference_steps: int = field(default=20, metadata={"help": _HELP_T})
     inference_rate: float = field(default=1.0, metadata={"help": _HELP_GAMMA})
-    layer_variances: tuple[float, ...] = field(default=(), metadata={"help": _HELP_SIGMA})
-    energy_tolerance: float = field(default=0.0, metadata={"help": _HELP_TOL})
-
-    def __post_init__(self) -> None:
-        _check_config(self)
 
 
 # ---------------------------------------------------------------------------------------------
