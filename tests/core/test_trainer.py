@@ -102,6 +102,30 @@ def test_every_update_of_a_multi_update_rule_is_stepped(tmp_path):
     assert trainer.optimizer.state_dict()["state"][0]["step"].item() == 30
 
 
+def test_the_optimizer_is_attached_to_the_rule_for_each_epoch_only(tmp_path):
+    class Watching(Backprop):
+        name = "watching"
+
+        def __init__(self):
+            super().__init__()
+            self.attached, self.seen = [], []
+
+        def attach_optimizer(self, optimizer):
+            self.attached.append(optimizer)
+
+        def fill_grads(self, model, x, y):
+            self.seen.append(self.attached[-1])
+            return super().fill_grads(model, x, y)
+
+    rule = Watching()
+    trainer = _trainer(tmp_path, rule=rule)
+    trainer.fit(2)
+    opt = trainer.optimizer
+    assert rule.attached == [opt, None, opt, None]
+    # 15 training steps per epoch, then the angle to backprop's call, outside the epoch
+    assert rule.seen == ([opt] * 15 + [None]) * 2
+
+
 _KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys

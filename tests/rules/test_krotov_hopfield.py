@@ -102,6 +102,114 @@ def test_delta_zero_is_competitive_hebbian_learning():
         assert cos(new, v) > cos(W[winner], v)  # the winner turns toward the input
 
 
+# -- the sparse step under plain SGD: same trajectory as the published formula ---------------
+
+
+class RecordingKrotov(KrotovHopfield):
+    """Records every minibatch the rule sees and whether the gradient it wrote was sparse."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.seen, self.sparse = [], []
+
+    def fill_grads(self, model, x, y):
+        self.seen.append(x.flatten(1).detach().numpy().copy())
+        metrics = super().fill_grads(model, x, y)
+        self.sparse.append(model.W.grad.is_sparse)
+        return metrics
+
+
+def numpy_reference_trajectory(W, batches, p, k, delta, radius, lr, momentum=0.0, edit=None):
+    """W after the published update at each minibatch, stepped by SGD (with momentum)."""
+    W, buf = W.copy(), None
+    for i, v in enumerate(batches):
+        grad = -numpy_reference_update(W, v, p, k, delta, radius)
+        buf = grad if buf is None else momentum * buf + grad
+        W = W - lr * (buf if momentum else grad)
+        if edit is not None:
+            W = edit(i, W)
+    return W
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0, 4.5])
+def test_trainer_with_plain_sgd_steps_sparsely_along_the_published_trajectory(p):
+    """Under the Trainer's plain SGD the gradient is sparse and sign(W)|W|^(p-1) is kept between
+    steps and refreshed row by row; W must still follow the NumPy transcription step by step."""
+    from bionn.core.trainer import Trainer
+
+    config = KrotovConfig(hidden=40, p=p, k=3, delta=0.3, radius=1.2, minibatch=10)
+    torch.manual_seed(2)
+    rule = RecordingKrotov(config)
+    model = rule.build_model("mlp", (1, 5, 6), 4, "relu").double()
+    W0 = model.W.detach().numpy().copy()
+    x = torch.rand(120, 1, 5, 6, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer(model, rule, opt, (x, torch.zeros(120).long()), None, batch_size=30,
+                      seed=0, progress=False)
+    trainer.train_epoch(1, 1)
+    trainer.train_epoch(2, 2)
+    assert len(rule.seen) == 24 and all(rule.sparse)
+    assert rule._optimizer is None  # detached after each epoch
+    expected = numpy_reference_trajectory(W0, rule.seen, p, 3, 0.3, 1.2, lr=0.05)
+    np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_momentum_sgd_gets_dense_gradients_and_the_exact_trajectory():
+    """Momentum moves rows without a gradient: no sparse step, no kept matrix."""
+    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=0)
+    rule, model = make_model(config)
+    W0 = model.W.detach().numpy().copy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+    rule.attach_optimizer(opt)
+    rng = np.random.default_rng(5)
+    batches = [rng.random((8, 30)) for _ in range(12)]
+    for v in batches:
+        rule.fill_grads(model, torch.tensor(v).reshape(8, 1, 5, 6), None)
+        assert not model.W.grad.is_sparse
+        opt.step()
+    expected = numpy_reference_trajectory(W0, batches, 3.0, 2, 0.4, 1.0, lr=0.03, momentum=0.9)
+    np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_weights_edited_between_steps_are_seen_by_the_next_update():
+    """An in-place change to W outside the optimizer invalidates the kept sign(W)|W|^(p-1)."""
+    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=0)
+    rule, model = make_model(config)
+    W0 = model.W.detach().numpy().copy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rule.attach_optimizer(opt)
+    rng = np.random.default_rng(6)
+    batches = [rng.random((8, 30)) for _ in range(10)]
+
+    def edit(i, W):
+        if i % 3 == 1:
+            W = W.copy()
+            W[i] *= -2.0  # flip and stretch one unit: it changes every ranking it enters
+        return W
+
+    for i, v in enumerate(batches):
+        rule.fill_grads(model, torch.tensor(v).reshape(8, 1, 5, 6), None)
+        assert model.W.grad.is_sparse
+        opt.step()
+        with torch.no_grad():
+            model.W.copy_(torch.from_numpy(edit(i, model.W.detach().numpy())))
+    expected = numpy_reference_trajectory(W0, batches, 3.0, 2, 0.4, 1.0, lr=0.05, edit=edit)
+    np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_adam_or_no_optimizer_gets_a_dense_gradient():
+    config = KrotovConfig(hidden=20, p=3.0, k=3, minibatch=0)
+    rule, model = make_model(config)
+    x = torch.rand(8, 1, 5, 6, dtype=torch.float64)
+    for opt in (None, torch.optim.Adam(model.parameters()),
+                torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4)):
+        rule.attach_optimizer(opt)
+        rule.fill_grads(model, x, None)
+        assert not model.W.grad.is_sparse
+        if opt is not None:
+            opt.step()  # Adam accepts it: sparse gradients would be refused
+
+
 # -- theory: the fixed point ||W_mu||_p = R ---------------------------------------------------
 
 

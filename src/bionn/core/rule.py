@@ -147,6 +147,15 @@ class LearningRule:
         """Extra JSON-serialisable numbers logged with every epoch's record."""
         return {}
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Told which optimizer will step after every update; None when that is unknown.
+
+        The Trainer attaches its optimizer at the start of each epoch and detaches it (None) at
+        the end. A rule may use it to take a shortcut that is valid only for that optimizer
+        (a sparse gradient for plain SGD, say); with None it must fill ordinary dense
+        gradients, because any optimizer may step them.
+        """
+
     def plots(
         self,
         model: nn.Module,

@@ -196,6 +196,7 @@ class Trainer:
             mininterval=0.5,
         )
         try:
+            self.rule.attach_optimizer(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
             for step, (xb, yb) in enumerate(self.loader):
                 for metrics in self.rule.updates(self.model, xb, yb):
@@ -231,6 +232,7 @@ class Trainer:
                     {k: f"{sums[k] / count:.4f}" for k in ("loss", "accuracy") if k in sums}
                 )
         finally:
+            self.rule.attach_optimizer(None)
             bar.close()
         return {key: value / max(count, 1) for key, value in sums.items()}
 

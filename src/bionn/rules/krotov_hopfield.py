@@ -236,6 +236,16 @@ class CompetingHiddenUnits(nn.Module):
         return self.head(self.features(x))
 
 
+def lp_weights(W: torch.Tensor, p: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sign(W) |W|^(p-1), the factor of the Lp inner product; written into ``out`` if given."""
+    if p == 2.0:
+        return W if out is None else out.copy_(W)
+    if p == 3.0:
+        return torch.abs(W, out=out).mul_(W) if out is not None else W * W.abs()
+    result = W.abs().pow_(p - 1.0).mul_(W.sign())
+    return result if out is None else out.copy_(result)
+
+
 def lp_currents(
     W: torch.Tensor, v: torch.Tensor, p: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -243,18 +253,13 @@ def lp_currents(
 
     ``out``, a buffer shaped like ``W``, receives sign(W) |W|^(p-1) without a new allocation.
     """
-    if p == 2.0:
-        Wp = W
-    elif p == 3.0:
-        Wp = torch.abs(W, out=out).mul_(W) if out is not None else W * W.abs()
-    else:
-        Wp = W.sign() * W.abs().pow(p - 1.0)
-    return v @ Wp.t()  # Eq. (2)
+    return v @ lp_weights(W, p, out).t()  # Eq. (2)
 
 
 def synaptic_update(
     W: torch.Tensor, v: torch.Tensor, p: float, k: int, delta: float, radius: float,
     prec: float = 1e-30, buffer: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The normalised minibatch update ds / max|ds| of the paper, only on the units it touches.
 
@@ -266,24 +271,44 @@ def synaptic_update(
         step: ds[rows] / max|ds| (the other rows of ds are 0).
         scale: max|ds| (after the ``prec`` floor), a 0-dim tensor.
 
-    ``buffer`` (shaped like ``W``) is scratch space for sign(W) |W|^(p-1).
+    ``buffer`` (shaped like ``W``) is scratch space for sign(W) |W|^(p-1); ``weights``, if
+    given, is that matrix already computed (the caller keeps it up to date).
     """
-    currents = lp_currents(W, v, p, out=buffer)
+    if weights is None:
+        weights = lp_weights(W, p, out=buffer)
+    currents = v @ weights.t()  # Eq. (2)
     top, idx = currents.topk(k, dim=1)  # the ranking of Eq. (10)
-    units = torch.cat((idx[:, 0], idx[:, k - 1]))
     batch = v.shape[0]
-    coef = torch.cat((  # g(rank): 1 for the winner, -Delta for the k-th unit; Eq. (10)
-        torch.ones(batch, dtype=v.dtype, device=v.device),
-        torch.full((batch,), -delta, dtype=v.dtype, device=v.device),
-    ))
-    rows, where = torch.unique(units, return_inverse=True)
+    rows, where = torch.unique(torch.cat((idx[:, 0], idx[:, k - 1])), return_inverse=True)
+    first, kth = where[:batch], where[batch:]
+    # g(rank) is 1 for the winner and -Delta for the k-th unit, Eq. (10); both sums over A
     g_current = torch.zeros(len(rows), dtype=v.dtype, device=v.device)
-    g_current.index_add_(0, where, coef * torch.cat((top[:, 0], top[:, k - 1])))
+    g_current.index_add_(0, first, top[:, 0]).index_add_(0, kth, top[:, k - 1], alpha=-delta)
     hebb = torch.zeros(len(rows), v.shape[1], dtype=v.dtype, device=v.device)
-    hebb.index_add_(0, where, coef[:, None] * torch.cat((v, v)))
-    ds = hebb.mul_(radius**p).sub_(g_current[:, None] * W[rows])  # Eq. (3)
+    hebb.index_add_(0, first, v).index_add_(0, kth, v, alpha=-delta)
+    ds = hebb.mul_(radius**p).sub_(g_current[:, None] * W.index_select(0, rows))  # Eq. (3)
     scale = ds.abs().max().clamp_min(prec)
     return rows, ds.div_(scale), scale
+
+
+def steps_plainly(optimizer: torch.optim.Optimizer | None, param: torch.Tensor) -> bool:
+    """Whether ``optimizer`` steps ``param`` by plain SGD, param -= lr * grad, and nothing else.
+
+    Only then does a step leave the rows where the gradient is zero untouched, and only then
+    may the gradient be sparse.
+    """
+    if optimizer is None or type(optimizer) is not torch.optim.SGD:
+        return False
+    for group in optimizer.param_groups:
+        if any(q is param for q in group["params"]):
+            return (
+                group.get("momentum", 0) == 0
+                and group.get("weight_decay", 0) == 0
+                and not group.get("maximize", False)
+                and not group.get("differentiable", False)
+                and not group.get("fused", False)
+            )
+    return False
 
 
 class KrotovHopfield(LearningRule):
@@ -303,11 +328,15 @@ class KrotovHopfield(LearningRule):
     def __init__(self, config: KrotovConfig | None = None) -> None:
         self.config = config or KrotovConfig()
         self.phase = "unsupervised"
-        # scratch space reused across steps: sign(W)|W|^(p-1), and the gradient, whose rows
-        # written by the previous step are cleared instead of the whole matrix
-        self._buffer: torch.Tensor | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        # sign(W)|W|^(p-1), kept between steps: the W version it matches and the rows that the
+        # next step may change (see _lp_weights)
+        self._weights: torch.Tensor | None = None
+        self._weights_version: tuple[int, int] | None = None
+        self._stepped_rows: torch.Tensor | None = None
+        # the dense gradient, reused: only the rows written by the previous step are cleared
         self._grad: torch.Tensor | None = None
-        self._rows: torch.Tensor | None = None
+        self._grad_rows: torch.Tensor | None = None
 
     # -- phases ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[Phase]:
@@ -352,27 +381,80 @@ class KrotovHopfield(LearningRule):
             return self._fill_unsupervised(model, x)
         return self._fill_supervised(model, x, y)
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """With plain SGD stepping W (the unsupervised phase of a run), the step is sparse.
+
+        W.grad is then a sparse tensor over the touched rows, and sign(W)|W|^(p-1) is kept
+        between steps and refreshed on those rows only. Any other optimizer, or None, gets a
+        dense W.grad and a full recomputation every step.
+        """
+        self._optimizer = optimizer
+
+    def _lp_weights(self, W: torch.Tensor, incremental: bool) -> torch.Tensor:
+        """sign(W)|W|^(p-1), refreshed only on the rows the last step changed when valid.
+
+        The kept matrix is reused only if W is the same tensor and its version counter moved
+        by exactly the one in-place optimizer step since the kept matrix was made (or not at
+        all); anything else that wrote into W (loading a checkpoint, editing it by hand, a
+        second step) moves the counter further and forces a full recomputation.
+        """
+        p = self.config.p
+        kept = self._weights
+        stamp = (W.data_ptr(), W._version)
+        if (
+            incremental
+            and kept is not None
+            and kept.shape == W.shape
+            and kept.dtype == W.dtype
+            and kept.device == W.device
+            and self._weights_version is not None
+            and stamp[0] == self._weights_version[0]
+            and stamp[1] - self._weights_version[1] in (0, 1)
+        ):
+            if stamp[1] != self._weights_version[1] and self._stepped_rows is not None:
+                rows = self._stepped_rows
+                kept.index_copy_(0, rows, lp_weights(W.index_select(0, rows), p))
+        else:
+            if kept is None or kept.shape != W.shape or kept.dtype != W.dtype or (
+                kept.device != W.device
+            ):
+                kept = self._weights = torch.empty_like(W)
+            lp_weights(W, p, out=kept)
+        self._weights_version = stamp
+        return kept
+
     def _fill_unsupervised(self, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         cfg = self.config
         for param in model.parameters():
             param.grad = None
         W = model.W
+        sparse = steps_plainly(self._optimizer, W)
         with torch.no_grad():
-            if self._grad is None or self._grad.shape != W.shape or (
-                self._grad.dtype != W.dtype or self._grad.device != W.device
-            ):
-                self._buffer = torch.empty_like(W)
-                self._grad = torch.zeros_like(W)
-                self._rows = None
+            Wd = W.detach()
+            weights = self._lp_weights(Wd, incremental=sparse)
             rows, step, scale = synaptic_update(
-                W.detach(), x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius,
-                cfg.prec, buffer=self._buffer,
+                Wd, x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius, cfg.prec,
+                weights=weights,
             )
-            grad = self._grad
-            if self._rows is not None:
-                grad.index_fill_(0, self._rows, 0.0)
-            grad.index_copy_(0, rows, step.neg_())  # p.grad = -ds / max|ds|
-            self._rows = rows
+            step.neg_()  # p.grad = -ds / max|ds|
+            self._stepped_rows = rows
+            if sparse:
+                grad = torch.sparse_coo_tensor(
+                    rows[None], step, W.shape, is_coalesced=True, check_invariants=False
+                )
+                self._grad = self._grad_rows = None
+            else:
+                self._weights_version = None  # any optimizer may change every row of W
+                if self._grad is None or self._grad.shape != W.shape or (
+                    self._grad.dtype != W.dtype or self._grad.device != W.device
+                ):
+                    self._grad = torch.zeros_like(W)
+                    self._grad_rows = None
+                grad = self._grad
+                if self._grad_rows is not None:
+                    grad.index_fill_(0, self._grad_rows, 0.0)
+                grad.index_copy_(0, rows, step)
+                self._grad_rows = rows
         W.grad = grad
         return {"update_scale": float(scale)}
 
