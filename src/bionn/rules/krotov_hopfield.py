@@ -39,7 +39,7 @@ Symbols:
     I_mu             ``currents``
     k                ``config.k``
     Delta            ``config.delta``
-    g(.)             ``coef`` (1 for the winner, -Delta for the k-th unit)
+    g(.)             1 for the winner (``first``), -Delta for the k-th unit (``kth``)
     R                ``config.radius``
     eps0             ``config.eps0`` (the unsupervised phase's learning rate)
     ds / max|ds|     ``-W.grad``; prec (floor of max|ds|) ``config.prec``
@@ -62,9 +62,13 @@ Deviations from the paper:
 - beta defaults to 1e-4 (see the docs page): only beta S matters to the output, and the scale
   of h = ReLU(W v)^n on MNIST (about 1e6) needs a small beta for Adam's default step; S starts
   at zero.
-- For speed, the update is computed on the (at most 2 * minibatch) rows with g != 0, and the
-  unsupervised phase reuses one gradient tensor between steps (clearing the rows it wrote last
-  time), so ``W.grad`` of one step is overwritten by the next.
+- For speed, the update is computed on the (at most 2 * minibatch) rows with g != 0. When the
+  optimizer attached by the Trainer steps W by plain SGD (the unsupervised phase of a run),
+  ``W.grad`` is a sparse tensor over those rows, so the step touches them alone, and
+  sign(W)|W|^(p-1) is kept between steps and refreshed on the rows the last step changed.
+  Otherwise (any other optimizer, or none attached) ``W.grad`` is dense; one dense gradient
+  tensor is then reused between steps (the rows written last time are cleared), so ``W.grad``
+  of one step is overwritten by the next.
 """
 
 from __future__ import annotations
@@ -286,8 +290,10 @@ def synaptic_update(
     g_current.index_add_(0, first, top[:, 0]).index_add_(0, kth, top[:, k - 1], alpha=-delta)
     hebb = torch.zeros(len(rows), v.shape[1], dtype=v.dtype, device=v.device)
     hebb.index_add_(0, first, v).index_add_(0, kth, v, alpha=-delta)
-    ds = hebb.mul_(radius**p).sub_(g_current[:, None] * W.index_select(0, rows))  # Eq. (3)
-    scale = ds.abs().max().clamp_min(prec)
+    if radius != 1.0:
+        hebb.mul_(radius**p)
+    ds = hebb.addcmul_(g_current[:, None], W.index_select(0, rows), value=-1.0)  # Eq. (3)
+    scale = torch.linalg.vector_norm(ds, ord=math.inf).clamp_min(prec)  # max|ds|
     return rows, ds.div_(scale), scale
 
 
