@@ -118,15 +118,19 @@ def plot_synapse_norms(
     path: str | Path,
     radius: float = 1.0,
     p: float = 3.0,
+    hidden: int | None = None,
 ) -> Path:
-    """The distribution of ||W_mu||_p over the hidden units against epoch.
+    """The distribution of ||W_mu||_p over the hidden units against epoch, and, beside it,
+    the number of units that won for some input in each unsupervised epoch.
 
     Reads each record's ``synapse_norm_quantiles`` (quantile -> value); draws the median, the
-    5-95% and 25-75% bands and the minimum and maximum, with the fixed point R as a line.
+    5-95% and 25-75% bands and the minimum and maximum, with the fixed point R as a line. The
+    right panel reads ``winning_units`` (``hidden`` draws the total as a line); a layer whose
+    norms have converged can still have collapsed onto a few units, which only this shows.
     """
     path = Path(path)
     records = [r for r in history if r.get("synapse_norm_quantiles")]
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, (ax, ax_win) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     if records:
         epochs = [r["epoch"] for r in records]
 
@@ -144,6 +148,19 @@ def plot_synapse_norms(
     ax.set_title("synapse norms over training")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize="small")
+    wins = [(r["epoch"], r["winning_units"]) for r in history if "winning_units" in r]
+    if wins:
+        ax_win.plot(*zip(*wins, strict=True), color="C1", marker="o", markersize=3,
+                    label="units that won")
+    if hidden is not None:
+        ax_win.axhline(hidden, color="k", linestyle="--", linewidth=1,
+                       label=f"all {hidden} units")
+    ax_win.set_ylim(bottom=0)
+    ax_win.set_xlabel("epoch")
+    ax_win.set_ylabel("units that won for at least one input")
+    ax_win.set_title("winning units per unsupervised epoch")
+    ax_win.grid(alpha=0.3)
+    ax_win.legend(loc="lower left", fontsize="small")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

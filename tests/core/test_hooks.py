@@ -140,6 +140,29 @@ def test_phases_train_in_order_with_their_own_optimizer(toy_rule, tmp_path):
     assert summary["plots"] == [str(run / "toy.txt")]
 
 
+def test_a_phase_without_evaluation_records_no_test_accuracy(toy_rule, tmp_path, monkeypatch):
+    """Phase(evaluate=False): the test set is not run through the model in that phase."""
+    original = ToyPhased.phases
+
+    def phases(self, epochs):
+        first, second = original(self, epochs)
+        return [dataclasses.replace(first, evaluate=False), second]
+
+    monkeypatch.setattr(ToyPhased, "phases", phases)
+    predicted = []
+    monkeypatch.setattr(ToyPhased, "predict",
+                        lambda self, model, x: predicted.append(self.phase) or model(x))
+    summary = run_training(_config(tmp_path), progress=False)
+    history = _history(Path(summary["run_dir"]))
+    assert [r["test_accuracy"] is None for r in history] == [True, False, False]
+    assert [r["test_loss"] is None for r in history] == [True, False, False]
+    assert "first" not in predicted and "second" in predicted
+    assert summary["test_accuracy"] == history[-1]["test_accuracy"] is not None
+    assert summary["train_accuracy"] is not None
+    with pytest.raises(ConfigError, match="evaluate"):
+        Phase("p", 1, evaluate="no")
+
+
 def test_first_phase_is_one_sgd_step_by_hand(toy_rule, tmp_path):
     """Oracle: autograd on the same full batch and one SGD step of lr 0.5 written by hand."""
     from bionn.data import load_dataset

@@ -210,6 +210,20 @@ def test_adam_or_no_optimizer_gets_a_dense_gradient():
             opt.step()  # Adam accepts it: sparse gradients would be refused
 
 
+def test_winning_units_counts_the_distinct_argmax_of_the_currents():
+    """Oracle: the distinct strongest units of every example, from NumPy's currents."""
+    config = KrotovConfig(hidden=50, p=3.0, k=3, delta=0.4, minibatch=0)
+    rule, model = make_model(config)
+    W = model.W.detach().numpy().copy()
+    rng = np.random.default_rng(7)
+    batches = [rng.random((6, 30)) for _ in range(5)]
+    for v in batches:  # no optimizer step: W stays as it was
+        rule.fill_grads(model, torch.tensor(v).reshape(6, 1, 5, 6), None)
+    winners = {int(a) for v in batches for a in np.argmax(v @ (np.sign(W) * W**2).T, axis=1)}
+    assert rule.epoch_metrics(model)["winning_units"] == len(winners)
+    assert "winning_units" not in rule.epoch_metrics(model)  # counted afresh for each epoch
+
+
 # -- theory: the fixed point ||W_mu||_p = R ---------------------------------------------------
 
 
@@ -288,6 +302,11 @@ def test_bionn_train_runs_both_phases_on_digits(tmp_path):
     summary = run_training(config, progress=False, plot=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["phase"] for r in records] == ["unsupervised"] * 15 + ["supervised"] * 15
+    # no readout yet in the unsupervised phase: no test accuracy, but the winning units
+    assert all(r["test_accuracy"] is None for r in records[:15])
+    assert all(r["test_accuracy"] is not None for r in records[15:])
+    assert all(1 <= r["winning_units"] <= 30 for r in records[:15])
+    assert all("winning_units" not in r for r in records[15:])
     assert summary["test_accuracy"] >= 0.88
     quantiles = records[-1]["synapse_norm_quantiles"]
     assert abs(quantiles["0.5"] - 1.0) < 0.02  # the median unit has reached R = 1
@@ -352,7 +371,7 @@ def test_phases_and_registration():
                                 "eps0": 0.03})
     assert isinstance(rule, KrotovHopfield)
     assert rule.phases(9) == [
-        Phase("unsupervised", 4, optimizer="sgd", lr=0.03, schedule="linear"),
+        Phase("unsupervised", 4, optimizer="sgd", lr=0.03, schedule="linear", evaluate=False),
         Phase("supervised", 9),
     ]
     assert make_rule("krotov", {"supervised_epochs": 3}).phases(9)[1].epochs == 3

@@ -48,6 +48,9 @@ class Phase:
         lr: the phase's learning rate (> 0); None takes the run's.
         schedule: ``constant``, ``cosine`` or ``linear`` over the phase's epochs; None takes
             the run's ``--schedule``.
+        evaluate: False for a phase that does not train what :meth:`LearningRule.predict`
+            uses (an unsupervised phase before the readout exists): its epochs record no test
+            accuracy or loss (None) instead of the chance level of an untrained readout.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Phase:
     optimizer: str | None = None
     lr: float | None = None
     schedule: str | None = None
+    evaluate: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -80,6 +84,8 @@ class Phase:
             or self.lr <= 0
         ):
             raise ConfigError(f"phase {self.name!r}: lr must be a finite number > 0")
+        if not isinstance(self.evaluate, bool):
+            raise ConfigError(f"phase {self.name!r}: evaluate must be True or False")
 
 
 class LearningRule:

@@ -230,7 +230,7 @@ def run_training(
             trainer.optimizer = make_optimizer(config, model, phase)
             trainer.scheduler = make_scheduler(config, trainer.optimizer, phase)
         rule.set_phase(phase.name)
-        summary = trainer.fit(ends[i], phase=phase.name)
+        summary = trainer.fit(ends[i], phase=phase.name, evaluate=phase.evaluate)
     if len(phases) > 1:
         summary["phases"] = [
             {"name": phase.name, "epochs": phase.epochs, "last_epoch": end}

@@ -236,10 +236,17 @@ class Trainer:
             bar.close()
         return {key: value / max(count, 1) for key, value in sums.items()}
 
-    def evaluate(self) -> dict[str, Any]:
-        """Test accuracy and loss, and the angle to backprop on the fixed angle batch."""
+    def evaluate(self, test: bool = True) -> dict[str, Any]:
+        """Test accuracy and loss, and the angle to backprop on the fixed angle batch.
+
+        ``test=False`` records the test accuracy and loss as None without computing them (a
+        phase that does not train the readout; see :class:`~bionn.core.rule.Phase`).
+        """
         result: dict[str, Any] = {}
-        if self.test_data is not None:
+        if self.test_data is not None and not test:
+            result["test_accuracy"] = None
+            result["test_loss"] = None
+        elif self.test_data is not None:
             acc, loss = _metrics.evaluate_accuracy(self.rule, self.model, *self.test_data)
             result["test_accuracy"] = acc
             result["test_loss"] = loss
@@ -254,14 +261,19 @@ class Trainer:
         result.update(self.rule.epoch_metrics(self.model))
         return result
 
-    def run_epoch(self, epoch: int, epochs: int, phase: str = "train") -> dict[str, Any]:
-        """Train one epoch, evaluate, log it and write the checkpoint; return its record."""
+    def run_epoch(
+        self, epoch: int, epochs: int, phase: str = "train", evaluate: bool = True
+    ) -> dict[str, Any]:
+        """Train one epoch, evaluate, log it and write the checkpoint; return its record.
+
+        ``evaluate=False`` leaves out the test accuracy and loss (recorded as None).
+        """
         start = time.perf_counter()
         running = self.train_epoch(epoch, epochs)
         train_time = time.perf_counter() - start
         record: dict[str, Any] = {"phase": phase, "epoch": epoch, "step": self.global_step}
         record.update({f"train_{k}": v for k, v in running.items()})
-        record.update(self.evaluate())
+        record.update(self.evaluate(test=evaluate))
         if self.scheduler is not None:
             self.scheduler.step()
         self.elapsed += time.perf_counter() - start
@@ -279,22 +291,27 @@ class Trainer:
             log.info(_epoch_line(self.rule.name, epochs, record))
         return record
 
-    def fit(self, epochs: int, phase: str = "train") -> dict[str, Any]:
+    def fit(self, epochs: int, phase: str = "train", evaluate: bool = True) -> dict[str, Any]:
         """Train until ``epochs`` epochs are complete (counting resumed ones); return summary.
 
-        ``phase`` names the epochs trained by this call (see :class:`~bionn.core.rule.Phase`).
+        ``phase`` names the epochs trained by this call (see :class:`~bionn.core.rule.Phase`);
+        ``evaluate=False`` records no test or train accuracy for them (None).
         """
         self.phase = phase
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.epoch + 1, epochs + 1):
-            self.run_epoch(epoch, epochs, phase)
-        return self.summary()
+            self.run_epoch(epoch, epochs, phase, evaluate)
+        return self.summary(evaluate)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, evaluate: bool = True) -> dict[str, Any]:
         """The run's result; written to ``summary.json`` when there is a run folder."""
         last = self.history[-1] if self.history else {}
-        train_acc, _ = _metrics.evaluate_accuracy(self.rule, self.model, self.train_x, self.train_y)
+        train_acc = None
+        if evaluate:
+            train_acc, _ = _metrics.evaluate_accuracy(
+                self.rule, self.model, self.train_x, self.train_y
+            )
         summary = dict(self.config)
         summary.update(
             {

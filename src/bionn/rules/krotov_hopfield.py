@@ -264,7 +264,7 @@ def synaptic_update(
     W: torch.Tensor, v: torch.Tensor, p: float, k: int, delta: float, radius: float,
     prec: float = 1e-30, buffer: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The normalised minibatch update ds / max|ds| of the paper, only on the units it touches.
 
     Only the winner and the k-th unit of each example have g != 0, so at most 2 * batch rows of
@@ -274,6 +274,7 @@ def synaptic_update(
         rows: the indices of the units with g != 0 for some example (sorted, unique).
         step: ds[rows] / max|ds| (the other rows of ds are 0).
         scale: max|ds| (after the ``prec`` floor), a 0-dim tensor.
+        winners: the strongest unit of each example, shape (batch,).
 
     ``buffer`` (shaped like ``W``) is scratch space for sign(W) |W|^(p-1); ``weights``, if
     given, is that matrix already computed (the caller keeps it up to date).
@@ -294,7 +295,7 @@ def synaptic_update(
         hebb.mul_(radius**p)
     ds = hebb.addcmul_(g_current[:, None], W.index_select(0, rows), value=-1.0)  # Eq. (3)
     scale = torch.linalg.vector_norm(ds, ord=math.inf).clamp_min(prec)  # max|ds|
-    return rows, ds.div_(scale), scale
+    return rows, ds.div_(scale), scale, idx[:, 0]
 
 
 def steps_plainly(optimizer: torch.optim.Optimizer | None, param: torch.Tensor) -> bool:
@@ -343,13 +344,15 @@ class KrotovHopfield(LearningRule):
         # the dense gradient, reused: only the rows written by the previous step are cleared
         self._grad: torch.Tensor | None = None
         self._grad_rows: torch.Tensor | None = None
+        # which units won for at least one example since the last epoch_metrics call
+        self._won: torch.Tensor | None = None
 
     # -- phases ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[Phase]:
         cfg = self.config
         return [
             Phase("unsupervised", cfg.unsupervised_epochs, optimizer="sgd", lr=cfg.eps0,
-                  schedule="linear"),
+                  schedule="linear", evaluate=False),
             Phase("supervised", cfg.supervised_epochs or epochs),
         ]
 
@@ -438,10 +441,13 @@ class KrotovHopfield(LearningRule):
         with torch.no_grad():
             Wd = W.detach()
             weights = self._lp_weights(Wd, incremental=sparse)
-            rows, step, scale = synaptic_update(
+            rows, step, scale, winners = synaptic_update(
                 Wd, x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius, cfg.prec,
                 weights=weights,
             )
+            if self._won is None or len(self._won) != len(W) or self._won.device != W.device:
+                self._won = torch.zeros(len(W), dtype=torch.bool, device=W.device)
+            self._won[winners] = True
             step.neg_()  # p.grad = -ds / max|ds|
             self._stepped_rows = rows
             if sparse:
@@ -486,16 +492,26 @@ class KrotovHopfield(LearningRule):
 
     # -- reporting ---------------------------------------------------------------------------
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
-        """Quantiles of ||W_mu||_p over the hidden units (they converge to R)."""
+        """Quantiles of ||W_mu||_p over the hidden units (they converge to R), and how many
+        units won for some example during the epoch's unsupervised steps.
+
+        The norms alone can look converged while the layer has collapsed onto a few units that
+        win every input (the rest pushed below zero by anti-Hebbian learning); the count of
+        winning units shows that at once.
+        """
         with torch.no_grad():
             norms = synapse_norms(model.W.detach(), self.config.p)
             q = torch.tensor(NORM_QUANTILES, dtype=norms.dtype, device=norms.device)
             values = torch.quantile(norms, q).tolist()
-        return {
+        result: dict[str, Any] = {
             "synapse_norm_quantiles": dict(zip([str(v) for v in NORM_QUANTILES], values,
                                                strict=True)),
             "synapse_norm_mean": float(norms.mean()),
         }
+        if self._won is not None:
+            result["winning_units"] = int(self._won.sum())
+            self._won = None
+        return result
 
     def plots(
         self,
@@ -512,7 +528,7 @@ class KrotovHopfield(LearningRule):
                 model.W.detach(), model.input_shape, run_dir / "receptive_fields.png"
             ),
             plot_synapse_norms(history, run_dir / "synapse_norms.png", radius=self.config.radius,
-                               p=self.config.p),
+                               p=self.config.p, hidden=self.config.hidden),
         ]
         return paths
 
