@@ -294,7 +294,7 @@ def synaptic_update(
     if radius != 1.0:
         hebb.mul_(radius**p)
     ds = hebb.addcmul_(g_current[:, None], W.index_select(0, rows), value=-1.0)  # Eq. (3)
-    scale = torch.linalg.vector_norm(ds, ord=math.inf).clamp_min(prec)  # max|ds|
+    scale = ds.abs().amax().clamp_min(prec)  # max|ds|
     return rows, ds.div_(scale), scale, idx[:, 0]
 
 
