@@ -52,8 +52,8 @@ PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}
 # the profiles: rule options, supervised epochs and the run's learning rate
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 10, "eps0": 0.06},
-        "epochs": 10,
+        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 20, "eps0": 0.06},
+        "epochs": 20,
     },
     "paper": {
         "options": {**PAPER, "unsupervised_epochs": 60, "eps0": 0.06, "beta": 3e-5},
