@@ -21,6 +21,7 @@ from bionn.core.rule import Phase
 from bionn.data import load_dataset
 from bionn.errors import ConfigError
 from bionn.rules.krotov_hopfield import (
+    CollapseWarning,
     CompetingHiddenUnits,
     KrotovConfig,
     KrotovHopfield,
@@ -222,6 +223,16 @@ def test_winning_units_counts_the_distinct_argmax_of_the_currents():
     winners = {int(a) for v in batches for a in np.argmax(v @ (np.sign(W) * W**2).T, axis=1)}
     assert rule.epoch_metrics(model)["winning_units"] == len(winners)
     assert "winning_units" not in rule.epoch_metrics(model)  # counted afresh for each epoch
+
+
+def test_a_collapsed_layer_is_reported():
+    """One input shown again and again: one unit wins everything, which is a collapse."""
+    config = KrotovConfig(hidden=50, p=3.0, k=3, minibatch=0)
+    rule, model = make_model(config)
+    x = torch.rand(1, 1, 5, 6, dtype=torch.float64).expand(8, 1, 5, 6)
+    rule.fill_grads(model, x, None)
+    with pytest.warns(CollapseWarning, match="only 1 of 50 hidden units"):
+        assert rule.epoch_metrics(model)["winning_units"] == 1
 
 
 # -- theory: the fixed point ||W_mu||_p = R ---------------------------------------------------

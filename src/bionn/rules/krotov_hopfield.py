@@ -74,6 +74,7 @@ Deviations from the paper:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,12 @@ from bionn.errors import ConfigError
 
 READOUTS = ("krotov", "linear")
 NORM_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+# fewer winning units than this fraction of the layer in an epoch is reported as a collapse
+COLLAPSE_FRACTION = 0.05
+
+
+class CollapseWarning(UserWarning):
+    """The hidden layer's competition is won by only a few units."""
 
 
 @dataclass(frozen=True)
@@ -509,8 +516,17 @@ class KrotovHopfield(LearningRule):
             "synapse_norm_mean": float(norms.mean()),
         }
         if self._won is not None:
-            result["winning_units"] = int(self._won.sum())
+            winning = result["winning_units"] = int(self._won.sum())
             self._won = None
+            if winning < COLLAPSE_FRACTION * len(model.W):
+                warnings.warn(
+                    f"only {winning} of {len(model.W)} hidden units won for any input this "
+                    "epoch: the layer has collapsed onto a few units (anti-Hebbian learning "
+                    "pushed the others below every input). Try a smaller -k or --delta, or a "
+                    "smaller --eps0; see docs/rules/krotov_hopfield.md, Fashion-MNIST.",
+                    CollapseWarning,
+                    stacklevel=2,
+                )
         return result
 
     def plots(
