@@ -423,3 +423,50 @@ def test_linear_readout_uses_cross_entropy():
     out = model(x)
     expected = torch.nn.functional.cross_entropy(out, y)
     assert math.isclose(rule.loss(out, y).item(), expected.item())
+
+
+_KILL_IN_UNSUPERVISED_PHASE = """
+import os, signal, sys
+from bionn.core.config import TrainConfig
+from bionn.core.run import run_training
+
+def kill(info):
+    if info.global_step == 70:  # unsupervised epoch 3 of 4, step 12 of 29
+        os.kill(os.getpid(), signal.SIGKILL)
+
+options = {"hidden": 30, "p": 3.0, "k": 2, "delta": 0.4, "unsupervised_epochs": 4,
+           "minibatch": 50, "eps0": 0.1, "beta": 0.1, "n": 2.0}
+config = TrainConfig(rule="krotov", dataset="digits", epochs=3, batch_size=50, lr=1e-2, seed=4,
+                     out=sys.argv[1], options=options)
+run_training(config, progress=False, plot=False,
+             callbacks=[kill] if sys.argv[2] == "kill" else [])
+"""
+
+
+def test_run_killed_in_the_unsupervised_phase_resumes_bit_identical(tmp_path):
+    """The kept sign(W)|W|^(p-1) is not in the checkpoint: the resumed run rebuilds it from W
+    and must still take exactly the uninterrupted run's steps (oracle: that run)."""
+    import signal
+    import subprocess
+    import sys
+
+    from bionn.core.checkpoint import load_checkpoint
+
+    def run(out, mode):
+        return subprocess.run([sys.executable, "-c", _KILL_IN_UNSUPERVISED_PHASE, str(out), mode],
+                              capture_output=True, text=True, timeout=300)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run(straight, "straight").returncode == 0
+    proc = run(killed, "kill")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] == 2
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bionn", "train", "--resume", "--out", str(killed),
+         "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_checkpoint(straight / "checkpoint.pt")
+    b = load_checkpoint(killed / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 7
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
