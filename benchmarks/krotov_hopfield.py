@@ -275,12 +275,15 @@ class EndToEndBackprop(LearningRule):
         return self.inner.loss(output, y)
 
 
-def top_layer_on_random_features(
-    args: argparse.Namespace, options: dict[str, Any], epochs: int, train: Any, test: Any
+def train_on_sphere(
+    args: argparse.Namespace, options: dict[str, Any], epochs: int, train: Any, test: Any,
+    backprop: bool,
 ) -> dict[str, Any]:
-    """The same top layer, trained the same way, on a random frozen hidden layer.
+    """The network of ``options`` from a random W scaled onto the rule's fixed point (every
+    ||W_mu||_p = R), trained for ``epochs`` with Adam and a cosine schedule.
 
-    The random W has the learned layer's fixed point as its scale: every ||W_mu||_p = R.
+    ``backprop=False`` trains the top layer alone on that frozen random layer, as the rule's
+    supervised phase does; ``backprop=True`` trains W and S end to end with the rule's loss.
     """
     config = KrotovConfig(**options)
     torch.manual_seed(args.seed)
@@ -289,37 +292,13 @@ def top_layer_on_random_features(
     with torch.no_grad():
         model.W /= synapse_norms(model.W, config.p)[:, None].float() / config.radius
     rule.set_phase("supervised")
-    opt = torch.optim.Adam(model.parameters(), lr=TrainConfig().learning_rate)
+    lr = TrainConfig().learning_rate
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
-    trainer = Trainer(model, rule, opt, (train.data, train.targets), (test.data, test.targets),
-                      batch_size=100, seed=args.seed, progress=False, scheduler=sched)
-    start = time.perf_counter()
-    trainer.fit(epochs)
-    return {
-        "test_accuracy": trainer.history[-1]["test_accuracy"],
-        "epochs": epochs,
-        "wall_time_s": time.perf_counter() - start,
-        "test_accuracy_per_epoch": [r["test_accuracy"] for r in trainer.history],
-    }
-
-
-def backprop_same_network(
-    args: argparse.Namespace, options: dict[str, Any], epochs: int, train: Any, test: Any
-) -> dict[str, Any]:
-    """Backprop through W and S of the same network, with the rule's loss, from W on the sphere."""
-    config = KrotovConfig(**options)
-    torch.manual_seed(args.seed)
-    inner = KrotovHopfield(config)
-    model = inner.build_model("mlp", tuple(train.input_shape), 10, "relu")
-    with torch.no_grad():  # start the backprop network on the same sphere ||W_mu||_p = R
-        model.W /= synapse_norms(model.W, config.p)[:, None].float() / config.radius
-    opt = torch.optim.Adam(model.parameters(), lr=TrainConfig().learning_rate)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
-    trainer = Trainer(model, EndToEndBackprop(inner), opt, (train.data, train.targets),
-                      (test.data, test.targets), batch_size=100, seed=args.seed,
-                      progress=False, scheduler=sched)
+    trainer = Trainer(model, EndToEndBackprop(rule) if backprop else rule, opt,
+                      (train.data, train.targets), (test.data, test.targets), batch_size=100,
+                      seed=args.seed, progress=False, scheduler=sched)
     start = time.perf_counter()
     try:
         trainer.fit(epochs)
@@ -331,7 +310,7 @@ def backprop_same_network(
         "diverged": diverged,
         "epochs": epochs,
         "optimizer": "adam",
-        "lr": TrainConfig().learning_rate,
+        "lr": lr,
         "wall_time_s": time.perf_counter() - start,
         "test_accuracy_per_epoch": [r["test_accuracy"] for r in trainer.history],
     }
@@ -353,9 +332,10 @@ def section_fashion(args: argparse.Namespace) -> dict[str, Any]:
         options = {**PROFILES["fashion"]["options"], "hidden": hidden}
         row = {
             "krotov": train_profile(args, "fashion", "fashion-mnist", hidden=hidden),
-            "random_features_same_top_layer": top_layer_on_random_features(
-                args, options, epochs, train, test),
-            "backprop_same_network": backprop_same_network(args, options, epochs, train, test),
+            "random_features_same_top_layer": train_on_sphere(
+                args, options, epochs, train, test, backprop=False),
+            "backprop_same_network": train_on_sphere(
+                args, options, epochs, train, test, backprop=True),
         }
         result[f"hidden_{hidden}"] = row
         print(json.dumps({f"hidden_{hidden}": {k: v["test_accuracy"] for k, v in row.items()}}),
@@ -374,7 +354,8 @@ def section_fashion_random(args: argparse.Namespace) -> dict[str, Any]:
         options = {**PROFILES["fashion"]["options"], "hidden": hidden, "n": 1.0, "beta": 1.0}
         result[f"hidden_{hidden}"] = {
             "options": options,
-            "random_features": top_layer_on_random_features(args, options, epochs, train, test),
+            "random_features": train_on_sphere(args, options, epochs, train, test,
+                                               backprop=False),
         }
         print(json.dumps({hidden: result[f"hidden_{hidden}"]["random_features"]["test_accuracy"]}),
               flush=True)

@@ -257,20 +257,9 @@ def lp_weights(W: torch.Tensor, p: float, out: torch.Tensor | None = None) -> to
     return result if out is None else out.copy_(result)
 
 
-def lp_currents(
-    W: torch.Tensor, v: torch.Tensor, p: float, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """I[A, mu] = <W_mu, v^A>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v^A_i; (batch, hidden).
-
-    ``out``, a buffer shaped like ``W``, receives sign(W) |W|^(p-1) without a new allocation.
-    """
-    return v @ lp_weights(W, p, out).t()  # Eq. (2)
-
-
 def synaptic_update(
     W: torch.Tensor, v: torch.Tensor, p: float, k: int, delta: float, radius: float,
-    prec: float = 1e-30, buffer: torch.Tensor | None = None,
-    weights: torch.Tensor | None = None,
+    prec: float = 1e-30, weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The normalised minibatch update ds / max|ds| of the paper, only on the units it touches.
 
@@ -283,12 +272,12 @@ def synaptic_update(
         scale: max|ds| (after the ``prec`` floor), a 0-dim tensor.
         winners: the strongest unit of each example, shape (batch,).
 
-    ``buffer`` (shaped like ``W``) is scratch space for sign(W) |W|^(p-1); ``weights``, if
-    given, is that matrix already computed (the caller keeps it up to date).
+    ``weights``, if given, is sign(W) |W|^(p-1) already computed (the caller keeps it up to
+    date); otherwise it is computed here.
     """
     if weights is None:
-        weights = lp_weights(W, p, out=buffer)
-    currents = v @ weights.t()  # Eq. (2)
+        weights = lp_weights(W, p)
+    currents = v @ weights.t()  # Eq. (2): I = <W_mu, v>_mu for every unit and example
     top, idx = currents.topk(k, dim=1)  # the ranking of Eq. (10)
     batch = v.shape[0]
     rows, where = torch.unique(torch.cat((idx[:, 0], idx[:, k - 1])), return_inverse=True)
