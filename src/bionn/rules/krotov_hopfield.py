@@ -86,9 +86,11 @@ from torch.nn import functional as F
 
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.rule import LearningRule, Phase, batch_metrics
-from bionn.errors import ConfigError
+from bionn.errors import ConfigError, TrainingDiverged
+from bionn.native import KrotovKernel, NativeKernelWarning, krotov_kernel, unavailable_reason
 
 READOUTS = ("krotov", "linear")
+KERNELS = ("auto", "native", "torch")
 NORM_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 # fewer winning units than this fraction of the layer in an epoch is reported as a collapse
 COLLAPSE_FRACTION = 0.05
@@ -159,6 +161,12 @@ class KrotovConfig:
         metadata={"help": "top layer: krotov (tanh(beta S h), loss |c-t|^m) or linear "
                           "(cross-entropy on S h + b)"},
     )
+    kernel: str = field(
+        default="auto",
+        metadata={"help": "the ranking and row update after the product: native (a C kernel "
+                          "compiled on first use), torch, or auto (native where a C compiler "
+                          "is found, else torch); both compute the same update"},
+    )
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -198,6 +206,10 @@ class KrotovConfig:
         if self.readout not in READOUTS:
             raise ConfigError(
                 f"--readout must be one of {', '.join(READOUTS)}, got {self.readout!r}"
+            )
+        if self.kernel not in KERNELS:
+            raise ConfigError(
+                f"--kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}"
             )
 
 
@@ -260,24 +272,29 @@ def lp_weights(W: torch.Tensor, p: float, out: torch.Tensor | None = None) -> to
 def synaptic_update(
     W: torch.Tensor, v: torch.Tensor, p: float, k: int, delta: float, radius: float,
     prec: float = 1e-30, weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The normalised minibatch update ds / max|ds| of the paper, only on the units it touches.
+    kernel: KrotovKernel | None = None, won: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """The paper's normalised minibatch update, as a pseudo-gradient, on the units it touches.
 
     Only the winner and the k-th unit of each example have g != 0, so at most 2 * batch rows of
     ds are non-zero; they are computed alone.
 
     Returns:
         rows: the indices of the units with g != 0 for some example (sorted, unique).
-        step: ds[rows] / max|ds| (the other rows of ds are 0).
-        scale: max|ds| (after the ``prec`` floor), a 0-dim tensor.
+        grad: -ds[rows] / max|ds| (the other rows of ds are 0), the rows of ``W.grad``.
+        scale: max|ds| (after the ``prec`` floor).
         winners: the strongest unit of each example, shape (batch,).
 
     ``weights``, if given, is sign(W) |W|^(p-1) already computed (the caller keeps it up to
-    date); otherwise it is computed here.
+    date); otherwise it is computed here. ``kernel``, if given, does everything after the
+    product (the ranking and the row update) in compiled C; otherwise torch does. ``won``, if
+    given, is a bool tensor with a flag per unit, set for every winner.
     """
     if weights is None:
         weights = lp_weights(W, p)
     currents = v @ weights.t()  # Eq. (2): I = <W_mu, v>_mu for every unit and example
+    if kernel is not None:
+        return kernel.update(currents, v, W, k, delta, radius**p, prec, won=won)
     top, idx = currents.topk(k, dim=1)  # the ranking of Eq. (10)
     batch = v.shape[0]
     rows, where = torch.unique(torch.cat((idx[:, 0], idx[:, k - 1])), return_inverse=True)
@@ -291,7 +308,9 @@ def synaptic_update(
         hebb.mul_(radius**p)
     ds = hebb.addcmul_(g_current[:, None], W.index_select(0, rows), value=-1.0)  # Eq. (3)
     scale = ds.abs().amax().clamp_min(prec)  # max|ds|
-    return rows, ds.div_(scale), scale, idx[:, 0]
+    if won is not None:
+        won[idx[:, 0]] = True
+    return rows, ds.div_(scale).neg_(), float(scale), idx[:, 0]
 
 
 def steps_plainly(optimizer: torch.optim.Optimizer | None, param: torch.Tensor) -> bool:
@@ -342,6 +361,7 @@ class KrotovHopfield(LearningRule):
         self._grad_rows: torch.Tensor | None = None
         # which units won for at least one example since the last epoch_metrics call
         self._won: torch.Tensor | None = None
+        self._warned_kernel = False
 
     # -- phases ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[Phase]:
@@ -395,7 +415,32 @@ class KrotovHopfield(LearningRule):
         """
         self._optimizer = optimizer
 
-    def _lp_weights(self, W: torch.Tensor, incremental: bool) -> torch.Tensor:
+    def _kernel(self, W: torch.Tensor) -> KrotovKernel | None:
+        """The compiled kernel for W if the config asks for it and it can run, else None."""
+        choice = self.config.kernel
+        if choice == "torch":
+            return None
+        kernel = krotov_kernel()
+        if kernel is None:
+            reason = unavailable_reason("krotov")
+            if choice == "native":
+                raise ConfigError(f"--kernel native: the C kernel is not available: {reason}")
+            if not self._warned_kernel:
+                self._warned_kernel = True
+                warnings.warn(f"the compiled Krotov kernel is not available ({reason}); using "
+                              "the torch code, which is slower", NativeKernelWarning,
+                              stacklevel=3)
+            return None
+        if not kernel.supports(W):
+            if choice == "native":
+                raise ConfigError("--kernel native runs on float32 or float64 CPU tensors, got "
+                                  f"{W.dtype} on {W.device}; use --kernel auto or torch")
+            return None
+        return kernel
+
+    def _lp_weights(
+        self, W: torch.Tensor, incremental: bool, kernel: KrotovKernel | None = None
+    ) -> torch.Tensor:
         """sign(W)|W|^(p-1), refreshed only on the rows the last step changed when valid.
 
         The kept matrix is reused only if W is the same tensor and its version counter moved
@@ -418,7 +463,10 @@ class KrotovHopfield(LearningRule):
         ):
             if stamp[1] != self._weights_version[1] and self._stepped_rows is not None:
                 rows = self._stepped_rows
-                kept.index_copy_(0, rows, lp_weights(W.index_select(0, rows), p))
+                if kernel is not None and W.is_contiguous() and kept.is_contiguous():
+                    kernel.lp_rows(W, kept, rows, p)
+                else:
+                    kept.index_copy_(0, rows, lp_weights(W.index_select(0, rows), p))
         else:
             if kept is None or kept.shape != W.shape or kept.dtype != W.dtype or (
                 kept.device != W.device
@@ -436,15 +484,19 @@ class KrotovHopfield(LearningRule):
         sparse = steps_plainly(self._optimizer, W)
         with torch.no_grad():
             Wd = W.detach()
-            weights = self._lp_weights(Wd, incremental=sparse)
-            rows, step, scale, winners = synaptic_update(
-                Wd, x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius, cfg.prec,
-                weights=weights,
-            )
+            kernel = self._kernel(Wd)
+            weights = self._lp_weights(Wd, incremental=sparse, kernel=kernel)
             if self._won is None or len(self._won) != len(W) or self._won.device != W.device:
                 self._won = torch.zeros(len(W), dtype=torch.bool, device=W.device)
-            self._won[winners] = True
-            step.neg_()  # p.grad = -ds / max|ds|
+            rows, step, scale, _ = synaptic_update(
+                Wd, x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius, cfg.prec,
+                weights=weights, kernel=kernel, won=self._won,
+            )
+            if not math.isfinite(scale):
+                raise TrainingDiverged(
+                    f"the unsupervised update is {scale}: the inputs or the hidden weights W "
+                    "hold NaN or inf values. Check the data, or try a smaller --eps0."
+                )
             self._stepped_rows = rows
             if sparse:
                 grad = torch.sparse_coo_tensor(
@@ -464,7 +516,7 @@ class KrotovHopfield(LearningRule):
                 grad.index_copy_(0, rows, step)
                 self._grad_rows = rows
         W.grad = grad
-        return {"update_scale": float(scale)}
+        return {"update_scale": scale}
 
     def _fill_supervised(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

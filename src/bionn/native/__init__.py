@@ -1,0 +1,215 @@
+"""Small C kernels, compiled on first use with the machine's C compiler and called via ctypes.
+
+Some rules spend most of a step in many small tensor operations after one large product; a
+fused C loop does that work in one pass. The kernels have plain C signatures (no Python or torch
+headers), so building one takes well under a second. The shared library is cached under
+``$BIONN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/bionn`` or ``~/.cache/bionn``), keyed by the
+source, the compiler and the CPU, and rebuilt when any of them changes.
+
+Where no C compiler is found (``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH) or the
+build fails, :func:`load` returns None and says why in :func:`unavailable_reason`; the rules then
+fall back to their torch code, which computes the same thing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE_DIR = Path(__file__).resolve().parent
+# (name of the C file without .c, the interface version its bionn_<name>_abi() returns)
+KERNELS = {"krotov": 1}
+_REASONS: dict[str, str] = {}
+
+
+class NativeKernelWarning(UserWarning):
+    """A compiled kernel could not be built or loaded; the torch code is used instead."""
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept."""
+    if os.environ.get("BIONN_CACHE_DIR"):
+        return Path(os.environ["BIONN_CACHE_DIR"]) / "kernels"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bionn" / "kernels"
+
+
+def find_compiler() -> str | None:
+    """The C compiler to use: ``$CC`` if set, else the first of cc, gcc, clang on the PATH."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"]) or None
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's model and feature flags where Linux lists them."""
+    parts = [platform.machine(), platform.system()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features")):
+                    parts.append(line.strip())
+                if line.strip() == "":
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return "\n".join(parts)
+
+
+def _compile(compiler: str, source: Path, target: Path) -> str | None:
+    """Builds ``source`` into the shared library ``target``; returns an error text or None."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = [compiler, "-O3", "-shared", "-fPIC", "-std=c99", "-I", str(source.parent)]
+    errors = []
+    # -march=native first (vector instructions of this CPU); plain -O3 if the compiler refuses
+    for extra in (["-march=native"], []):
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as tmp:
+            partial = Path(tmp.name)
+        try:
+            done = subprocess.run(
+                [*base, *extra, "-o", str(partial), str(source), "-lm"],
+                capture_output=True, text=True, timeout=120,
+            )
+            if done.returncode == 0:
+                os.replace(partial, target)  # atomic: a concurrent build writes the same file
+                return None
+            errors.append(done.stderr.strip() or f"exit status {done.returncode}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(str(exc))
+        finally:
+            partial.unlink(missing_ok=True)
+    return errors[-1]
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled kernel library ``name`` (see KERNELS), built if needed, or None."""
+    if name not in KERNELS:
+        raise KeyError(f"no native kernel {name!r}; known: {', '.join(KERNELS)}")
+    compiler = find_compiler()
+    if compiler is None:
+        _REASONS[name] = "no C compiler found (set CC, or install cc, gcc or clang)"
+        return None
+    source = SOURCE_DIR / f"{name}.c"
+    digest = hashlib.sha256()
+    for path in sorted(SOURCE_DIR.glob("*.[ch]")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout.splitlines()[:1]
+    except (OSError, subprocess.SubprocessError):
+        version = []
+    digest.update("\n".join([compiler, *version, _cpu_signature()]).encode())
+    target = cache_dir() / f"{name}-{digest.hexdigest()[:20]}.so"
+    if not target.exists():
+        error = _compile(compiler, source, target)
+        if error is not None:
+            _REASONS[name] = f"building {source.name} with {compiler} failed: {error[-2000:]}"
+            return None
+    try:
+        lib = ctypes.CDLL(str(target))
+        abi = getattr(lib, f"bionn_{name}_abi")
+        abi.restype = ctypes.c_int64
+        if abi() != KERNELS[name]:
+            raise OSError(f"interface version {abi()}, expected {KERNELS[name]}")
+    except (OSError, AttributeError) as exc:
+        _REASONS[name] = f"loading {target} failed: {exc}"
+        return None
+    return lib
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why :func:`load` returned None for ``name`` (None if it was loaded or not yet tried)."""
+    return _REASONS.get(name)
+
+
+# -- the competing-hidden-units kernel (bionn.rules.krotov_hopfield) ----------------------------
+
+_P, _I64, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+class KrotovKernel:
+    """The ranking and the normalised row update of Krotov & Hopfield's rule, in C.
+
+    Works on contiguous CPU tensors of float32 or float64; :meth:`supports` says whether a
+    given tensor qualifies.
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._update = {}
+        self._lp_rows = {}
+        for dtype, suffix in _SUFFIX.items():
+            update = getattr(lib, f"bionn_krotov_update_{suffix}")
+            update.restype = _I64
+            update.argtypes = [_P, _P, _P, _I64, _I64, _I64, _I64, _F64, _F64, _F64, _P, _P, _P,
+                               _P, ctypes.POINTER(_F64)]
+            lp_rows = getattr(lib, f"bionn_krotov_lp_rows_{suffix}")
+            lp_rows.restype = None
+            lp_rows.argtypes = [_P, _P, _P, _I64, _I64, _F64]
+            self._update[dtype], self._lp_rows[dtype] = update, lp_rows
+
+    @staticmethod
+    def supports(t: torch.Tensor) -> bool:
+        return t.device.type == "cpu" and t.dtype in _SUFFIX and not t.requires_grad
+
+    def update(
+        self, currents: torch.Tensor, v: torch.Tensor, W: torch.Tensor, k: int, delta: float,
+        radius_p: float, prec: float, won: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """rows, -ds[rows] / max|ds|, max|ds| (floored at prec) and each example's winner.
+
+        ``currents`` is (batch, hidden), ``v`` (batch, inputs), ``W`` (hidden, inputs); ``won``,
+        if given, is a bool tensor of ``hidden`` flags set for every winner.
+        """
+        currents, v, W = currents.contiguous(), v.contiguous(), W.contiguous()
+        batch, hidden = currents.shape
+        inputs = v.shape[1]
+        if W.shape != (hidden, inputs) or v.shape[0] != batch or not 2 <= k <= hidden:
+            raise ValueError(f"shapes do not match: currents {tuple(currents.shape)}, v "
+                             f"{tuple(v.shape)}, W {tuple(W.shape)}, k {k}")
+        if won is not None and (won.dtype != torch.bool or won.shape != (hidden,)
+                                or not won.is_contiguous()):
+            raise ValueError("won must be a contiguous bool tensor of one flag per unit")
+        rows = torch.empty(2 * batch, dtype=torch.int64)
+        grad = torch.empty(2 * batch, inputs, dtype=W.dtype)
+        winners = torch.empty(batch, dtype=torch.int64)
+        scale = _F64()
+        n = self._update[W.dtype](
+            currents.data_ptr(), v.data_ptr(), W.data_ptr(), batch, hidden, inputs, k,
+            float(delta), float(radius_p), float(prec), rows.data_ptr(), grad.data_ptr(),
+            winners.data_ptr(), None if won is None else won.data_ptr(), ctypes.byref(scale),
+        )
+        if n < 0:
+            raise MemoryError("the native Krotov kernel could not allocate its scratch memory")
+        return rows[:n], grad[:n], scale.value, winners
+
+    def lp_rows(self, W: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, p: float) -> None:
+        """out[rows] = sign(W[rows]) |W[rows]|^(p-1), in place; W and out contiguous."""
+        if not (W.is_contiguous() and out.is_contiguous() and out.shape == W.shape
+                and out.dtype == W.dtype and rows.dtype == torch.int64):
+            raise ValueError("lp_rows needs contiguous W and out of one shape and dtype, and "
+                             "int64 rows")
+        rows = rows.contiguous()
+        self._lp_rows[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(), len(rows),
+                               W.shape[1], float(p))
+
+
+@functools.cache
+def krotov_kernel() -> KrotovKernel | None:
+    """The compiled Krotov kernel, or None where it cannot be built (see unavailable_reason)."""
+    lib = load("krotov")
+    return None if lib is None else KrotovKernel(lib)

@@ -1,0 +1,224 @@
+/* Body of krotov.c for one floating-point type: KROTOV_REAL, with names from KROTOV_NAME. */
+
+/* sign(w) |w|^(p-1), the factor of the Lp inner product (Eq. (2)), for one row. */
+static void KROTOV_NAME(lp_row)(const KROTOV_REAL *w, KROTOV_REAL *out, int64_t n, double p)
+{
+    if (p == 2.0) {
+        memcpy(out, w, (size_t)n * sizeof(KROTOV_REAL));
+    } else if (p == 3.0) {
+        for (int64_t i = 0; i < n; i++)
+            out[i] = w[i] * (KROTOV_REAL)fabs((double)w[i]);
+    } else {
+        const KROTOV_REAL e = (KROTOV_REAL)(p - 1.0);
+        for (int64_t i = 0; i < n; i++) {
+            const KROTOV_REAL a = (KROTOV_REAL)pow(fabs((double)w[i]), (double)e);
+            out[i] = w[i] > 0 ? a : (w[i] < 0 ? -a : (KROTOV_REAL)0);
+        }
+    }
+}
+
+/* out[rows[r]] = sign(W[rows[r]]) |W[rows[r]]|^(p-1) for r < n_rows: the rows of the kept
+ * matrix that the last optimizer step changed. */
+void KROTOV_NAME(bionn_krotov_lp_rows)(const KROTOV_REAL *W, KROTOV_REAL *out,
+                                        const int64_t *rows, int64_t n_rows, int64_t inputs,
+                                        double p)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        KROTOV_NAME(lp_row)(W + rows[r] * inputs, out + rows[r] * inputs, inputs, p);
+}
+
+/* A key with the order of the floating-point value as an unsigned integer: the sign bit is
+ * flipped for numbers >= 0 and every bit for numbers < 0. A positive NaN gets a larger key than
+ * +inf, so it ranks first, as torch.topk ranks NaN. */
+static inline KROTOV_UINT KROTOV_NAME(order_key)(KROTOV_REAL x)
+{
+    KROTOV_UINT u;
+    memcpy(&u, &x, sizeof u);
+    const KROTOV_UINT negative = (KROTOV_UINT)0 - (u >> KROTOV_SIGN_SHIFT);
+    return u ^ (negative | ((KROTOV_UINT)1 << KROTOV_SIGN_SHIFT));
+}
+
+/* The k strongest units of one example (k <= hidden): top_i[0] is the strongest (the winner,
+ * g = 1) and top_i[k-1] the k-th (g = -Delta), Eq. (10). Ties keep the lower unit index first.
+ *
+ * The k-th largest current is at least the k-th largest of the block maxima (k blocks hold
+ * that many currents at least as large), so a block whose maximum is smaller holds none of the
+ * k strongest units. The block maxima are one vectorised pass; only the few blocks that can
+ * hold the k strongest are then walked one current at a time, in index order. `block_max`
+ * holds ceil(hidden / KROTOV_BLOCK) entries of scratch. */
+#ifndef KROTOV_BLOCK
+#define KROTOV_BLOCK 32
+#endif
+static void KROTOV_NAME(rank)(const KROTOV_REAL *restrict c, int64_t hidden, int64_t k,
+                              KROTOV_UINT *restrict block_max, KROTOV_UINT *restrict top_key,
+                              int64_t *restrict top_i)
+{
+    const int64_t blocks = (hidden + KROTOV_BLOCK - 1) / KROTOV_BLOCK;
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t start = b * KROTOV_BLOCK;
+        KROTOV_UINT m = 0;
+        if (start + KROTOV_BLOCK <= hidden) {
+            for (int64_t j = 0; j < KROTOV_BLOCK; j++) {
+                const KROTOV_UINT key = KROTOV_NAME(order_key)(c[start + j]);
+                m = key > m ? key : m;
+            }
+        } else {
+            for (int64_t j = start; j < hidden; j++) {
+                const KROTOV_UINT key = KROTOV_NAME(order_key)(c[j]);
+                m = key > m ? key : m;
+            }
+        }
+        block_max[b] = m;
+    }
+    /* the k-th largest block maximum (0 when there are at most k blocks: walk them all) */
+    KROTOV_UINT threshold = 0;
+    if (blocks > k) {
+        int64_t filled = 0;
+        for (int64_t b = 0; b < blocks; b++) {
+            const KROTOV_UINT key = block_max[b];
+            if (filled == k && key <= top_key[k - 1])
+                continue;
+            int64_t pos = filled < k ? filled++ : k - 1;
+            for (; pos > 0 && key > top_key[pos - 1]; pos--)
+                top_key[pos] = top_key[pos - 1];
+            top_key[pos] = key;
+        }
+        threshold = top_key[k - 1];
+    }
+    int64_t filled = 0;
+    for (int64_t b = 0; b < blocks; b++) {
+        if (block_max[b] < threshold)
+            continue;
+        const int64_t end = (b + 1) * KROTOV_BLOCK < hidden ? (b + 1) * KROTOV_BLOCK : hidden;
+        for (int64_t j = b * KROTOV_BLOCK; j < end; j++) {
+            const KROTOV_UINT key = KROTOV_NAME(order_key)(c[j]);
+            if (filled == k && key <= top_key[k - 1])
+                continue;
+            int64_t pos = filled < k ? filled++ : k - 1;
+            for (; pos > 0 && key > top_key[pos - 1]; pos--) {
+                top_key[pos] = top_key[pos - 1];
+                top_i[pos] = top_i[pos - 1];
+            }
+            top_key[pos] = key;
+            top_i[pos] = j;
+        }
+    }
+}
+
+/* The paper's normalised minibatch update on the units it touches.
+ *
+ * currents: batch x hidden, I^A_mu = <W_mu, v^A>_p.   v: batch x inputs.   W: hidden x inputs.
+ * For each example the winner gets g = 1 and the k-th unit g = -delta. With
+ *     ds_mu,i = sum_A g^A_mu (radius_p v^A_i - I^A_mu W_mu,i)            (Eq. (3))
+ * only rows with g != 0 for some example are non-zero. They are returned in ascending order in
+ * rows[0..n), and grad[r, :] = -ds[rows[r], :] / scale with scale = max(max|ds|, prec), the
+ * pseudo-gradient that SGD(lr = eps) turns into the paper's step.
+ *
+ * rows: 2*batch entries; grad: 2*batch x inputs; winners: batch entries (each example's
+ * strongest unit); won: NULL or hidden flags, set to 1 for every winner.
+ * Returns n, or -1 if scratch memory could not be allocated.
+ */
+int64_t KROTOV_NAME(bionn_krotov_update)(
+    const KROTOV_REAL *currents, const KROTOV_REAL *v, const KROTOV_REAL *W,
+    int64_t batch, int64_t hidden, int64_t inputs, int64_t k, double delta, double radius_p,
+    double prec, int64_t *rows, KROTOV_REAL *grad, int64_t *winners, uint8_t *won,
+    double *scale)
+{
+    int64_t *kth = malloc((size_t)batch * sizeof(int64_t));
+    int32_t *slot = malloc((size_t)hidden * sizeof(int32_t));
+    KROTOV_UINT *top_key = malloc((size_t)k * sizeof(KROTOV_UINT));
+    KROTOV_UINT *block_max =
+        malloc((size_t)((hidden + KROTOV_BLOCK - 1) / KROTOV_BLOCK) * sizeof(KROTOV_UINT));
+    int64_t *top_i = malloc((size_t)k * sizeof(int64_t));
+    KROTOV_REAL *g_current = malloc((size_t)(2 * batch) * sizeof(KROTOV_REAL));
+    KROTOV_REAL *first_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
+    KROTOV_REAL *kth_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
+    int64_t n = -1;
+    if (!kth || !slot || !top_key || !block_max || !top_i || !g_current || !first_current
+        || !kth_current)
+        goto done;
+
+    /* the ranking, and which units are touched */
+    memset(slot, 0xff, (size_t)hidden * sizeof(int32_t)); /* -1: untouched */
+    for (int64_t a = 0; a < batch; a++) {
+        const KROTOV_REAL *ca = currents + a * hidden;
+        KROTOV_NAME(rank)(ca, hidden, k, block_max, top_key, top_i);
+        winners[a] = top_i[0];
+        kth[a] = top_i[k - 1];
+        first_current[a] = ca[top_i[0]];
+        kth_current[a] = ca[top_i[k - 1]];
+        slot[top_i[0]] = 0;
+        slot[top_i[k - 1]] = 0;
+        if (won)
+            won[top_i[0]] = 1;
+    }
+    n = 0;
+    for (int64_t u = 0; u < hidden; u++)
+        if (slot[u] == 0) {
+            slot[u] = (int32_t)n;
+            rows[n++] = u;
+        }
+
+    /* the Hebbian sums sum_A g v^A and the sums sum_A g I^A of the touched rows */
+    memset(grad, 0, (size_t)(n * inputs) * sizeof(KROTOV_REAL));
+    memset(g_current, 0, (size_t)n * sizeof(KROTOV_REAL));
+    const KROTOV_REAL minus_delta = (KROTOV_REAL)(-delta);
+    for (int64_t a = 0; a < batch; a++) {
+        const KROTOV_REAL *restrict va = v + a * inputs;
+        KROTOV_REAL *restrict h = grad + (int64_t)slot[winners[a]] * inputs;
+        for (int64_t i = 0; i < inputs; i++)
+            h[i] += va[i];
+        g_current[slot[winners[a]]] += first_current[a];
+    }
+    if (delta != 0.0)
+        for (int64_t a = 0; a < batch; a++) {
+            const KROTOV_REAL *restrict va = v + a * inputs;
+            KROTOV_REAL *restrict h = grad + (int64_t)slot[kth[a]] * inputs;
+            for (int64_t i = 0; i < inputs; i++)
+                h[i] += minus_delta * va[i];
+            g_current[slot[kth[a]]] += minus_delta * kth_current[a];
+        }
+
+    /* ds = radius^p (sum g v) - (sum g I) W on the touched rows, and max|ds|. The largest
+     * |ds| is found as the largest bit pattern of |ds| read as an unsigned integer (the order
+     * of non-negative floats), a reduction the compiler vectorises; NaN patterns lie above
+     * every number's, so a NaN anywhere shows in the result. */
+    const KROTOV_REAL rp = (KROTOV_REAL)radius_p;
+    KROTOV_UINT largest = 0;
+    for (int64_t r = 0; r < n; r++) {
+        KROTOV_REAL *restrict d = grad + r * inputs;
+        const KROTOV_REAL *restrict w = W + rows[r] * inputs;
+        const KROTOV_REAL gi = g_current[r];
+        KROTOV_UINT row_max = 0;
+        for (int64_t i = 0; i < inputs; i++) {
+            const KROTOV_REAL value = rp * d[i] - gi * w[i];
+            KROTOV_UINT bits;
+            memcpy(&bits, &value, sizeof bits);
+            bits &= KROTOV_ABS_MASK;
+            row_max = bits > row_max ? bits : row_max;
+            d[i] = value;
+        }
+        largest = row_max > largest ? row_max : largest;
+    }
+    KROTOV_REAL top;
+    memcpy(&top, &largest, sizeof top);
+    const double floor_ = top != top ? (double)NAN : ((double)top > prec ? (double)top : prec);
+    *scale = floor_;
+    const KROTOV_REAL s = (KROTOV_REAL)floor_;
+    for (int64_t e = 0; e < n * inputs; e++)
+        grad[e] = -grad[e] / s;
+
+    for (int64_t r = 0; r < n; r++)
+        slot[rows[r]] = -1;
+
+done:
+    free(kth);
+    free(slot);
+    free(top_key);
+    free(block_max);
+    free(top_i);
+    free(g_current);
+    free(first_current);
+    free(kth_current);
+    return n;
+}
