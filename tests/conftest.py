@@ -25,6 +25,17 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache(tmp_path_factory):
+    """Compiled kernels go to a folder of this test run, not to the user's cache."""
+    if "BIONN_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["BIONN_CACHE_DIR"] = str(tmp_path_factory.mktemp("bionn-cache"))
+    yield
+    del os.environ["BIONN_CACHE_DIR"]
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ from bionn.core.registry import make_rule, rule_info
 from bionn.core.rule import Phase
 from bionn.data import load_dataset
 from bionn.errors import ConfigError
+from bionn.native import find_compiler
 from bionn.rules.krotov_hopfield import (
     CollapseWarning,
     CompetingHiddenUnits,
@@ -52,6 +53,14 @@ def make_model(config, input_shape=(1, 5, 6), classes=4, dtype=torch.float64):
     return rule, model
 
 
+@pytest.fixture(params=["torch", "native"])
+def kernel(request):
+    """Both implementations of the step after the product: torch's, and the compiled C one."""
+    if request.param == "native" and find_compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def digits():
     train = load_dataset("digits", None, train=True)
@@ -64,8 +73,8 @@ def digits():
 
 @pytest.mark.parametrize("p", [2.0, 3.0])
 @pytest.mark.parametrize("k", [2, 5])
-def test_minibatch_update_equals_numpy_reference(p, k):
-    config = KrotovConfig(hidden=40, p=p, k=k, delta=0.4, radius=1.3, minibatch=0)
+def test_minibatch_update_equals_numpy_reference(p, k, kernel):
+    config = KrotovConfig(hidden=40, p=p, k=k, delta=0.4, radius=1.3, minibatch=0, kernel=kernel)
     rule, model = make_model(config)
     rng = np.random.default_rng(int(10 * p + k))
     v = rng.random((16, 30))
@@ -81,12 +90,13 @@ def test_minibatch_update_equals_numpy_reference(p, k):
                                atol=1e-12)
 
 
-def test_delta_zero_is_competitive_hebbian_learning():
+def test_delta_zero_is_competitive_hebbian_learning(kernel):
     """Delta = 0, p = 2, one input: only the winner moves, along R^2 v - (W_w . v) W_w."""
     rng = np.random.default_rng(3)
     v = rng.random(30)
     for k in (2, 7):
-        config = KrotovConfig(hidden=12, p=2.0, k=k, delta=0.0, radius=1.0, minibatch=0)
+        config = KrotovConfig(hidden=12, p=2.0, k=k, delta=0.0, radius=1.0, minibatch=0,
+                              kernel=kernel)
         rule, model = make_model(config)
         W = model.W.detach().numpy().copy()
         rule.fill_grads(model, torch.tensor(v).reshape(1, 1, 5, 6), torch.zeros(1).long())
@@ -133,12 +143,12 @@ def numpy_reference_trajectory(W, batches, p, k, delta, radius, lr, momentum=0.0
 
 
 @pytest.mark.parametrize("p", [2.0, 3.0, 4.5])
-def test_trainer_with_plain_sgd_steps_sparsely_along_the_published_trajectory(p):
+def test_trainer_with_plain_sgd_steps_sparsely_along_the_published_trajectory(p, kernel):
     """Under the Trainer's plain SGD the gradient is sparse and sign(W)|W|^(p-1) is kept between
     steps and refreshed row by row; W must still follow the NumPy transcription step by step."""
     from bionn.core.trainer import Trainer
 
-    config = KrotovConfig(hidden=40, p=p, k=3, delta=0.3, radius=1.2, minibatch=10)
+    config = KrotovConfig(hidden=40, p=p, k=3, delta=0.3, radius=1.2, minibatch=10, kernel=kernel)
     torch.manual_seed(2)
     rule = RecordingKrotov(config)
     model = rule.build_model("mlp", (1, 5, 6), 4, "relu").double()
@@ -155,9 +165,9 @@ def test_trainer_with_plain_sgd_steps_sparsely_along_the_published_trajectory(p)
     np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
 
 
-def test_momentum_sgd_gets_dense_gradients_and_the_exact_trajectory():
+def test_momentum_sgd_gets_dense_gradients_and_the_exact_trajectory(kernel):
     """Momentum moves rows without a gradient: no sparse step, no kept matrix."""
-    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=0)
+    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=0, kernel=kernel)
     rule, model = make_model(config)
     W0 = model.W.detach().numpy().copy()
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
@@ -172,9 +182,9 @@ def test_momentum_sgd_gets_dense_gradients_and_the_exact_trajectory():
     np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
 
 
-def test_weights_edited_between_steps_are_seen_by_the_next_update():
+def test_weights_edited_between_steps_are_seen_by_the_next_update(kernel):
     """An in-place change to W outside the optimizer invalidates the kept sign(W)|W|^(p-1)."""
-    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=0)
+    config = KrotovConfig(hidden=30, p=3.0, k=2, delta=0.4, minibatch=0, kernel=kernel)
     rule, model = make_model(config)
     W0 = model.W.detach().numpy().copy()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -211,9 +221,9 @@ def test_adam_or_no_optimizer_gets_a_dense_gradient():
             opt.step()  # Adam accepts it: sparse gradients would be refused
 
 
-def test_winning_units_counts_the_distinct_argmax_of_the_currents():
+def test_winning_units_counts_the_distinct_argmax_of_the_currents(kernel):
     """Oracle: the distinct strongest units of every example, from NumPy's currents."""
-    config = KrotovConfig(hidden=50, p=3.0, k=3, delta=0.4, minibatch=0)
+    config = KrotovConfig(hidden=50, p=3.0, k=3, delta=0.4, minibatch=0, kernel=kernel)
     rule, model = make_model(config)
     W = model.W.detach().numpy().copy()
     rng = np.random.default_rng(7)

@@ -41,36 +41,38 @@ static inline KROTOV_UINT KROTOV_NAME(order_key)(KROTOV_REAL x)
 /* The k strongest units of one example (k <= hidden): top_i[0] is the strongest (the winner,
  * g = 1) and top_i[k-1] the k-th (g = -Delta), Eq. (10). Ties keep the lower unit index first.
  *
- * The k-th largest current is at least the k-th largest of the block maxima (k blocks hold
- * that many currents at least as large), so a block whose maximum is smaller holds none of the
- * k strongest units. The block maxima are one vectorised pass; only the few blocks that can
- * hold the k strongest are then walked one current at a time, in index order. `block_max`
- * holds ceil(hidden / KROTOV_BLOCK) entries of scratch. */
+ * The k-th largest current is at least T, the k-th largest of the block maxima (k blocks hold
+ * that many currents at least as large), so only currents >= T can be among the k strongest.
+ * The block maxima are one vectorised pass; the units with currents >= T are then gathered
+ * without branches from the blocks whose maximum reaches T (about k blocks), and ranked.
+ * Scratch: `block_max` holds ceil(hidden / KROTOV_BLOCK) entries, `candidates` hidden. */
 #ifndef KROTOV_BLOCK
 #define KROTOV_BLOCK 32
 #endif
 static void KROTOV_NAME(rank)(const KROTOV_REAL *restrict c, int64_t hidden, int64_t k,
-                              KROTOV_UINT *restrict block_max, KROTOV_UINT *restrict top_key,
-                              int64_t *restrict top_i)
+                              KROTOV_UINT *restrict block_max, int32_t *restrict candidates,
+                              KROTOV_UINT *restrict top_key, int64_t *restrict top_i)
 {
     const int64_t blocks = (hidden + KROTOV_BLOCK - 1) / KROTOV_BLOCK;
-    for (int64_t b = 0; b < blocks; b++) {
-        const int64_t start = b * KROTOV_BLOCK;
+    const int64_t full = hidden / KROTOV_BLOCK;
+    for (int64_t b = 0; b < full; b++) {
+        const KROTOV_REAL *restrict block = c + b * KROTOV_BLOCK;
         KROTOV_UINT m = 0;
-        if (start + KROTOV_BLOCK <= hidden) {
-            for (int64_t j = 0; j < KROTOV_BLOCK; j++) {
-                const KROTOV_UINT key = KROTOV_NAME(order_key)(c[start + j]);
-                m = key > m ? key : m;
-            }
-        } else {
-            for (int64_t j = start; j < hidden; j++) {
-                const KROTOV_UINT key = KROTOV_NAME(order_key)(c[j]);
-                m = key > m ? key : m;
-            }
+        for (int64_t j = 0; j < KROTOV_BLOCK; j++) {
+            const KROTOV_UINT key = KROTOV_NAME(order_key)(block[j]);
+            m = key > m ? key : m;
         }
         block_max[b] = m;
     }
-    /* the k-th largest block maximum (0 when there are at most k blocks: walk them all) */
+    if (full < blocks) {
+        KROTOV_UINT m = 0;
+        for (int64_t j = full * KROTOV_BLOCK; j < hidden; j++) {
+            const KROTOV_UINT key = KROTOV_NAME(order_key)(c[j]);
+            m = key > m ? key : m;
+        }
+        block_max[full] = m;
+    }
+    /* T, the k-th largest block maximum (0 when there are at most k blocks: keep them all) */
     KROTOV_UINT threshold = 0;
     if (blocks > k) {
         int64_t filled = 0;
@@ -85,23 +87,31 @@ static void KROTOV_NAME(rank)(const KROTOV_REAL *restrict c, int64_t hidden, int
         }
         threshold = top_key[k - 1];
     }
-    int64_t filled = 0;
+    /* the units with currents >= T, in index order */
+    int64_t n = 0;
     for (int64_t b = 0; b < blocks; b++) {
         if (block_max[b] < threshold)
             continue;
         const int64_t end = (b + 1) * KROTOV_BLOCK < hidden ? (b + 1) * KROTOV_BLOCK : hidden;
         for (int64_t j = b * KROTOV_BLOCK; j < end; j++) {
-            const KROTOV_UINT key = KROTOV_NAME(order_key)(c[j]);
-            if (filled == k && key <= top_key[k - 1])
-                continue;
-            int64_t pos = filled < k ? filled++ : k - 1;
-            for (; pos > 0 && key > top_key[pos - 1]; pos--) {
-                top_key[pos] = top_key[pos - 1];
-                top_i[pos] = top_i[pos - 1];
-            }
-            top_key[pos] = key;
-            top_i[pos] = j;
+            candidates[n] = (int32_t)j;
+            n += KROTOV_NAME(order_key)(c[j]) >= threshold;
         }
+    }
+    /* the k strongest of them (there are at least k), ties to the lower index */
+    int64_t filled = 0;
+    for (int64_t e = 0; e < n; e++) {
+        const int64_t j = candidates[e];
+        const KROTOV_UINT key = KROTOV_NAME(order_key)(c[j]);
+        if (filled == k && key <= top_key[k - 1])
+            continue;
+        int64_t pos = filled < k ? filled++ : k - 1;
+        for (; pos > 0 && key > top_key[pos - 1]; pos--) {
+            top_key[pos] = top_key[pos - 1];
+            top_i[pos] = top_i[pos - 1];
+        }
+        top_key[pos] = key;
+        top_i[pos] = j;
     }
 }
 
@@ -126,6 +136,7 @@ int64_t KROTOV_NAME(bionn_krotov_update)(
 {
     int64_t *kth = malloc((size_t)batch * sizeof(int64_t));
     int32_t *slot = malloc((size_t)hidden * sizeof(int32_t));
+    int32_t *candidates = malloc((size_t)hidden * sizeof(int32_t));
     KROTOV_UINT *top_key = malloc((size_t)k * sizeof(KROTOV_UINT));
     KROTOV_UINT *block_max =
         malloc((size_t)((hidden + KROTOV_BLOCK - 1) / KROTOV_BLOCK) * sizeof(KROTOV_UINT));
@@ -134,15 +145,15 @@ int64_t KROTOV_NAME(bionn_krotov_update)(
     KROTOV_REAL *first_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
     KROTOV_REAL *kth_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
     int64_t n = -1;
-    if (!kth || !slot || !top_key || !block_max || !top_i || !g_current || !first_current
-        || !kth_current)
+    if (!kth || !slot || !candidates || !top_key || !block_max || !top_i || !g_current
+        || !first_current || !kth_current)
         goto done;
 
     /* the ranking, and which units are touched */
     memset(slot, 0xff, (size_t)hidden * sizeof(int32_t)); /* -1: untouched */
     for (int64_t a = 0; a < batch; a++) {
         const KROTOV_REAL *ca = currents + a * hidden;
-        KROTOV_NAME(rank)(ca, hidden, k, block_max, top_key, top_i);
+        KROTOV_NAME(rank)(ca, hidden, k, block_max, candidates, top_key, top_i);
         winners[a] = top_i[0];
         kth[a] = top_i[k - 1];
         first_current[a] = ca[top_i[0]];
@@ -214,6 +225,7 @@ int64_t KROTOV_NAME(bionn_krotov_update)(
 done:
     free(kth);
     free(slot);
+    free(candidates);
     free(top_key);
     free(block_max);
     free(top_i);

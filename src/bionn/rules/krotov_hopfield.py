@@ -69,6 +69,13 @@ Deviations from the paper:
   Otherwise (any other optimizer, or none attached) ``W.grad`` is dense; one dense gradient
   tensor is then reused between steps (the rows written last time are cleared), so ``W.grad``
   of one step is overwritten by the next.
+- Everything after the product (the ranking, the update of the active rows, max|ds|, and the
+  refresh of the kept rows) runs in one small C kernel (``bionn.native``), compiled on first
+  use where a C compiler is found (``kernel``: auto, native or torch). The torch code computes
+  the same update and is used on GPUs, for other dtypes, and where no compiler is found. Ties
+  between currents go to the lower unit index in the kernel; torch.topk leaves their order
+  unspecified.
+- A non-finite update (NaN or inf in the inputs or in W) stops the run with TrainingDiverged.
 """
 
 from __future__ import annotations

@@ -1,0 +1,202 @@
+"""Tests of the compiled kernels (bionn.native) and of how they are built and loaded.
+
+Oracles: NumPy's argsort (a stable sort for the tie order) for the ranking, a NumPy transcription
+of the paper's update computed from the same currents, and sign(W)|W|^(p-1) in NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from bionn import native
+from bionn.errors import ConfigError, TrainingDiverged
+from bionn.rules.krotov_hopfield import KrotovConfig, KrotovHopfield
+
+needs_compiler = pytest.mark.skipif(native.find_compiler() is None,
+                                    reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """An empty kernel cache, and no library loaded yet in this process (restored after)."""
+    monkeypatch.setenv("BIONN_CACHE_DIR", str(tmp_path / "cache"))
+    native.load.cache_clear()
+    native.krotov_kernel.cache_clear()
+    native._REASONS.clear()
+    yield tmp_path / "cache" / "kernels"
+    native.load.cache_clear()
+    native.krotov_kernel.cache_clear()
+    native._REASONS.clear()
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    built = native.krotov_kernel()
+    assert built is not None, native.unavailable_reason("krotov")
+    return built
+
+
+def reference_from_currents(currents, v, W, k, delta, radius_p):
+    """The paper's update from given currents (batch, hidden): g by a stable descending sort."""
+    batch, hidden = currents.shape
+    order = np.argsort(-currents, axis=1, kind="stable")
+    g = np.zeros((batch, hidden))
+    g[np.arange(batch), order[:, 0]] = 1.0
+    g[np.arange(batch), order[:, k - 1]] -= delta
+    ds = radius_p * (g.T @ v) - np.sum(g * currents, axis=0)[:, None] * W
+    touched = np.unique(np.concatenate([order[:, 0], order[:, k - 1]]))
+    scale = max(np.abs(ds).max(), 1e-30)
+    return touched, -ds[touched] / scale, scale, order[:, 0]
+
+
+@pytest.mark.parametrize("hidden", [2, 7, 31, 32, 33, 100, 2000])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_update_equals_the_reference_for_many_shapes(kernel, hidden, dtype):
+    rng = np.random.default_rng(hidden)
+    batch, inputs = 13, 17
+    for k in sorted({2, min(7, hidden), hidden}):
+        if k < 2:
+            continue
+        W = rng.normal(size=(hidden, inputs))
+        v = rng.random((batch, inputs))
+        currents = v @ (W * np.abs(W)).T  # p = 3; the kernel takes the currents as given
+        t = lambda a: torch.tensor(a, dtype=dtype)  # noqa: E731
+        won = torch.zeros(hidden, dtype=torch.bool)
+        rows, grad, scale, winners = kernel.update(t(currents), t(v), t(W), k, 0.4, 1.7, 1e-30,
+                                                   won=won)
+        touched, expected, scale_ref, winners_ref = reference_from_currents(
+            t(currents).double().numpy(), t(v).double().numpy(), t(W).double().numpy(), k,
+            0.4, 1.7)
+        tol = 1e-12 if dtype == torch.float64 else 2e-5
+        np.testing.assert_array_equal(rows.numpy(), touched)
+        np.testing.assert_array_equal(winners.numpy(), winners_ref)
+        np.testing.assert_allclose(grad.double().numpy(), expected, rtol=tol, atol=tol)
+        assert scale == pytest.approx(scale_ref, rel=tol)
+        np.testing.assert_array_equal(np.flatnonzero(won.numpy()), np.unique(winners_ref))
+
+
+def test_ties_keep_the_lower_unit_first(kernel):
+    """Many equal currents (small integers): the k strongest in a stable descending order."""
+    rng = np.random.default_rng(0)
+    hidden, batch, inputs = 300, 40, 5
+    currents = rng.integers(0, 6, size=(batch, hidden)).astype(np.float64)
+    v, W = rng.random((batch, inputs)), rng.normal(size=(hidden, inputs))
+    for k in (2, 5, 40):
+        rows, grad, _, winners = kernel.update(torch.tensor(currents), torch.tensor(v),
+                                               torch.tensor(W), k, 0.3, 1.0, 1e-30)
+        touched, expected, _, winners_ref = reference_from_currents(currents, v, W, k, 0.3, 1.0)
+        np.testing.assert_array_equal(winners.numpy(), winners_ref)
+        np.testing.assert_array_equal(rows.numpy(), touched)
+        np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_negative_currents_and_signed_zeros_rank_by_value(kernel):
+    currents = torch.tensor([[-3.0, -1.0, -0.0, -2.0, -5.0], [0.0, -0.0, -1e-30, 1e-30, -7.0]],
+                            dtype=torch.float64)
+    v, W = torch.rand(2, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    _, _, _, winners = kernel.update(currents, v, W, 2, 0.0, 1.0, 1e-30)
+    assert winners.tolist() == [2, 3]
+    rows, _, _, _ = kernel.update(currents, v, W, 3, 0.5, 1.0, 1e-30)
+    # the 3rd strongest: -2.0 (unit 3) in the first example; in the second 1e-30, then the
+    # equal +0.0 and -0.0 in index order, so unit 1
+    assert rows.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0, 4.5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lp_rows_refreshes_only_the_named_rows(kernel, p, dtype):
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(20, 9))
+    W[3, 4] = 0.0
+    out = torch.full((20, 9), 7.0, dtype=dtype)
+    rows = torch.tensor([0, 3, 11, 19])
+    kernel.lp_rows(torch.tensor(W, dtype=dtype), out, rows, p)
+    expected = np.full((20, 9), 7.0)
+    expected[rows.numpy()] = np.sign(W[rows.numpy()]) * np.abs(W[rows.numpy()]) ** (p - 1)
+    tol = 1e-13 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(out.double().numpy(), expected, rtol=tol, atol=tol)
+
+
+def test_the_kernel_checks_its_arguments(kernel):
+    with pytest.raises(ValueError, match="shapes do not match"):
+        kernel.update(torch.rand(4, 10), torch.rand(4, 3), torch.rand(9, 3), 2, 0.4, 1.0, 1e-30)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        kernel.update(torch.rand(4, 10), torch.rand(4, 3), torch.rand(10, 3), 11, 0.4, 1.0, 1e-30)
+    with pytest.raises(ValueError, match="bool"):
+        kernel.update(torch.rand(4, 10), torch.rand(4, 3), torch.rand(10, 3), 2, 0.4, 1.0, 1e-30,
+                      won=torch.zeros(10))
+    assert not kernel.supports(torch.zeros(3, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("choice", ["native", "torch"])
+def test_a_nan_input_stops_training_with_a_clear_error(choice):
+    if choice == "native" and native.find_compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    rule = KrotovHopfield(KrotovConfig(hidden=20, k=3, minibatch=0, kernel=choice))
+    model = rule.build_model("mlp", (1, 2, 3), 4, "relu").double()
+    x = torch.rand(5, 1, 2, 3, dtype=torch.float64)
+    x[2, 0, 1, 1] = float("nan")
+    with pytest.raises(TrainingDiverged, match="NaN or inf"):
+        rule.fill_grads(model, x, None)
+
+
+# -- building and loading ---------------------------------------------------------------------
+
+
+@needs_compiler
+def test_the_kernel_is_built_once_into_the_cache(fresh_build):
+    assert not fresh_build.exists()
+    assert native.krotov_kernel() is not None
+    built = list(fresh_build.glob("krotov-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    native.load.cache_clear()
+    native.krotov_kernel.cache_clear()
+    assert native.krotov_kernel() is not None  # a new process would load the cached build
+    assert [p.stat().st_mtime_ns for p in fresh_build.glob("krotov-*.so")] == [stamp]
+
+
+def failing_compiler(folder):
+    script = folder / "broken-cc"
+    script.write_text("#!/bin/sh\necho 'this compiler is broken' >&2\nexit 1\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in compiler is a shell script")
+def test_without_a_working_compiler_auto_falls_back_to_torch(fresh_build, tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(failing_compiler(tmp_path)))
+    assert native.krotov_kernel() is None
+    assert "this compiler is broken" in native.unavailable_reason("krotov")
+    config = dict(hidden=30, p=3.0, k=3, delta=0.4, minibatch=0)
+    auto = KrotovHopfield(KrotovConfig(**config))
+    torch.manual_seed(4)
+    model = auto.build_model("mlp", (1, 2, 3), 4, "relu").double()
+    x = torch.rand(6, 1, 2, 3, dtype=torch.float64)
+    with pytest.warns(native.NativeKernelWarning, match="this compiler is broken"):
+        auto.fill_grads(model, x, None)
+    reference = KrotovHopfield(KrotovConfig(**config, kernel="torch"))
+    grad = model.W.grad.clone()
+    reference.fill_grads(model, x, None)
+    torch.testing.assert_close(grad, model.W.grad, rtol=0, atol=0)
+    forced = KrotovHopfield(KrotovConfig(**config, kernel="native"))
+    with pytest.raises(ConfigError, match="--kernel native.*this compiler is broken"):
+        forced.fill_grads(model, x, None)
+
+
+def test_no_compiler_at_all_is_reported(fresh_build, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-anywhere")
+    assert native.krotov_kernel() is None
+    assert "no C compiler" in native.unavailable_reason("krotov")
+
+
+def test_a_bad_kernel_choice_is_a_config_error():
+    with pytest.raises(ConfigError, match="--kernel must be one of auto, native, torch"):
+        KrotovConfig(kernel="fortran")
