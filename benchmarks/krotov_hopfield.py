@@ -240,7 +240,7 @@ def train_profile(
         out = Path(args.runs_dir) / f"krotov-{tag}" if args.runs_dir else Path(tmp)
         config = TrainConfig(rule="krotov", dataset=dataset, epochs=profile["epochs"],
                              batch_size=100, data_dir=args.data_dir, seed=args.seed,
-                             out=str(out / "run"), options=options)
+                             device=args.device, out=str(out / "run"), options=options)
         start = time.perf_counter()
         summary = run_training(config, progress=False, plot=True)
         wall = time.perf_counter() - start
@@ -249,6 +249,7 @@ def train_profile(
     sup = [r for r in history if r["phase"] == "supervised"]
     return {
         "dataset": dataset,
+        "device": args.device,
         "options": options,
         "supervised_epochs": profile["epochs"],
         "batch_size": 100,
@@ -382,6 +383,8 @@ def main() -> None:
     parser.add_argument("--speed-examples", type=int, default=60000,
                         help="training examples in the timed epoch of the speed section")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu",
+                        help="device of the quick, paper and fashion training runs")
     parser.add_argument("--peer-python", default=None, help="python of the reference's venv")
     parser.add_argument("--peer-notebook", default=None,
                         help="the authors' Unsupervised_learning_algorithm_MNIST.ipynb")
@@ -422,6 +425,8 @@ def main() -> None:
         results[name + args.tag] = result
         results["environment"] = {
             "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
+            "device": (torch.cuda.get_device_name(torch.device(args.device))
+                       if args.device.startswith("cuda") else "cpu"),
             "python": sys.version.split()[0], "cpus": os.cpu_count(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,12 @@ KERNELS = ("auto", "native", "torch")
 NORM_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 # fewer winning units than this fraction of the layer in an epoch is reported as a collapse
 COLLAPSE_FRACTION = 0.05
+# Some torch releases warn that sparse invariant checks are "implicitly disabled" even when
+# sparse_coo_tensor gets check_invariants=False; the sparse gradient here is built sorted,
+# unique and in range, so that warning says nothing. Only that message from this module is
+# silenced.
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled",
+                        category=UserWarning, module=__name__)
 
 
 class CollapseWarning(UserWarning):
