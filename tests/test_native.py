@@ -200,3 +200,49 @@ def test_no_compiler_at_all_is_reported(fresh_build, monkeypatch):
 def test_a_bad_kernel_choice_is_a_config_error():
     with pytest.raises(ConfigError, match="--kernel must be one of auto, native, torch"):
         KrotovConfig(kernel="fortran")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_several_threads_give_the_same_update_as_one(kernel, dtype, monkeypatch):
+    """Examples and rows split between threads: bit-identical to one thread, and to NumPy."""
+    rng = np.random.default_rng(11)
+    batch, hidden, inputs, k = 64, 2000, 50, 7
+    W = torch.tensor(rng.normal(size=(hidden, inputs)), dtype=dtype)
+    v = torch.tensor(rng.random((batch, inputs)), dtype=dtype)
+    currents = v @ (W * W.abs()).t()
+    currents[5, 100:140] = currents[5].max()  # ties that span blocks
+    results = {}
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            monkeypatch.setattr(kernel, "parallel", threads > 1)
+            assert kernel.threads() == threads
+            won = torch.zeros(hidden, dtype=torch.bool)
+            results[threads] = (*kernel.update(currents, v, W, k, 0.4, 1.0, 1e-30, won=won), won)
+            out = torch.zeros_like(W)
+            kernel.lp_rows(W, out, torch.arange(0, hidden, 3), 3.0)
+            results[threads] += (out,)
+    finally:
+        torch.set_num_threads(previous)
+    for one, several in zip(results[1], results[3], strict=True):
+        if isinstance(one, torch.Tensor):
+            assert torch.equal(one, several)
+        else:
+            assert one == several
+    rows, grad, scale, winners, _, _ = results[3]
+    touched, expected, scale_ref, winners_ref = reference_from_currents(
+        currents.double().numpy(), v.double().numpy(), W.double().numpy(), k, 0.4, 1.0)
+    np.testing.assert_array_equal(rows.numpy(), touched)
+    np.testing.assert_array_equal(winners.numpy(), winners_ref)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    np.testing.assert_allclose(grad.double().numpy(), expected, rtol=tol, atol=tol)
+
+
+def test_the_kernel_shares_the_openmp_runtime_it_runs_on(kernel):
+    """It may use several threads only if loading it added no OpenMP runtime to the process."""
+    runtimes = native._openmp_runtimes()
+    if kernel.parallel:
+        assert runtimes is not None and len(runtimes) <= 1
+    else:
+        assert kernel.threads() == 1

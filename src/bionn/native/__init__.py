@@ -6,6 +6,10 @@ headers), so building one takes well under a second. The shared library is cache
 ``$BIONN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/bionn`` or ``~/.cache/bionn``), keyed by the
 source, the compiler and the CPU, and rebuilt when any of them changes.
 
+A build with OpenMP is tried first: where loading it adds no OpenMP runtime to the process (it
+then runs on the one torch uses, as with the Linux wheels of torch), its work is shared between
+torch's intra-op threads. Otherwise the kernel runs on one thread.
+
 Where no C compiler is found (``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH) or the
 build fails, :func:`load` returns None and says why in :func:`unavailable_reason`; the rules then
 fall back to their torch code, which computes the same thing.
@@ -27,7 +31,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
 # (name of the C file without .c, the interface version its bionn_<name>_abi() returns)
-KERNELS = {"krotov": 1}
+KERNELS = {"krotov": 2}
 _REASONS: dict[str, str] = {}
 
 
@@ -69,10 +73,11 @@ def _cpu_signature() -> str:
     return "\n".join(parts)
 
 
-def _compile(compiler: str, source: Path, target: Path) -> str | None:
-    """Builds ``source`` into the shared library ``target``; returns an error text or None."""
+def _compile(compiler: str, source: Path, target: Path, flags: list[str]) -> str | None:
+    """Builds ``source`` with ``flags`` into the shared library ``target``; returns an error text
+    or None."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    base = [compiler, "-O3", "-shared", "-fPIC", "-std=c99", "-I", str(source.parent)]
+    base = [compiler, "-O3", "-shared", "-fPIC", "-std=c99", *flags, "-I", str(source.parent)]
     errors = []
     # -march=native first (vector instructions of this CPU); plain -O3 if the compiler refuses
     for extra in (["-march=native"], []):
@@ -94,9 +99,31 @@ def _compile(compiler: str, source: Path, target: Path) -> str | None:
     return errors[-1]
 
 
+def _openmp_runtimes() -> set[str] | None:
+    """The OpenMP runtime libraries mapped into this process, or None where that is unknown."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if line.count("/")}
+    except OSError:
+        return None
+    names = ("libgomp", "libiomp", "libomp")
+    return {path for path in paths if os.path.basename(path).startswith(names)}
+
+
+# The builds tried in turn: with OpenMP (parallel, if the kernel then shares torch's OpenMP
+# runtime), then without.
+VARIANTS = (("openmp", ["-fopenmp"]), ("serial", []))
+
+
 @functools.cache
-def load(name: str) -> ctypes.CDLL | None:
-    """The compiled kernel library ``name`` (see KERNELS), built if needed, or None."""
+def load(name: str) -> tuple[ctypes.CDLL, bool] | None:
+    """The compiled kernel library ``name`` (see KERNELS), built if needed, and whether it may
+    run parallel regions; or None.
+
+    A build with OpenMP is tried first. It may use several threads only when loading it added
+    no OpenMP runtime to the process, i.e. it runs on the one torch already uses: a second
+    runtime would start a second pool of threads competing with torch's for the same cores.
+    """
     if name not in KERNELS:
         raise KeyError(f"no native kernel {name!r}; known: {', '.join(KERNELS)}")
     compiler = find_compiler()
@@ -113,22 +140,32 @@ def load(name: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError):
         version = []
     digest.update("\n".join([compiler, *version, _cpu_signature()]).encode())
-    target = cache_dir() / f"{name}-{digest.hexdigest()[:20]}.so"
-    if not target.exists():
-        error = _compile(compiler, source, target)
-        if error is not None:
-            _REASONS[name] = f"building {source.name} with {compiler} failed: {error[-2000:]}"
-            return None
-    try:
-        lib = ctypes.CDLL(str(target))
-        abi = getattr(lib, f"bionn_{name}_abi")
-        abi.restype = ctypes.c_int64
-        if abi() != KERNELS[name]:
-            raise OSError(f"interface version {abi()}, expected {KERNELS[name]}")
-    except (OSError, AttributeError) as exc:
-        _REASONS[name] = f"loading {target} failed: {exc}"
-        return None
-    return lib
+    errors = []
+    for variant, flags in VARIANTS:
+        key = digest.copy()
+        key.update(" ".join(flags).encode())
+        target = cache_dir() / f"{name}-{variant}-{key.hexdigest()[:20]}.so"
+        if not target.exists():
+            error = _compile(compiler, source, target, flags)
+            if error is not None:
+                errors.append(f"building {source.name} ({variant}) with {compiler} failed: "
+                              f"{error[-1000:]}")
+                continue
+        before = _openmp_runtimes()
+        try:
+            lib = ctypes.CDLL(str(target))
+            abi = getattr(lib, f"bionn_{name}_abi")
+            abi.restype = ctypes.c_int64
+            if abi() != KERNELS[name]:
+                raise OSError(f"interface version {abi()}, expected {KERNELS[name]}")
+        except (OSError, AttributeError) as exc:
+            errors.append(f"loading {target} failed: {exc}")
+            continue
+        after = _openmp_runtimes()
+        parallel = variant == "openmp" and before is not None and after == before
+        return lib, parallel
+    _REASONS[name] = "; ".join(errors)
+    return None
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -149,18 +186,24 @@ class KrotovKernel:
     given tensor qualifies.
     """
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
+    def __init__(self, lib: ctypes.CDLL, parallel: bool = False) -> None:
+        self.parallel = parallel
         self._update = {}
         self._lp_rows = {}
         for dtype, suffix in _SUFFIX.items():
             update = getattr(lib, f"bionn_krotov_update_{suffix}")
             update.restype = _I64
-            update.argtypes = [_P, _P, _P, _I64, _I64, _I64, _I64, _F64, _F64, _F64, _P, _P, _P,
-                               _P, ctypes.POINTER(_F64)]
+            update.argtypes = [_P, _P, _P, _I64, _I64, _I64, _I64, _F64, _F64, _F64, _I64, _P,
+                               _P, _P, _P, ctypes.POINTER(_F64)]
             lp_rows = getattr(lib, f"bionn_krotov_lp_rows_{suffix}")
             lp_rows.restype = None
-            lp_rows.argtypes = [_P, _P, _P, _I64, _I64, _F64]
+            lp_rows.argtypes = [_P, _P, _P, _I64, _I64, _F64, _I64]
             self._update[dtype], self._lp_rows[dtype] = update, lp_rows
+
+    def threads(self) -> int:
+        """Threads the kernel may use: torch's intra-op count when it shares torch's OpenMP
+        runtime, else 1."""
+        return torch.get_num_threads() if self.parallel else 1
 
     @staticmethod
     def supports(t: torch.Tensor) -> bool:
@@ -190,7 +233,8 @@ class KrotovKernel:
         scale = _F64()
         n = self._update[W.dtype](
             currents.data_ptr(), v.data_ptr(), W.data_ptr(), batch, hidden, inputs, k,
-            float(delta), float(radius_p), float(prec), rows.data_ptr(), grad.data_ptr(),
+            float(delta), float(radius_p), float(prec), self.threads(), rows.data_ptr(),
+            grad.data_ptr(),
             winners.data_ptr(), None if won is None else won.data_ptr(), ctypes.byref(scale),
         )
         if n < 0:
@@ -205,11 +249,11 @@ class KrotovKernel:
                              "int64 rows")
         rows = rows.contiguous()
         self._lp_rows[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(), len(rows),
-                               W.shape[1], float(p))
+                               W.shape[1], float(p), self.threads())
 
 
 @functools.cache
 def krotov_kernel() -> KrotovKernel | None:
     """The compiled Krotov kernel, or None where it cannot be built (see unavailable_reason)."""
-    lib = load("krotov")
-    return None if lib is None else KrotovKernel(lib)
+    loaded = load("krotov")
+    return None if loaded is None else KrotovKernel(*loaded)

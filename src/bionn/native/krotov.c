@@ -11,6 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Built with OpenMP, the minibatch is shared between threads. bionn links the kernel against
+ * the OpenMP runtime that torch has already loaded (same library name), so the kernel's
+ * parallel regions run on torch's own worker threads rather than on a second pool. A region
+ * runs on one thread when its work is too small to pay for waking the others. */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#define KROTOV_MIN_PARALLEL 16384
+#define KROTOV_TEAM(threads, work) \
+    ((int)((work) >= KROTOV_MIN_PARALLEL && (threads) > 1 ? (threads) : 1))
+
 #define KROTOV_REAL float
 #define KROTOV_UINT uint32_t
 #define KROTOV_ABS_MASK UINT32_C(0x7fffffff)
@@ -36,4 +47,4 @@
 #undef KROTOV_NAME
 
 /* The version of the interface below; the Python side checks it after loading. */
-int64_t bionn_krotov_abi(void) { return 1; }
+int64_t bionn_krotov_abi(void) { return 2; }

@@ -21,8 +21,10 @@ static void KROTOV_NAME(lp_row)(const KROTOV_REAL *w, KROTOV_REAL *out, int64_t 
  * matrix that the last optimizer step changed. */
 void KROTOV_NAME(bionn_krotov_lp_rows)(const KROTOV_REAL *W, KROTOV_REAL *out,
                                         const int64_t *rows, int64_t n_rows, int64_t inputs,
-                                        double p)
+                                        double p, int64_t threads)
 {
+    (void)threads; /* used by the OpenMP clause only */
+#pragma omp parallel for num_threads(KROTOV_TEAM(threads, n_rows * inputs)) schedule(static)
     for (int64_t r = 0; r < n_rows; r++)
         KROTOV_NAME(lp_row)(W + rows[r] * inputs, out + rows[r] * inputs, inputs, p);
 }
@@ -125,112 +127,160 @@ static void KROTOV_NAME(rank)(const KROTOV_REAL *restrict c, int64_t hidden, int
  * pseudo-gradient that SGD(lr = eps) turns into the paper's step.
  *
  * rows: 2*batch entries; grad: 2*batch x inputs; winners: batch entries (each example's
- * strongest unit); won: NULL or hidden flags, set to 1 for every winner.
+ * strongest unit); won: NULL or hidden flags, set to 1 for every winner. Built with OpenMP,
+ * the work is shared by up to `threads` threads.
  * Returns n, or -1 if scratch memory could not be allocated.
  */
 int64_t KROTOV_NAME(bionn_krotov_update)(
     const KROTOV_REAL *currents, const KROTOV_REAL *v, const KROTOV_REAL *W,
     int64_t batch, int64_t hidden, int64_t inputs, int64_t k, double delta, double radius_p,
-    double prec, int64_t *rows, KROTOV_REAL *grad, int64_t *winners, uint8_t *won,
-    double *scale)
+    double prec, int64_t threads, int64_t *rows, KROTOV_REAL *grad, int64_t *winners,
+    uint8_t *won, double *scale)
 {
+    const int team = KROTOV_TEAM(threads, batch * hidden);
     int64_t *kth = malloc((size_t)batch * sizeof(int64_t));
     int32_t *slot = malloc((size_t)hidden * sizeof(int32_t));
-    int32_t *candidates = malloc((size_t)hidden * sizeof(int32_t));
-    KROTOV_UINT *top_key = malloc((size_t)k * sizeof(KROTOV_UINT));
-    KROTOV_UINT *block_max =
-        malloc((size_t)((hidden + KROTOV_BLOCK - 1) / KROTOV_BLOCK) * sizeof(KROTOV_UINT));
-    int64_t *top_i = malloc((size_t)k * sizeof(int64_t));
     KROTOV_REAL *g_current = malloc((size_t)(2 * batch) * sizeof(KROTOV_REAL));
     KROTOV_REAL *first_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
     KROTOV_REAL *kth_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
-    int64_t n = -1;
-    if (!kth || !slot || !candidates || !top_key || !block_max || !top_i || !g_current
-        || !first_current || !kth_current)
-        goto done;
-
-    /* the ranking, and which units are touched */
-    memset(slot, 0xff, (size_t)hidden * sizeof(int32_t)); /* -1: untouched */
-    for (int64_t a = 0; a < batch; a++) {
-        const KROTOV_REAL *ca = currents + a * hidden;
-        KROTOV_NAME(rank)(ca, hidden, k, block_max, candidates, top_key, top_i);
-        winners[a] = top_i[0];
-        kth[a] = top_i[k - 1];
-        first_current[a] = ca[top_i[0]];
-        kth_current[a] = ca[top_i[k - 1]];
-        slot[top_i[0]] = 0;
-        slot[top_i[k - 1]] = 0;
-        if (won)
-            won[top_i[0]] = 1;
+    KROTOV_UINT *largest = malloc((size_t)team * sizeof(KROTOV_UINT));
+    if (!kth || !slot || !g_current || !first_current || !kth_current || !largest) {
+        free(kth);
+        free(slot);
+        free(g_current);
+        free(first_current);
+        free(kth_current);
+        free(largest);
+        return -1;
     }
-    n = 0;
-    for (int64_t u = 0; u < hidden; u++)
-        if (slot[u] == 0) {
-            slot[u] = (int32_t)n;
-            rows[n++] = u;
-        }
-
-    /* the Hebbian sums sum_A g v^A and the sums sum_A g I^A of the touched rows */
-    memset(grad, 0, (size_t)(n * inputs) * sizeof(KROTOV_REAL));
-    memset(g_current, 0, (size_t)n * sizeof(KROTOV_REAL));
-    const KROTOV_REAL minus_delta = (KROTOV_REAL)(-delta);
-    for (int64_t a = 0; a < batch; a++) {
-        const KROTOV_REAL *restrict va = v + a * inputs;
-        KROTOV_REAL *restrict h = grad + (int64_t)slot[winners[a]] * inputs;
-        for (int64_t i = 0; i < inputs; i++)
-            h[i] += va[i];
-        g_current[slot[winners[a]]] += first_current[a];
-    }
-    if (delta != 0.0)
-        for (int64_t a = 0; a < batch; a++) {
-            const KROTOV_REAL *restrict va = v + a * inputs;
-            KROTOV_REAL *restrict h = grad + (int64_t)slot[kth[a]] * inputs;
-            for (int64_t i = 0; i < inputs; i++)
-                h[i] += minus_delta * va[i];
-            g_current[slot[kth[a]]] += minus_delta * kth_current[a];
-        }
-
-    /* ds = radius^p (sum g v) - (sum g I) W on the touched rows, and max|ds|. The largest
-     * |ds| is found as the largest bit pattern of |ds| read as an unsigned integer (the order
-     * of non-negative floats), a reduction the compiler vectorises; NaN patterns lie above
-     * every number's, so a NaN anywhere shows in the result. */
     const KROTOV_REAL rp = (KROTOV_REAL)radius_p;
-    KROTOV_UINT largest = 0;
-    for (int64_t r = 0; r < n; r++) {
-        KROTOV_REAL *restrict d = grad + r * inputs;
-        const KROTOV_REAL *restrict w = W + rows[r] * inputs;
-        const KROTOV_REAL gi = g_current[r];
-        KROTOV_UINT row_max = 0;
-        for (int64_t i = 0; i < inputs; i++) {
-            const KROTOV_REAL value = rp * d[i] - gi * w[i];
-            KROTOV_UINT bits;
-            memcpy(&bits, &value, sizeof bits);
-            bits &= KROTOV_ABS_MASK;
-            row_max = bits > row_max ? bits : row_max;
-            d[i] = value;
+    const KROTOV_REAL minus_delta = (KROTOV_REAL)(-delta);
+    int failed = 0;
+    int64_t n = 0;
+    KROTOV_REAL s = 0;
+
+    /* One parallel region (one thread when the minibatch is small): the ranking split by
+     * examples, then the bookkeeping on one thread, then the rows split between the threads. */
+#pragma omp parallel num_threads(team)
+    {
+        int me = 0, members = 1;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+        members = omp_get_num_threads();
+#endif
+        /* 1. the ranking; each thread owns its scratch memory */
+        KROTOV_UINT *block_max =
+            malloc((size_t)((hidden + KROTOV_BLOCK - 1) / KROTOV_BLOCK) * sizeof(KROTOV_UINT));
+        int32_t *candidates = malloc((size_t)hidden * sizeof(int32_t));
+        KROTOV_UINT *top_key = malloc((size_t)k * sizeof(KROTOV_UINT));
+        int64_t *top_i = malloc((size_t)k * sizeof(int64_t));
+        if (!block_max || !candidates || !top_key || !top_i) {
+#pragma omp atomic write
+            failed = 1;
         }
-        largest = row_max > largest ? row_max : largest;
+#pragma omp for schedule(static)
+        for (int64_t a = 0; a < batch; a++) {
+            if (!block_max || !candidates || !top_key || !top_i)
+                continue;
+            const KROTOV_REAL *ca = currents + a * hidden;
+            KROTOV_NAME(rank)(ca, hidden, k, block_max, candidates, top_key, top_i);
+            winners[a] = top_i[0];
+            kth[a] = top_i[k - 1];
+            first_current[a] = ca[top_i[0]];
+            kth_current[a] = ca[top_i[k - 1]];
+        }
+        free(block_max);
+        free(candidates);
+        free(top_key);
+        free(top_i);
+
+        /* 2. which units are touched: rows in ascending order, slot[unit] = its row; and the
+         * sums sum_A g I^A of each row */
+#pragma omp single
+        if (!failed) {
+            memset(slot, 0xff, (size_t)hidden * sizeof(int32_t)); /* -1: untouched */
+            for (int64_t a = 0; a < batch; a++) {
+                slot[winners[a]] = 0;
+                slot[kth[a]] = 0;
+                if (won)
+                    won[winners[a]] = 1;
+            }
+            for (int64_t u = 0; u < hidden; u++)
+                if (slot[u] == 0) {
+                    slot[u] = (int32_t)n;
+                    rows[n++] = u;
+                }
+            memset(g_current, 0, (size_t)n * sizeof(KROTOV_REAL));
+            for (int64_t a = 0; a < batch; a++) {
+                g_current[slot[winners[a]]] += first_current[a];
+                g_current[slot[kth[a]]] += minus_delta * kth_current[a];
+            }
+        }
+
+        /* 3. per row of this thread: the Hebbian sum sum_A g v^A (the thread walks the whole
+         * minibatch and adds only into its own rows), then
+         *     ds = radius^p (sum_A g v^A) - (sum_A g I^A) W,
+         * and its largest |ds|, found as the largest bit pattern of |ds| read as an unsigned
+         * integer (the order of non-negative floats): a reduction the compiler vectorises, in
+         * which a NaN pattern lies above every number's, so a NaN anywhere shows. */
+        const int64_t first_row = failed ? 0 : n * me / members;
+        const int64_t end_row = failed ? 0 : n * (me + 1) / members;
+        memset(grad + first_row * inputs, 0,
+               (size_t)((end_row - first_row) * inputs) * sizeof(KROTOV_REAL));
+        for (int64_t a = 0; a < batch && end_row > first_row; a++) {
+            const KROTOV_REAL *restrict va = v + a * inputs;
+            const int64_t r1 = slot[winners[a]];
+            if (r1 >= first_row && r1 < end_row) {
+                KROTOV_REAL *restrict h = grad + r1 * inputs;
+                for (int64_t i = 0; i < inputs; i++)
+                    h[i] += va[i];
+            }
+            const int64_t r2 = slot[kth[a]];
+            if (delta != 0.0 && r2 >= first_row && r2 < end_row) {
+                KROTOV_REAL *restrict h = grad + r2 * inputs;
+                for (int64_t i = 0; i < inputs; i++)
+                    h[i] += minus_delta * va[i];
+            }
+        }
+        KROTOV_UINT mine = 0;
+        for (int64_t r = first_row; r < end_row; r++) {
+            KROTOV_REAL *restrict d = grad + r * inputs;
+            const KROTOV_REAL *restrict w = W + rows[r] * inputs;
+            const KROTOV_REAL gi = g_current[r];
+            KROTOV_UINT row_max = 0;
+            for (int64_t i = 0; i < inputs; i++) {
+                const KROTOV_REAL value = rp * d[i] - gi * w[i];
+                KROTOV_UINT bits;
+                memcpy(&bits, &value, sizeof bits);
+                bits &= KROTOV_ABS_MASK;
+                row_max = bits > row_max ? bits : row_max;
+                d[i] = value;
+            }
+            mine = row_max > mine ? row_max : mine;
+        }
+        largest[me] = mine;
+
+        /* 4. max|ds| over all rows (prec as its floor), then each thread divides its rows */
+#pragma omp barrier
+#pragma omp single
+        {
+            KROTOV_UINT all = 0;
+            for (int t = 0; t < members; t++)
+                all = largest[t] > all ? largest[t] : all;
+            KROTOV_REAL top;
+            memcpy(&top, &all, sizeof top);
+            *scale = top != top ? (double)NAN : ((double)top > prec ? (double)top : prec);
+            s = (KROTOV_REAL)*scale;
+        }
+        for (int64_t e = first_row * inputs; e < end_row * inputs; e++)
+            grad[e] = -grad[e] / s;
     }
-    KROTOV_REAL top;
-    memcpy(&top, &largest, sizeof top);
-    const double floor_ = top != top ? (double)NAN : ((double)top > prec ? (double)top : prec);
-    *scale = floor_;
-    const KROTOV_REAL s = (KROTOV_REAL)floor_;
-    for (int64_t e = 0; e < n * inputs; e++)
-        grad[e] = -grad[e] / s;
 
-    for (int64_t r = 0; r < n; r++)
-        slot[rows[r]] = -1;
-
-done:
     free(kth);
     free(slot);
-    free(candidates);
-    free(top_key);
-    free(block_max);
-    free(top_i);
     free(g_current);
     free(first_current);
     free(kth_current);
-    return n;
+    free(largest);
+    return failed ? -1 : n;
 }
