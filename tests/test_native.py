@@ -239,10 +239,25 @@ def test_several_threads_give_the_same_update_as_one(kernel, dtype, monkeypatch)
     np.testing.assert_allclose(grad.double().numpy(), expected, rtol=tol, atol=tol)
 
 
-def test_the_kernel_shares_the_openmp_runtime_it_runs_on(kernel):
-    """It may use several threads only if loading it added no OpenMP runtime to the process."""
-    runtimes = native._openmp_runtimes()
-    if kernel.parallel:
-        assert runtimes is not None and len(runtimes) <= 1
-    else:
+@needs_compiler
+@pytest.mark.parametrize("added, unknown", [(False, False), (True, False), (False, True)])
+def test_several_threads_only_on_the_runtime_torch_already_uses(fresh_build, monkeypatch,
+                                                                 added, unknown):
+    """A build that brings a second OpenMP runtime into the process (its own pool of threads,
+    competing with torch's) or where that cannot be told, runs on one thread."""
+    calls = []
+
+    def runtimes():
+        calls.append(1)
+        if unknown:
+            return None
+        return {"/lib/libgomp.so.1", "/other/libomp.so"} if added and len(calls) > 1 else {
+            "/lib/libgomp.so.1"}
+
+    monkeypatch.setattr(native, "_openmp_runtimes", runtimes)
+    kernel = native.krotov_kernel()
+    assert kernel is not None
+    built_with_openmp = any(fresh_build.glob("krotov-openmp-*.so"))
+    assert kernel.parallel == (built_with_openmp and not added and not unknown)
+    if not kernel.parallel:
         assert kernel.threads() == 1
