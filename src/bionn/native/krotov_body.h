@@ -144,20 +144,13 @@ int64_t KROTOV_NAME(bionn_krotov_update)(
     KROTOV_REAL *first_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
     KROTOV_REAL *kth_current = malloc((size_t)batch * sizeof(KROTOV_REAL));
     KROTOV_UINT *largest = malloc((size_t)team * sizeof(KROTOV_UINT));
-    if (!kth || !slot || !g_current || !first_current || !kth_current || !largest) {
-        free(kth);
-        free(slot);
-        free(g_current);
-        free(first_current);
-        free(kth_current);
-        free(largest);
-        return -1;
-    }
     const KROTOV_REAL rp = (KROTOV_REAL)radius_p;
     const KROTOV_REAL minus_delta = (KROTOV_REAL)(-delta);
-    int failed = 0;
+    int failed = !kth || !slot || !g_current || !first_current || !kth_current || !largest;
     int64_t n = 0;
     KROTOV_REAL s = 0;
+    if (failed)
+        goto done;
 
     /* One parallel region (one thread when the minibatch is small): the ranking split by
      * examples, then the bookkeeping on one thread, then the rows split between the threads. */
@@ -276,6 +269,7 @@ int64_t KROTOV_NAME(bionn_krotov_update)(
             grad[e] = -grad[e] / s;
     }
 
+done:
     free(kth);
     free(slot);
     free(g_current);
