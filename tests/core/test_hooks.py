@@ -38,6 +38,8 @@ class ToyConfig:
     sizes: tuple[int, ...] = field(default=(1, 2), metadata={"help": "sizes"})
     first_epochs: int = field(default=1, metadata={"help": "epochs of the first phase"})
     loud: bool = field(default=False, metadata={"help": "a switch"})
+    second_scale: float = field(default=1.0, metadata={"help": "the second phase's inputs, "
+                                                                "scaled (phase_inputs)"})
 
     def __post_init__(self) -> None:
         if self.scale <= 0:
@@ -67,6 +69,11 @@ class ToyPhased(Backprop):
     def set_phase(self, name: str) -> None:
         self.phase = name
         self.calls.append(name)
+
+    def phase_inputs(self, model, name, x):
+        if name == "second" and self.config.second_scale != 1.0:
+            return x * self.config.second_scale
+        return None
 
     def fill_grads(self, model, x, y):
         metrics = super().fill_grads(model, x, y)
@@ -263,5 +270,51 @@ def test_compare_gives_each_rule_its_own_options(toy_rule, tmp_path):
 def test_rules_lists_options(toy_rule, capsys):
     assert main(["rules", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["toy-phased"]["options"] == ["--scale", "--sizes", "--first-epochs", "--loud"]
+    assert rows["toy-phased"]["options"] == ["--scale", "--sizes", "--first-epochs", "--loud",
+                                             "--second-scale"]
     assert rows["bp"]["options"] == []
+
+
+def test_phase_inputs_reach_their_phase_only_and_survive_resume(toy_rule, tmp_path):
+    """The second phase trains on its inputs x 3 (oracle: the inputs' largest value, 1, seen in
+    every batch of digits), the first on the raw inputs; a run cut inside the second phase and
+    resumed ends as the uninterrupted one does."""
+    seen: dict[int, set[float]] = {}
+
+    def record(info):
+        seen.setdefault(info.epoch, set()).add(round(info.metrics["input_max"], 6))
+
+    options = {"second_scale": 3.0}
+    whole = run_training(_config(tmp_path, out=str(tmp_path / "whole"), options=options),
+                         progress=False, callbacks=[record])
+    assert seen == {1: {1.0}, 2: {3.0}, 3: {3.0}}
+    config = _config(tmp_path, out=str(tmp_path / "cut"), options=options)
+
+    def stop(info):
+        if info.global_step == 2 * 23 + 1:  # inside the second phase's second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, progress=False, callbacks=[stop])
+    seen.clear()
+    resumed = run_training(config, resume=True, progress=False, callbacks=[record])
+    assert seen == {3: {3.0}}
+    a = torch.load(Path(whole["run_dir"]) / "checkpoint.pt", weights_only=True)
+    b = torch.load(Path(resumed["run_dir"]) / "checkpoint.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_phase_inputs_must_have_a_row_per_example():
+    from bionn.core.trainer import Trainer
+
+    model = build_model("mlp:4", (1, 2, 2), 3)
+    x, y = torch.rand(10, 1, 2, 2), torch.randint(0, 3, (10,))
+    trainer = Trainer(model, Backprop(), torch.optim.SGD(model.parameters(), lr=0.1), (x, y),
+                      progress=False)
+    with pytest.raises(ConfigError, match="9 rows for 10 training examples"):
+        trainer.set_train_inputs(torch.rand(9, 4))
+    trainer.set_train_inputs(x + 1)
+    assert torch.equal(next(iter(trainer.loader))[0].min() >= 1, torch.tensor(True))
+    trainer.set_train_inputs(None)
+    assert trainer.loader.x is x

@@ -480,3 +480,50 @@ def test_run_killed_in_the_unsupervised_phase_resumes_bit_identical(tmp_path):
     assert a["epoch"] == b["epoch"] == 7
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def _digits_run(tmp_path, name, **options):
+    base = {"hidden": 30, "p": 3.0, "k": 2, "delta": 0.4, "unsupervised_epochs": 2,
+            "minibatch": 50, "eps0": 0.1, "beta": 0.1, "n": 2.0}
+    return TrainConfig(rule="krotov", dataset="digits", epochs=3, batch_size=50, lr=1e-2, seed=4,
+                       out=str(tmp_path / name), options={**base, **options})
+
+
+def test_features_computed_once_train_the_same_top_layer(tmp_path):
+    """Oracle: the same run computing h = ReLU(W v)^n for every batch."""
+    from bionn.core.checkpoint import load_checkpoint
+    from bionn.core.run import run_training
+
+    cached = run_training(_digits_run(tmp_path, "cached"), progress=False, plot=False)
+    direct = run_training(_digits_run(tmp_path, "direct", cache_features=False), progress=False,
+                          plot=False)
+    a = load_checkpoint(tmp_path / "cached" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "direct" / "checkpoint.pt")["model"]
+    assert torch.equal(a["W"], b["W"])  # the unsupervised phase is untouched
+    torch.testing.assert_close(a["S"], b["S"], rtol=1e-4, atol=1e-6)
+    assert cached["test_accuracy"] == pytest.approx(direct["test_accuracy"], abs=0.01)
+    assert cached["test_accuracy"] > 0.8
+
+
+def test_run_stopped_in_the_supervised_phase_resumes_identical(tmp_path):
+    """The features are computed again from the restored W; oracle: the uninterrupted run."""
+    from bionn.core.checkpoint import load_checkpoint
+    from bionn.core.run import run_training
+
+    run_training(_digits_run(tmp_path, "whole"), progress=False, plot=False)
+    config = _digits_run(tmp_path, "cut")
+    steps = 29  # ceil(1437 / 50)
+
+    def stop(info):
+        if info.global_step == 3 * steps + 5:  # supervised epoch 2 of 3
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, progress=False, plot=False, callbacks=[stop])
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 3
+    run_training(config, resume=True, progress=False, plot=False)
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 5
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

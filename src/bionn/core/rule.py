@@ -149,6 +149,22 @@ class LearningRule:
     def set_phase(self, name: str) -> None:
         """Called before phase ``name`` starts, and when a run resumes inside it."""
 
+    def phase_inputs(
+        self, model: nn.Module, name: str, x: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The training inputs phase ``name`` should see instead of ``x``, or None (the default)
+        for ``x`` itself.
+
+        Called by ``run_training`` after :meth:`set_phase`, with the whole training set, before
+        the phase's first epoch (also when a run resumes inside the phase). A phase that trains
+        only a readout on a frozen part of the model can return that part's output once, so its
+        batches carry the frozen features rather than the raw inputs; ``fill_grads`` then gets
+        those batches. The result must have one row per example of ``x`` and must depend only on
+        the model's state, so that a resumed run sees what the uninterrupted one saw. Evaluation
+        still calls :meth:`predict` on raw inputs.
+        """
+        return None
+
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         """Extra JSON-serialisable numbers logged with every epoch's record."""
         return {}

@@ -230,7 +230,9 @@ def run_training(
             trainer.optimizer = make_optimizer(config, model, phase)
             trainer.scheduler = make_scheduler(config, trainer.optimizer, phase)
         rule.set_phase(phase.name)
+        trainer.set_train_inputs(rule.phase_inputs(model, phase.name, trainer.train_x))
         summary = trainer.fit(ends[i], phase=phase.name, evaluate=phase.evaluate)
+    trainer.set_train_inputs(None)
     if len(phases) > 1:
         summary["phases"] = [
             {"name": phase.name, "epochs": phase.epochs, "last_epoch": end}

@@ -38,7 +38,7 @@ from bionn.core.checkpoint import (
 )
 from bionn.core.rule import LearningRule
 from bionn.data.loader import TensorLoader
-from bionn.errors import TrainingDiverged
+from bionn.errors import ConfigError, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,18 @@ class Trainer:
         self.global_step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
+
+    def set_train_inputs(self, x: torch.Tensor | None) -> None:
+        """Train on ``x`` (one row per training example, in the same order) instead of the
+        training inputs given at construction; None goes back to those. The targets, the
+        shuffling and its random state stay as they are."""
+        if x is None:
+            self.loader.x = self.train_x
+            return
+        if len(x) != len(self.train_x):
+            raise ConfigError(f"phase inputs have {len(x)} rows for {len(self.train_x)} "
+                              "training examples")
+        self.loader.x = x
 
     # -- checkpoints ---------------------------------------------------------------------
     @property

@@ -174,6 +174,12 @@ class KrotovConfig:
         metadata={"help": "top layer: krotov (tanh(beta S h), loss |c-t|^m) or linear "
                           "(cross-entropy on S h + b)"},
     )
+    cache_features: bool = field(
+        default=True,
+        metadata={"help": "compute the frozen features ReLU(W v)^n of the training set once "
+                          "for the supervised phase (hidden x examples numbers in memory) "
+                          "instead of for every batch of every epoch"},
+    )
     kernel: str = field(
         default="auto",
         metadata={"help": "the ranking and row update after the product: native (a C kernel "
@@ -200,6 +206,9 @@ class KrotovConfig:
                 raise ConfigError(f"{flag} must be a finite number {sign} {low}, got {value!r}")
             object.__setattr__(self, name, float(value))
 
+        if not isinstance(self.cache_features, bool):
+            raise ConfigError(f"--cache-features must be true or false, got "
+                              f"{self.cache_features!r}")
         positive_int("hidden", self.hidden)
         positive_int("k", self.k, 2)
         if self.k > self.hidden:
@@ -375,6 +384,8 @@ class KrotovHopfield(LearningRule):
         # which units won for at least one example since the last epoch_metrics call
         self._won: torch.Tensor | None = None
         self._warned_kernel = False
+        # whether the Trainer's batches in this phase are features h (see phase_inputs)
+        self._feature_inputs = False
 
     # -- phases ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[Phase]:
@@ -389,6 +400,21 @@ class KrotovHopfield(LearningRule):
         if name not in ("unsupervised", "supervised"):
             raise ConfigError(f"rule krotov has phases unsupervised and supervised, got {name!r}")
         self.phase = name
+        self._feature_inputs = False
+
+    def phase_inputs(
+        self, model: nn.Module, name: str, x: torch.Tensor
+    ) -> torch.Tensor | None:
+        """For the supervised phase, the frozen features h = ReLU(W v)^n of every training
+        example, computed once (``cache_features``); the phase's batches then carry h."""
+        if name != "supervised" or not self.config.cache_features:
+            return None
+        with torch.no_grad():
+            chunk = 1000
+            features = torch.cat([model.features(x[i:i + chunk])
+                                  for i in range(0, len(x), chunk)])
+        self._feature_inputs = True
+        return features
 
     def state_dict(self) -> dict[str, Any]:
         return {"phase": self.phase}
@@ -536,8 +562,11 @@ class KrotovHopfield(LearningRule):
     ) -> dict[str, float]:
         for param in model.parameters():
             param.grad = None
-        with torch.no_grad():
-            h = model.features(x)
+        if self._feature_inputs and x.dim() == 2 and x.shape[1] == model.W.shape[0]:
+            h = x  # features computed once for the phase (phase_inputs)
+        else:
+            with torch.no_grad():
+                h = model.features(x)
         out = model.head(h)
         loss = self.loss(out, y)
         loss.backward()
