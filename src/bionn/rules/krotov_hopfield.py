@@ -76,6 +76,9 @@ Deviations from the paper:
   between currents go to the lower unit index in the kernel; torch.topk leaves their order
   unspecified.
 - A non-finite update (NaN or inf in the inputs or in W) stops the run with TrainingDiverged.
+- In a run, the supervised phase gets the frozen features h of the whole training set, computed
+  once when the phase starts (``phase_inputs``, ``cache_features``), instead of computing them
+  for every batch of every epoch.
 """
 
 from __future__ import annotations
