@@ -191,6 +191,15 @@ def test_without_a_working_compiler_auto_falls_back_to_torch(fresh_build, tmp_pa
         forced.fill_grads(model, x, None)
 
 
+@needs_compiler
+def test_an_unwritable_cache_falls_back_with_a_reason(fresh_build, tmp_path, monkeypatch):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("BIONN_CACHE_DIR", str(blocked))
+    assert native.krotov_kernel() is None
+    assert "kernel cache" in native.unavailable_reason("krotov")
+
+
 def test_no_compiler_at_all_is_reported(fresh_build, monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler-anywhere")
     assert native.krotov_kernel() is None

@@ -76,13 +76,20 @@ def _cpu_signature() -> str:
 def _compile(compiler: str, source: Path, target: Path, flags: list[str]) -> str | None:
     """Builds ``source`` with ``flags`` into the shared library ``target``; returns an error text
     or None."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the kernel cache {target.parent}: {exc}"
     base = [compiler, "-O3", "-shared", "-fPIC", "-std=c99", *flags, "-I", str(source.parent)]
     errors = []
     # -march=native first (vector instructions of this CPU); plain -O3 if the compiler refuses
     for extra in (["-march=native"], []):
-        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as tmp:
-            partial = Path(tmp.name)
+        try:
+            with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so",
+                                             delete=False) as tmp:
+                partial = Path(tmp.name)
+        except OSError as exc:
+            return f"cannot write into the kernel cache {target.parent}: {exc}"
         try:
             done = subprocess.run(
                 [*base, *extra, "-o", str(partial), str(source), "-lm"],
