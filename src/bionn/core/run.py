@@ -239,7 +239,7 @@ def run_training(
             for phase, end in zip(phases, ends, strict=True)
         ]
     if plot:
-        from bionn.plots import plot_learning_curves
+        from bionn.plots.common import plot_learning_curves
 
         summary["plot"] = str(
             plot_learning_curves({rule.name: trainer.history}, run_dir / "curves.png")
@@ -278,7 +278,7 @@ def run_compare(
     """Train every rule in ``rules`` with the same config; return summaries and the plot path."""
     import json
 
-    from bionn.plots import plot_learning_curves
+    from bionn.plots.common import plot_learning_curves
 
     options_by_rule = split_options(rules, config.options)
     for name in rules:

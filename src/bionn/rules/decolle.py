@@ -330,7 +330,7 @@ class _SpikingRule(LearningRule):
         data: tuple[torch.Tensor, torch.Tensor],
     ) -> list[Path]:
         """A spike raster of every layer for the first test input; local losses per layer."""
-        from bionn.plots import plot_local_losses, plot_spike_raster
+        from bionn.plots.decolle import plot_local_losses, plot_spike_raster
 
         if not isinstance(model, LIFNetwork):
             return []

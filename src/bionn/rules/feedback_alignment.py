@@ -180,7 +180,7 @@ class FeedbackRule(LearningRule):
 
     def plots(self, model: nn.Module, history: list[dict], run_dir: Path,
               data: tuple[torch.Tensor, torch.Tensor]) -> list[Path]:
-        from bionn.plots import plot_feedback_alignment
+        from bionn.plots.feedback_alignment import plot_feedback_alignment
 
         title = f"{self.name}: alignment with backprop (Lillicrap et al. 2016, Fig. 2)"
         return [plot_feedback_alignment(history, Path(run_dir) / "alignment.png", title=title)]

@@ -622,7 +622,7 @@ class KrotovHopfield(LearningRule):
         run_dir: Path,
         data: tuple[torch.Tensor, torch.Tensor],
     ) -> list[Path]:
-        from bionn.plots import plot_receptive_fields, plot_synapse_norms
+        from bionn.plots.krotov_hopfield import plot_receptive_fields, plot_synapse_norms
 
         run_dir = Path(run_dir)
         paths = [

@@ -670,7 +670,7 @@ class PredictiveCoding(LearningRule):
         run_dir: Path,
         data: tuple[torch.Tensor, torch.Tensor],
     ) -> list[Path]:
-        from bionn.plots import plot_pc_angle, plot_pc_energy
+        from bionn.plots.predictive_coding import plot_pc_angle, plot_pc_energy
 
         paths = [plot_pc_energy(history, Path(run_dir) / "energy.png", self.name)]
         if any(r.get("angle_to_backprop_deg") is not None for r in history):
@@ -777,7 +777,7 @@ class GenerativePC(PredictiveCoding):
         run_dir: Path,
         data: tuple[torch.Tensor, torch.Tensor],
     ) -> list[Path]:
-        from bionn.plots import plot_class_images, plot_pc_energy
+        from bionn.plots.predictive_coding import plot_class_images, plot_pc_energy
 
         classes = model.sizes[0]
         labels = torch.arange(classes, device=next(model.parameters()).device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from bionn.plots import plot_learning_curves
+from bionn.plots.common import plot_learning_curves
 
 
 def test_learning_curves_png(tmp_path):
