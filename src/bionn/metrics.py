@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bionn.core.rule import LearningRule, trainable_parameters
+from bionn.functional.targets import count_correct
 
 EXACT_BACKWARD_ATTR = "use_exact_backward"
 
@@ -126,19 +127,32 @@ def evaluate_accuracy(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int = 1000,
+    batch_dims: tuple[int, int] = (0, 0),
 ) -> tuple[float, float]:
-    """Accuracy and mean loss of ``rule.predict`` over ``(x, y)``, in batches."""
+    """Accuracy and mean loss of ``rule.predict`` over ``(x, y)``, in batches.
+
+    ``batch_dims`` names the dimension of ``x`` and of ``y`` that indexes the examples
+    (``(1, 0)`` or ``(1, 1)`` for time-major sequences). Accuracy and loss are means over the
+    targets: one per example, or one per step that has a target (see
+    :mod:`bionn.functional.targets`).
+    """
     was_training = model.training
     model.eval()
     correct = 0
+    total = 0
     loss_sum = 0.0
+    dx, dy = batch_dims
+    n = x.shape[dx]
     try:
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            xb, yb = x.narrow(dx, start, size), y.narrow(dy, start, size)
             out = rule.predict(model, xb)
-            correct += int((out.argmax(1) == yb).sum())
-            loss_sum += float(rule.loss(out, yb)) * len(yb)
+            hits, count = (int(v) for v in count_correct(out, yb))
+            correct += hits
+            total += count
+            loss_sum += float(rule.loss(out, yb)) * count
     finally:
         model.train(was_training)
-    n = max(len(x), 1)
-    return correct / n, loss_sum / n
+    total = max(total, 1)
+    return correct / total, loss_sum / total

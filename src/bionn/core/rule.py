@@ -219,9 +219,15 @@ class Backprop(LearningRule):
 
 
 def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """``loss`` and the accuracy of ``output`` on labels ``y``, in one host transfer."""
+    """``loss`` and the accuracy of ``output`` on labels ``y``, in one host transfer.
+
+    ``y`` may also be sequence targets (see :mod:`bionn.functional.targets`).
+    """
+    from bionn.functional.targets import count_correct
+
     with torch.no_grad():
-        accuracy = (output.argmax(1) == y).to(loss.dtype).mean()
+        hits, count = count_correct(output, y)
+        accuracy = hits.to(loss.dtype) / count.clamp(min=1).to(loss.dtype)
         loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
     return {"loss": loss_value, "accuracy": accuracy_value}
 

@@ -195,6 +195,9 @@ def run_training(
     train_xy, test_xy, input_shape, num_classes = load_data(
         config, device, normalize=rule.normalize_inputs
     )
+    from bionn.data import dataset_batch_dims  # sequences are batched along dimension 1
+
+    batch_dims = dataset_batch_dims(config.dataset)
     torch.manual_seed(config.seed)
     model = rule.build_model(config.model, input_shape, num_classes, config.activation).to(device)
     ends = list(itertools.accumulate(phase.epochs for phase in phases))
@@ -219,6 +222,7 @@ def run_training(
         progress=progress,
         callbacks=callbacks,
         scheduler=make_scheduler(config, optimizer, phases[first]),
+        batch_dims=batch_dims,
     )
     if state is not None:
         # a checkpoint written at the end of the previous phase carries that phase's optimizer

@@ -75,6 +75,10 @@ class Trainer:
             backprop after each epoch (the first ones, so the batch is the same every epoch).
         callbacks: called with a :class:`StepInfo` after every optimizer step.
         scheduler: an optional learning-rate scheduler stepped once per epoch.
+        batch_dims: the dimension of the inputs and of the targets that indexes the
+            examples: ``(0, 0)`` by default, ``(1, 0)`` or ``(1, 1)`` for time-major
+            sequences (see :class:`~bionn.data.loader.TensorLoader`); batches, the angle
+            batch and evaluation all slice along them.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class Trainer:
         angle_batch_size: int = 500,
         callbacks: Sequence[Callable[[StepInfo], None]] = (),
         scheduler: Any | None = None,
+        batch_dims: tuple[int, int] = (0, 0),
     ) -> None:
         self.model = model
         self.rule = rule
@@ -100,13 +105,19 @@ class Trainer:
         self.train_x, self.train_y = train_data
         self.test_data = test_data
         self.device = self.train_x.device
+        self.batch_dims = (int(batch_dims[0]), int(batch_dims[1]))
         self.loader = TensorLoader(
-            self.train_x, self.train_y, batch_size=batch_size, shuffle=True, seed=seed
+            self.train_x, self.train_y, batch_size=batch_size, shuffle=True, seed=seed,
+            batch_dims=self.batch_dims,
         )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = dict(config or {})
         self.progress = progress
-        self.angle_batch = (self.train_x[:angle_batch_size], self.train_y[:angle_batch_size])
+        dx, dy = self.batch_dims
+        n_angle = min(angle_batch_size, self.train_x.shape[dx])
+        self.angle_batch = (
+            self.train_x.narrow(dx, 0, n_angle), self.train_y.narrow(dy, 0, n_angle)
+        )
         self.callbacks = list(callbacks)
         self.epoch = 0
         self.phase = "train"
@@ -121,9 +132,10 @@ class Trainer:
         if x is None:
             self.loader.x = self.train_x
             return
-        if len(x) != len(self.train_x):
-            raise ConfigError(f"phase inputs have {len(x)} rows for {len(self.train_x)} "
-                              "training examples")
+        dx = self.batch_dims[0]
+        if x.shape[dx] != self.train_x.shape[dx]:
+            raise ConfigError(f"phase inputs have {x.shape[dx]} rows for "
+                              f"{self.train_x.shape[dx]} training examples")
         self.loader.x = x
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -259,7 +271,9 @@ class Trainer:
             result["test_accuracy"] = None
             result["test_loss"] = None
         elif self.test_data is not None:
-            acc, loss = _metrics.evaluate_accuracy(self.rule, self.model, *self.test_data)
+            acc, loss = _metrics.evaluate_accuracy(
+                self.rule, self.model, *self.test_data, batch_dims=self.batch_dims
+            )
             result["test_accuracy"] = acc
             result["test_loss"] = loss
         if self.rule.supervised:
@@ -322,7 +336,7 @@ class Trainer:
         train_acc = None
         if evaluate:
             train_acc, _ = _metrics.evaluate_accuracy(
-                self.rule, self.model, self.train_x, self.train_y
+                self.rule, self.model, self.train_x, self.train_y, batch_dims=self.batch_dims
             )
         summary = dict(self.config)
         summary.update(

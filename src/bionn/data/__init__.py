@@ -3,7 +3,8 @@
 ``from bionn.data import MNIST, load_dataset, TensorLoader``. See :mod:`bionn.data.datasets`
 for the data sets and :mod:`bionn.data.download` for checksums and verified downloads;
 :mod:`bionn.data.spikes` for spike encoders and :mod:`bionn.data.nmnist` for N-MNIST event
-streams.
+streams; :mod:`bionn.data.sequences` for sequence data (UCR/UEA ``.ts`` problems and synthetic
+tasks, time-major).
 """
 
 from bionn.data.datasets import (
@@ -15,18 +16,42 @@ from bionn.data.datasets import (
     FashionMNISTSpikes,
     ImageDataset,
     MNISTSpikes,
+    dataset_batch_dims,
     download_dataset,
     load_dataset,
+    parse_dataset_spec,
     resolve_root,
     verify_dataset,
 )
 from bionn.data.download import FileCheck, download_file, sha256_file
 from bionn.data.loader import TensorLoader
 from bionn.data.nmnist import NMNIST, Events, ToFrames, read_nmnist_file, to_frames
+from bionn.data.sequences import (
+    AddTask,
+    BasicMotions,
+    CopyTask,
+    GunPoint,
+    ItalyPowerDemand,
+    JapaneseVowels,
+    PatternGeneration,
+    SequenceDataset,
+    read_ts,
+)
 from bionn.data.spikes import encode, encode_steps, latency_encode, poisson_encode
 
 __all__ = [
+    "AddTask",
+    "BasicMotions",
     "CIFAR10",
+    "CopyTask",
+    "GunPoint",
+    "ItalyPowerDemand",
+    "JapaneseVowels",
+    "PatternGeneration",
+    "SequenceDataset",
+    "dataset_batch_dims",
+    "parse_dataset_spec",
+    "read_ts",
     "DATASETS",
     "MNIST",
     "MNISTSpikes",

@@ -47,7 +47,9 @@ __all__ = [
     "MNIST",
     "MNISTSpikes",
     "download_dataset",
+    "dataset_batch_dims",
     "load_dataset",
+    "parse_dataset_spec",
     "resolve_root",
     "verify_dataset",
 ]
@@ -532,7 +534,7 @@ class Digits(ImageDataset):
 
 # --- registry ------------------------------------------------------------------------------
 
-DATASETS: dict[str, type[ImageDataset]] = {
+DATASETS: dict[str, type] = {
     "digits": Digits,
     "mnist": MNIST,
     "fashion-mnist": FashionMNIST,
@@ -542,7 +544,56 @@ DATASETS: dict[str, type[ImageDataset]] = {
 }
 
 
-def _dataset_class(name: str) -> type[ImageDataset]:
+# the sequence data sets (bionn.data.sequences imports resolve_root from this module)
+from bionn.data.sequences import SEQUENCE_DATASETS  # noqa: E402
+
+DATASETS.update(SEQUENCE_DATASETS)
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``name`` or ``name:key=value,key=value`` into the name and typed parameters.
+
+    The parameters are those the data set declares (its ``parameters`` class data: name, type
+    and default); an unknown name, an unknown key or a value of the wrong type raises
+    :class:`~bionn.errors.DatasetError` saying what is allowed.
+    """
+    if not isinstance(spec, str):
+        raise DatasetError(f"a data set is named by a string, got {spec!r}")
+    name, sep, rest = spec.partition(":")
+    cls = _dataset_class(name)
+    declared = {p.name: p for p in getattr(cls, "parameters", ())}
+    params: dict[str, Any] = {}
+    if not sep:
+        return name, params
+    if not declared:
+        raise DatasetError(f"data set {name} takes no parameters, got {spec!r}")
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise DatasetError(f"{spec!r}: expected key=value, got {item!r}")
+        if key not in declared:
+            raise DatasetError(
+                f"data set {name} has no parameter {key!r}; it takes: {', '.join(declared)}"
+            )
+        kind = declared[key].kind
+        try:
+            params[key] = kind(value.strip())
+        except ValueError:
+            raise DatasetError(
+                f"{spec!r}: {key} must be {kind.__name__}, got {value.strip()!r}"
+            ) from None
+    return name, params
+
+
+def dataset_batch_dims(spec: str) -> tuple[int, int]:
+    """The dimension of the inputs and of the targets that indexes the examples: ``(0, 0)``
+    for the image sets, ``(1, 0)`` or ``(1, 1)`` for time-major sequences."""
+    name, _ = parse_dataset_spec(spec)
+    return tuple(getattr(DATASETS[name], "batch_dims", (0, 0)))
+
+
+def _dataset_class(name: str) -> type:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
@@ -555,9 +606,14 @@ def load_dataset(
     root: str | os.PathLike[str] | None = None,
     train: bool = True,
     download: bool = False,
-) -> ImageDataset:
-    """Load the ``train`` (or test) split of the data set called ``name`` (see ``DATASETS``)."""
-    return _dataset_class(name)(root=root, train=train, download=download)
+):
+    """Load the ``train`` (or test) split of the data set ``name`` (see ``DATASETS``).
+
+    ``name`` may carry parameters, ``copy:delay=40,symbols=8`` (see
+    :func:`parse_dataset_spec`).
+    """
+    base, params = parse_dataset_spec(name)
+    return _dataset_class(base)(root=root, train=train, download=download, **params)
 
 
 def download_dataset(
@@ -567,9 +623,9 @@ def download_dataset(
 
     Files already present with the right sha256 are kept. Digits has no files: ``[]``.
     """
-    return _dataset_class(name).download(root, progress=progress)
+    return _dataset_class(parse_dataset_spec(name)[0]).download(root, progress=progress)
 
 
 def verify_dataset(name: str, root: str | os.PathLike[str] | None = None) -> list[FileCheck]:
     """Check every file of ``name`` under the data root against its sha256 (Digits: ``[]``)."""
-    return _dataset_class(name).verify(root)
+    return _dataset_class(parse_dataset_spec(name)[0]).verify(root)

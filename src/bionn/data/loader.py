@@ -26,6 +26,7 @@ class TensorLoader:
         generator: the random source for shuffling; created from ``seed`` when omitted.
         seed: seed of the generator created when ``generator`` is None.
         drop_last: skip a final incomplete batch.
+        batch_dims: the dimension of ``x`` and of ``y`` that indexes the examples.
     """
 
     def __init__(
@@ -37,9 +38,14 @@ class TensorLoader:
         generator: torch.Generator | None = None,
         seed: int = 0,
         drop_last: bool = False,
+        batch_dims: tuple[int, int] = (0, 0),
     ) -> None:
-        if len(x) != len(y):
-            raise ConfigError(f"inputs and targets differ in length: {len(x)} != {len(y)}")
+        self.batch_dims = (int(batch_dims[0]), int(batch_dims[1]))
+        if x.shape[self.batch_dims[0]] != y.shape[self.batch_dims[1]]:
+            raise ConfigError(
+                f"inputs and targets differ in length: {x.shape[self.batch_dims[0]]} != "
+                f"{y.shape[self.batch_dims[1]]}"
+            )
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
         self.x = x
@@ -53,18 +59,19 @@ class TensorLoader:
         self.generator = generator
 
     def __len__(self) -> int:
-        n = len(self.x)
+        n = self.x.shape[self.batch_dims[0]]
         if self.drop_last:
             return n // self.batch_size
         return (n + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
+        dx, dy = self.batch_dims
+        n = self.x.shape[dx]
         stop = n - n % self.batch_size if self.drop_last else n
         if not self.shuffle:
             for start in range(0, stop, self.batch_size):
-                end = start + self.batch_size
-                yield self.x[start:end], self.y[start:end]
+                size = min(self.batch_size, n - start)
+                yield self.x.narrow(dx, start, size), self.y.narrow(dy, start, size)
             return
         # Gather each batch with index_select rather than permuting the whole tensor up front:
         # the same bytes move, but without allocating and first-touching a full copy of the
@@ -72,4 +79,4 @@ class TensorLoader:
         order = torch.randperm(n, generator=self.generator).to(self.x.device)
         for start in range(0, stop, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield self.x.index_select(0, idx), self.y.index_select(0, idx.to(self.y.device))
+            yield self.x.index_select(dx, idx), self.y.index_select(dy, idx.to(self.y.device))

@@ -11,15 +11,25 @@ from bionn.plots.decolle import plot_local_losses, plot_spike_raster
 from bionn.plots.feedback_alignment import plot_feedback_alignment
 from bionn.plots.krotov_hopfield import plot_receptive_fields, plot_synapse_norms
 from bionn.plots.predictive_coding import plot_class_images, plot_pc_angle, plot_pc_energy
+from bionn.plots.temporal_credit import (
+    plot_cost_per_step,
+    plot_credit_horizon,
+    plot_learning_curves_side_by_side,
+    plot_sequence_outputs,
+)
 
 __all__ = [
     "plot_class_images",
+    "plot_cost_per_step",
+    "plot_credit_horizon",
     "plot_feedback_alignment",
     "plot_learning_curves",
+    "plot_learning_curves_side_by_side",
     "plot_local_losses",
     "plot_pc_angle",
     "plot_pc_energy",
     "plot_receptive_fields",
+    "plot_sequence_outputs",
     "plot_spike_raster",
     "plot_synapse_norms",
 ]

@@ -4,6 +4,18 @@
 ``bionn rules`` and can be trained with ``bionn train --rule NAME``.
 """
 
-from bionn.rules import decolle, feedback_alignment, krotov_hopfield, predictive_coding
+from bionn.rules import (
+    decolle,
+    feedback_alignment,
+    krotov_hopfield,
+    predictive_coding,
+    temporal_credit,
+)
 
-__all__ = ["decolle", "feedback_alignment", "krotov_hopfield", "predictive_coding"]
+__all__ = [
+    "decolle",
+    "feedback_alignment",
+    "krotov_hopfield",
+    "predictive_coding",
+    "temporal_credit",
+]
