@@ -26,7 +26,7 @@ def test_dense_layer_matches_the_recurrences_written_out():
     expected = []
     for t in range(12):
         u = p @ w.t() + b - 0.9 * r
-        s = (u >= 0).double()
+        s = (u > 0).double()
         p, q = 0.8 * p + 0.2 * q, 0.7 * q + 0.3 * x[t]
         r = 0.5 * r + 0.5 * s
         expected.append(s)
