@@ -331,3 +331,20 @@ def test_plots_draw_a_raster_and_local_losses(tmp_path):
     paths = rule.plots(model, history, tmp_path, (torch.rand(3, 1, 8, 8), torch.zeros(3)))
     assert [p.name for p in paths] == ["spikes.png", "local_losses.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_snn_bptt_detach_reset_reaches_every_layer():
+    # the gradient itself is checked against autograd in tests/nn/test_lif.py (both variants)
+    grads = {}
+    for detach in (False, True):
+        rule = SNNBPTT(SNNBPTTConfig(surrogate_scale=K, detach_reset=detach))
+        net = rule.build_model("mlp:12,9", (1, 4, 4), 4)
+        assert all(layer.params.detach_reset is detach for layer in net.layers)
+        torch.manual_seed(0)
+        x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 4, (6,))
+        torch.manual_seed(1)
+        rule.fill_grads(net, x, y)
+        grads[detach] = net.layers[0].synapse.weight.grad.clone()
+    assert grads[False].shape == grads[True].shape
+    with pytest.raises(ConfigError, match="--detach-reset"):
+        SNNBPTTConfig(detach_reset="yes")
