@@ -331,6 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"{exc.filename}: " if exc.filename else ""
         print(f"bionn: error: {name}{exc.strerror or exc}"[:400], file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as exc:
+        if "null byte" not in str(exc):
+            raise
+        print("bionn: error: a path given holds a NUL byte, which no path may", file=sys.stderr)
+        return EXIT_USAGE
     except (MemoryError, RuntimeError) as exc:
         from bionn.core.resources import allocation_failure
 

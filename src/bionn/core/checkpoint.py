@@ -8,6 +8,7 @@ leaves either the old or the new checkpoint, never a torn one.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
@@ -22,12 +23,46 @@ from bionn.errors import CheckpointError
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+DIGEST_KEY = "sha256"
+"""The key under which a checkpoint stores the sha256 of its own content."""
+
+
+def _digest(obj: Any, h: Any) -> None:
+    """Feed ``obj`` (tensors, dicts, lists, tuples and plain values) into the hash ``h``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            _digest(key, h)
+            _digest(obj[key], h)
+    elif isinstance(obj, list | tuple):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}".encode())
+        for item in obj:
+            _digest(item, h)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def content_digest(state: dict[str, Any]) -> str:
+    """The sha256 of a checkpoint's content (every tensor's bytes and every plain value)."""
+    h = hashlib.sha256()
+    _digest(state, h)
+    return h.hexdigest()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename).
+
+    The file also holds the sha256 of the content (key :data:`DIGEST_KEY`), so a flipped bit
+    anywhere, even inside a tensor, is found when it is loaded.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        torch.save({**state, DIGEST_KEY: content_digest(state)}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -68,9 +103,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's extra lines about weights_only
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
         raise _read_error(path, exc) from None
+    if isinstance(state, dict) and DIGEST_KEY in state:
+        state = dict(state)
+        stored = state.pop(DIGEST_KEY)
+        try:
+            found = content_digest(state)
+        except Exception:  # noqa: BLE001 - anything unhashable is damage too
+            found = None
+        if found != stored:
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: truncated or damaged (its content does not "
+                "match the sha256 it was saved with)"
+            )
+    return state
 
 
 NOT_OURS = "not a bionn checkpoint, or damaged; bionn never unpickles code"

@@ -83,6 +83,9 @@ class TrainConfig:
             if value is not None and not isinstance(value, str):
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a folder path, got {value!r}")
+            if isinstance(value, str) and "\x00" in value:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} holds a NUL byte, which no path may: {value!r}")
         if not isinstance(self.download, bool):
             raise ConfigError(f"download must be true or false, got {self.download!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -140,6 +143,8 @@ def read_config_text(path: Path) -> str:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError(f"cannot read config file {str(path)!r}: a NUL in its name") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a bionn "
