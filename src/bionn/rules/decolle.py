@@ -68,6 +68,9 @@ Deviations from the paper
 - The surrogate is the fast sigmoid ``1 / (1 + 10|U|)^2`` by default (the default of the
   reference code's ``LIFLayer``); ``--surrogate boxcar`` is the reference code's
   ``SmoothStep`` (slope 1 on ``|U| < 0.5``) and ``--surrogate sigmoid`` its ``SigmoidStep``.
+- ``Theta(U)`` is 1 for ``U > 0`` strictly (snnTorch, Norse), so a neuron with zero drive
+  is silent; ``snn-bptt --detach-reset`` treats the spikes entering the reset trace ``R``
+  (D4) as constants in BPTT, snnTorch's default (off: differentiate through the reset).
 - The regularisers follow the reference code: ``lambda_1 mean relu(U + 0.01)`` and
   ``lambda_2 mean relu(0.1 - sigmoid(U))`` per layer (its ``DECOLLELoss``; off by default).
 - The fixed readouts are drawn from ``U(-a, a)``, ``a = readout_scale / sqrt(N_l)``; the
