@@ -221,6 +221,7 @@ def test_krotov_summary_names_the_network_it_trained(capsys, tmp_path):
 
     code, out, err = bionn(capsys, "train", "--rule", "krotov", "--dataset", "digits",
                            "--hidden", 20, "--unsupervised-epochs", 1, "--epochs", 1,
+                           "--kernel", "torch",
                            "--no-progress", "--out", tmp_path / "k")
     assert code == 0, err
     assert json.loads((tmp_path / "k" / "summary.json").read_text())["model"] == (

@@ -164,7 +164,7 @@ def test_compare_with_generated_arguments_runs_or_refuses_in_one_line(rules, pai
     _check_contract(code, err)
 
 
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=10, **SETTINGS)
 @given(out=st.one_of(st.text(max_size=300), st.just("a" * 300), st.just("x\x00y")))
 def test_hostile_output_folder_names(out):
     CASES["output folder names"] += 1
@@ -236,7 +236,7 @@ def test_generated_config_files_run_or_are_refused_in_one_line(content, command)
 
 # -- data ---------------------------------------------------------------------------------------
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=25, **SETTINGS)
 @given(name=st.one_of(st.sampled_from(["mnist", "fashion-mnist", "cifar10", "digits"]), _text),
        root=st.sampled_from(["missing", "file", "empty", "dir-as-file", "nul"]))
 def test_data_verify_with_generated_names_and_roots(name, root):
