@@ -78,12 +78,14 @@ def _add_rule_option_flags(p: argparse.ArgumentParser) -> None:
         text = spec.help
         if len(spec.rules) > 1:
             text = f"{text} [rules: {', '.join(spec.rules)}]"
+        switch = {"nargs": "?", "const": "true"} if spec.kind == "bool" else {}
         groups[owner].add_argument(
             *spec.flags,
             dest=f"opt__{spec.name}",
             default=argparse.SUPPRESS,
             metavar=spec.kind.upper().replace("TUPLE[", "").replace("]", ",..."),
             help=text.replace("%", "%%"),
+            **switch,
         )
 
 
@@ -100,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
     p = sub.add_parser("train", help="train one rule")
-    p.add_argument("--rule", default=argparse.SUPPRESS, help="rule name (see `bionn rules`)")
+    p.add_argument(
+        "--rule", default=argparse.SUPPRESS,
+        help="rule name (see `bionn rules`); without it, bp (backprop) is trained, and said so",
+    )
     _add_budget_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
 
@@ -209,6 +214,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(values["out"], values)
     else:
         config = TrainConfig(**values)
+        if "rule" not in values:  # said first, on stdout: stderr is kept for errors
+            print(f"no --rule given: training {config.rule} (backprop), the default", flush=True)
     summary = run_training(config, resume=args.resume, progress=not args.no_progress)
     print(
         f"{summary['rule']} on {summary['dataset']} ({summary['model']}, {summary['epochs']} "
@@ -278,7 +285,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(f"ok       {c.path}")
         elif c.found is None:
             bad += 1
-            print(f"missing  {c.path}")
+            print(f"{'not a regular file' if c.path.exists() else 'missing'}  {c.path}")
         else:
             bad += 1
             print(f"corrupt  {c.path}  expected sha256 {c.expected}, found {c.found}")
@@ -287,7 +294,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if bad:
         where = f" --data-dir {args.data_dir}" if args.data_dir else ""
         print(
-            f"bionn: error: {bad} file(s) of {args.name} missing or corrupt; run "
+            f"bionn: error: {bad} file(s) of {args.name} missing, corrupt or not regular files; "
+            f"run "
             f"`bionn data download {args.name}{where}` to fetch them",
             file=sys.stderr,
         )
@@ -318,6 +326,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DIVERGED
     except BionnError as exc:
         print(f"bionn: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file the input names that cannot be used (too long a name, ...)
+        name = f"{exc.filename}: " if exc.filename else ""
+        print(f"bionn: error: {name}{exc.strerror or exc}"[:400], file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        if "null byte" not in str(exc):
+            raise
+        print("bionn: error: a path given holds a NUL byte, which no path may", file=sys.stderr)
+        return EXIT_USAGE
+    except (MemoryError, RuntimeError) as exc:
+        from bionn.core.resources import allocation_failure
+
+        error = allocation_failure(exc)
+        if error is None:
+            raise
+        print(f"bionn: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bionn: interrupted", file=sys.stderr)

@@ -24,5 +24,13 @@ class ChecksumError(DatasetError):
     """A data file whose sha256 differs from the published one."""
 
 
+class CheckpointError(BionnError):
+    """A checkpoint that is missing, damaged, foreign or does not fit the run resuming it."""
+
+
+class ResourceError(BionnError):
+    """A request that cannot fit in this machine's memory (the message says how much)."""
+
+
 class TrainingDiverged(BionnError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights left any finite range; the last good checkpoint is kept."""

@@ -26,7 +26,7 @@ def test_dense_layer_matches_the_recurrences_written_out():
     expected = []
     for t in range(12):
         u = p @ w.t() + b - 0.9 * r
-        s = (u >= 0).double()
+        s = (u > 0).double()
         p, q = 0.8 * p + 0.2 * q, 0.7 * q + 0.3 * x[t]
         r = 0.5 * r + 0.5 * s
         expected.append(s)
@@ -143,3 +143,83 @@ def test_silent_input_columns_can_be_skipped_exactly():
     for a, b in zip(g_full, g_part, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert g_full[0].abs().sum() > 0 and not g_part[0][:, [1, 4, 5]].any()
+
+
+def test_zero_weights_and_bias_never_fire():
+    # U = 0 exactly at every step: strictly above the threshold is needed to fire
+    params = LIFParameters(alpha=0.8, beta=0.7, gamma=0.5, rho=0.9)
+    layer = LIFLinear(6, 4, params)
+    net = LIFNetwork([layer], 3, timesteps=5, burn_in=0, encoder="none")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    x = (torch.rand(7, 2, 6) < 0.5).float()
+    assert layer.run(x).sum() == 0
+    state = None
+    for t in range(7):
+        s, state = layer(x[t], state)
+        assert s.sum() == 0 and torch.equal(state.u, torch.zeros_like(state.u))
+    assert net.spike_trains(x.transpose(0, 1))[0].sum() == 0
+
+
+class _HandSpike(torch.autograd.Function):
+    """Heaviside (U > 0) forward, the fast sigmoid 1 / (1 + k|U|)^2 backward (k = 10)."""
+
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (u,) = ctx.saved_tensors
+        return g / (1 + 10.0 * u.abs()) ** 2
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_reset_gradient_with_and_without_detaching_matches_autograd(detach_reset):
+    # oracle: the recurrences written out here, differentiated by autograd, with the reset's
+    # spikes detached (snnTorch's default) or not
+    torch.manual_seed(3)
+    params = LIFParameters(alpha=0.8, beta=0.7, gamma=0.5, rho=0.9, detach_reset=detach_reset)
+    layer = LIFLinear(5, 4, params).double()
+    with torch.no_grad():
+        layer.synapse.weight.mul_(4.0)
+    x = (torch.rand(12, 3, 5) < 0.6).double()
+    target = torch.randn(12, 3, 4, dtype=torch.float64)
+    got = torch.autograd.grad((layer.run(x) * target).sum(), list(layer.parameters()))
+
+    w, b = (p.detach().clone().requires_grad_() for p in layer.parameters())
+    p = q = torch.zeros(3, 5, dtype=torch.float64)
+    r = torch.zeros(3, 4, dtype=torch.float64)
+    loss = 0.0
+    for t in range(12):
+        s = _HandSpike.apply(p @ w.t() + b - 0.9 * r)
+        loss = loss + (s * target[t]).sum()
+        p, q = 0.8 * p + 0.2 * q, 0.7 * q + 0.3 * x[t]
+        r = 0.5 * r + 0.5 * (s.detach() if detach_reset else s)
+    expected = torch.autograd.grad(loss, [w, b])
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+        assert a.abs().sum() > 0
+    # the step-by-step path (lif_step) gives the same gradients
+    state, out = None, []
+    for t in range(12):
+        s, state = layer(x[t], state)
+        out.append(s)
+    stepped = torch.autograd.grad((torch.stack(out) * target).sum(), list(layer.parameters()))
+    for a, e in zip(stepped, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_detaching_the_reset_changes_the_gradient():
+    torch.manual_seed(3)
+    grads = []
+    for detach in (False, True):
+        torch.manual_seed(3)
+        layer = LIFLinear(5, 4, LIFParameters(gamma=0.5, rho=0.9, detach_reset=detach)).double()
+        with torch.no_grad():
+            layer.synapse.weight.mul_(4.0)
+        x = (torch.rand(12, 3, 5) < 0.6).double()
+        grads.append(torch.autograd.grad(layer.run(x).sum(), [layer.synapse.weight])[0])
+    assert not torch.allclose(grads[0], grads[1])

@@ -19,7 +19,7 @@ from bionn.data import load_dataset
 from bionn.errors import ConfigError
 from bionn.functional.lif import LIFParameters
 from bionn.nn.lif import LIFLinear, LIFNetwork
-from bionn.rules.decolle import DECOLLE, SNNBPTT, DecolleConfig, SpikingConfig
+from bionn.rules.decolle import DECOLLE, SNNBPTT, DecolleConfig, SNNBPTTConfig, SpikingConfig
 
 ALPHA, BETA, GAMMA, RHO, K = 0.8, 0.7, 0.6, 0.9, 4.0
 PARAMS = LIFParameters(alpha=ALPHA, beta=BETA, gamma=GAMMA, rho=RHO, surrogate_scale=K)
@@ -61,7 +61,7 @@ def hand_decolle(net, x, y, local_loss, lr, reg_high=0.0):
         spikes = []
         for i in range(len(ws)):
             u = p[i] @ ws[i].t() + bs[i] - RHO * r[i]
-            s = (u >= 0).double()
+            s = (u > 0).double()
             if t >= net.burn_in:
                 yl = s @ gs[i].t()
                 if local_loss == "ce":
@@ -167,7 +167,7 @@ class _TestSpike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u):
         ctx.save_for_backward(u)
-        return (u >= 0).double()
+        return (u > 0).double()
 
     @staticmethod
     def backward(ctx, g):
@@ -310,7 +310,7 @@ def test_config_is_validated_with_the_flag_name():
     with pytest.raises(ConfigError, match="spiking rule"):
         DECOLLE().build_model("resnet", (1, 8, 8), 10, "relu")
     assert rule_info("decolle").config_class is DecolleConfig
-    assert rule_info("snn-bptt").config_class is SpikingConfig
+    assert rule_info("snn-bptt").config_class is SNNBPTTConfig
 
 
 def test_model_specs_map_to_the_documented_networks():
@@ -331,3 +331,20 @@ def test_plots_draw_a_raster_and_local_losses(tmp_path):
     paths = rule.plots(model, history, tmp_path, (torch.rand(3, 1, 8, 8), torch.zeros(3)))
     assert [p.name for p in paths] == ["spikes.png", "local_losses.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_snn_bptt_detach_reset_reaches_every_layer():
+    # the gradient itself is checked against autograd in tests/nn/test_lif.py (both variants)
+    grads = {}
+    for detach in (False, True):
+        rule = SNNBPTT(SNNBPTTConfig(surrogate_scale=K, detach_reset=detach))
+        net = rule.build_model("mlp:12,9", (1, 4, 4), 4)
+        assert all(layer.params.detach_reset is detach for layer in net.layers)
+        torch.manual_seed(0)
+        x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 4, (6,))
+        torch.manual_seed(1)
+        rule.fill_grads(net, x, y)
+        grads[detach] = net.layers[0].synapse.weight.grad.clone()
+    assert grads[False].shape == grads[True].shape
+    with pytest.raises(ConfigError, match="--detach-reset"):
+        SNNBPTTConfig(detach_reset="yes")

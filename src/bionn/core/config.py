@@ -83,6 +83,9 @@ class TrainConfig:
             if value is not None and not isinstance(value, str):
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a folder path, got {value!r}")
+            if isinstance(value, str) and "\x00" in value:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} holds a NUL byte, which no path may: {value!r}")
         if not isinstance(self.download, bool):
             raise ConfigError(f"download must be true or false, got {self.download!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -126,16 +129,43 @@ CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "options")
 """The run-level keys (flags and TOML keys); rule options come from the rule registry."""
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file read (1 MiB): a run's settings are a few hundred bytes."""
+
+
+def read_config_text(path: Path) -> str:
+    """The text of the config file ``path``: at most :data:`MAX_CONFIG_BYTES`, UTF-8.
+
+    A device such as ``/dev/zero`` is read only up to the limit, never to the end.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError(f"cannot read config file {str(path)!r}: a NUL in its name") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a bionn "
+            "config file (TOML of a few lines)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); TOML files are UTF-8"
+        ) from None
+
+
 def read_toml(path: str | Path, allowed: tuple[str, ...] = CONFIG_KEYS) -> dict[str, Any]:
     """Read a TOML config file into ``{field: value}``; keys may use dashes or underscores.
 
     Unknown keys and malformed files raise :class:`ConfigError` naming the problem.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    text = read_config_text(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

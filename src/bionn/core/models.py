@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from bionn.core.resources import FLOAT_BYTES, check_memory
 from bionn.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -29,6 +30,14 @@ def make_activation(name: str) -> nn.Module:
     except KeyError:
         valid = ", ".join(sorted(ACTIVATIONS))
         raise ConfigError(f"unknown activation {name!r}; choose one of: {valid}") from None
+
+
+def check_network_memory(sizes: Sequence[int], device: torch.device | str = "cpu") -> None:
+    """Refuse, before allocating it, a fully connected network ``sizes`` that cannot fit."""
+    count = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    shape = "-".join(str(s) for s in sizes) if len(sizes) <= 8 else (
+        f"{sizes[0]}-...-{sizes[-1]} ({len(sizes) - 2} hidden layers)")
+    check_memory(count * FLOAT_BYTES, f"the network {shape} ({count:.3g} parameters)", device)
 
 
 class MLP(nn.Module):
@@ -54,6 +63,7 @@ class MLP(nn.Module):
         if any(int(s) <= 0 for s in sizes):
             raise ConfigError(f"every layer size must be positive, got {sizes}")
         self.sizes = tuple(int(s) for s in sizes)
+        check_network_memory(self.sizes)
         self.linears = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True)
         )

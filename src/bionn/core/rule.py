@@ -142,6 +142,11 @@ class LearningRule:
 
         return build_model(spec, input_shape, num_classes, activation)
 
+    def model_name(self, spec: str, model: nn.Module) -> str:
+        """The network trained, as ``summary.json`` records it: by default the ``--model``
+        spec; a rule whose :meth:`build_model` ignores the spec names what it built."""
+        return spec
+
     def phases(self, epochs: int) -> list[Phase]:
         """The run's phases; by default one phase, ``train``, of ``epochs`` epochs."""
         return [Phase("train", epochs)]

@@ -17,12 +17,17 @@ from typing import Any
 
 import torch
 
-from bionn.core.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from bionn.core.checkpoint import (
+    CHECKPOINT_NAME,
+    check_checkpoint,
+    check_model_state,
+    load_checkpoint,
+)
 from bionn.core.config import DEFAULT_LR, TrainConfig
 from bionn.core.registry import make_rule
 from bionn.core.rule import Phase
 from bionn.core.trainer import StepInfo, Trainer
-from bionn.errors import BionnError, ConfigError
+from bionn.errors import BionnError, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +48,31 @@ def resolve_device(name: str) -> torch.device:
 def prepare_run_dir(path: str | Path, resume: bool, command: str = "train") -> Path:
     """Create (or check) a run folder, failing with a clear message if it cannot be written."""
     path = Path(path)
-    if resume:
-        if not (path / CHECKPOINT_NAME).is_file():
-            raise BionnError(f"--resume: no checkpoint in {path}; nothing to resume")
-    elif (path / CHECKPOINT_NAME).exists() or (
-        command == "compare" and path.is_dir() and any(path.iterdir())
-    ):
-        hint = "pass --resume to continue it or " if command == "train" else ""
-        raise BionnError(f"{path} already holds a run; {hint}choose another --out")
+    try:
+        if resume:
+            if not (path / CHECKPOINT_NAME).exists():
+                raise BionnError(f"--resume: no checkpoint in {path}; nothing to resume")
+        elif (path / CHECKPOINT_NAME).exists() or (
+            command == "compare" and path.is_dir() and any(path.iterdir())
+        ):
+            hint = "pass --resume to continue it or " if command == "train" else ""
+            raise BionnError(f"{path} already holds a run; {hint}choose another --out")
+        if path.exists() and not path.is_dir():
+            raise BionnError(f"output folder {path} exists and is not a folder")
+    except OSError as exc:  # a name too long for the file system, a loop of links, ...
+        raise BionnError(f"bad output folder {str(path)[:80]!r}: {exc.strerror}") from None
+    existed = path.is_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
+        if existed:
+            raise BionnError(
+                f"cannot write to output folder {path}: it exists, but creating a file in it "
+                f"fails ({exc.strerror})"
+            ) from None
         raise BionnError(f"cannot write to output folder {path}: {exc.strerror}") from None
     return path
 
@@ -141,7 +157,8 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
     Only ``epochs`` (to train longer), ``device``, ``data_dir`` and ``download`` may change
     on resume; anything else would make it a different run.
     """
-    state = load_checkpoint(Path(out) / CHECKPOINT_NAME)
+    path = Path(out) / CHECKPOINT_NAME
+    state = check_checkpoint(load_checkpoint(path), path)
     saved = {k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__}
     changeable = {"epochs", "device", "data_dir", "download"}
     for key, value in (overrides or {}).items():
@@ -165,7 +182,12 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
                 f"got {value!r} (only {', '.join(sorted(changeable))} may change)"
             )
     saved["out"] = str(out)
-    return TrainConfig(**saved)
+    stored = {k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__}
+    try:
+        TrainConfig(**{**stored, "out": str(out)})
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} holds a config bionn refuses: {exc}") from None
+    return TrainConfig(**saved)  # a bad override (--epochs 0) is refused as it would be anew
 
 
 def run_training(
@@ -191,7 +213,13 @@ def run_training(
     state = None
     if resume:
         prepare_run_dir(run_dir, resume)
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+        path = run_dir / CHECKPOINT_NAME
+        state = check_checkpoint(load_checkpoint(path, map_location=device), path)
+        if state["epoch"] > sum(phase.epochs for phase in phases):
+            raise ConfigError(
+                f"--epochs {config.epochs} is below the {state['epoch']} epochs the run in "
+                f"{run_dir} has done; --resume can only train longer"
+            )
     train_xy, test_xy, input_shape, num_classes = load_data(
         config, device, normalize=rule.normalize_inputs
     )
@@ -218,7 +246,8 @@ def run_training(
         batch_size=config.batch_size,
         run_dir=run_dir,
         seed=config.seed,
-        config=config.replace(out=str(run_dir)).to_dict(),
+        config={**config.replace(out=str(run_dir)).to_dict(),
+                "model": rule.model_name(config.model, model)},
         progress=progress,
         callbacks=callbacks,
         scheduler=make_scheduler(config, optimizer, phases[first]),
@@ -226,7 +255,8 @@ def run_training(
     )
     if state is not None:
         # a checkpoint written at the end of the previous phase carries that phase's optimizer
-        trainer.resume(state, optimizer=state.get("phase", "train") == phases[first].name)
+        resume_from(trainer, state, run_dir / CHECKPOINT_NAME,
+                    optimizer=state.get("phase", "train") == phases[first].name)
     summary: dict[str, Any] = {}
     for i in range(first, len(phases)):
         phase = phases[i]
@@ -252,6 +282,19 @@ def run_training(
     if extra:
         summary["plots"] = [str(path) for path in extra]
     return summary
+
+
+def resume_from(trainer: Trainer, state: dict[str, Any], path: Path, optimizer: bool) -> None:
+    """``trainer.resume(state)``, with a checkpoint that does not fit the run refused in one
+    line (the model is compared first, key by key and shape by shape)."""
+    check_model_state(trainer.model, state["model"], path, trainer.rule.name)
+    try:
+        trainer.resume(state, optimizer=optimizer)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this run (rule {trainer.rule.name!r}): {detail}"
+        ) from None
 
 
 def split_options(

@@ -36,6 +36,7 @@ from bionn.core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from bionn.core.divergence import check_divergence, format_duration
 from bionn.core.rule import LearningRule
 from bionn.data.loader import TensorLoader
 from bionn.errors import ConfigError, TrainingDiverged
@@ -305,6 +306,7 @@ class Trainer:
         self.elapsed += time.perf_counter() - start
         record["epoch_time_s"] = train_time
         record["wall_time_s"] = self.elapsed
+        check_divergence(self.model, self.history, record, self.checkpoint_path, self.epoch)
         self.history.append(record)
         self.epoch = epoch
         if self.run_dir is not None:
@@ -368,6 +370,9 @@ def _epoch_line(name: str, epochs: int, record: dict[str, Any]) -> str:
     if record.get("angle_to_backprop_deg") is not None:
         parts.append(f"angle to backprop {record['angle_to_backprop_deg']:.1f} deg")
     parts.append(f"{record['epoch_time_s']:.1f} s")
+    if epochs > record["epoch"] > 0:  # the expected time of what was asked for
+        left = (epochs - record["epoch"]) * record["wall_time_s"] / record["epoch"]
+        parts.append(f"about {format_duration(left)} left")
     return ", ".join(parts)
 
 

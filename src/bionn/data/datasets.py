@@ -123,6 +123,7 @@ class ImageDataset(Dataset):
         self.root = resolve_root(root)
         self.train = bool(train)
         self.transform = transform
+        self.check_root(self.root)
         if download:
             self.download(self.root)
         files = self.train_files if self.train else self.test_files
@@ -152,6 +153,7 @@ class ImageDataset(Dataset):
         cls, root: str | os.PathLike[str] | None = None, progress: bool = True
     ) -> list[Path]:
         """Download every missing or corrupt file of the data set; return all file paths."""
+        cls.check_root(root)
         dest = cls.folder_path(root)
         return [
             download_file(filename, cls.mirrors, dest, sha256, progress=progress)
@@ -161,8 +163,22 @@ class ImageDataset(Dataset):
     @classmethod
     def verify(cls, root: str | os.PathLike[str] | None = None) -> list[FileCheck]:
         """Check every file of the data set against its published sha256."""
+        cls.check_root(root)
         dest = cls.folder_path(root)
         return [check_file(dest / filename, sha256) for filename, sha256 in cls.resources]
+
+    @classmethod
+    def check_root(cls, root: str | os.PathLike[str] | None = None) -> None:
+        """Refuse a data root (or data set folder) that exists but is not a folder."""
+        if not cls.resources:
+            return  # nothing is read from the data root
+        base = resolve_root(root)
+        for path, what in ((base, "the data root"), (base / cls.folder, f"the {cls.name} folder")):
+            if path.exists() and not path.is_dir():
+                raise DatasetError(
+                    f"{path} is not a folder: {what} (--data-dir, else $BIONN_DATA) must be a "
+                    f"folder holding {cls.folder}/"
+                )
 
     def _fix_hint(self) -> str:
         return f"run `bionn data download {self.name} --data-dir {self.root}` or pass --download"
@@ -173,6 +189,11 @@ class ImageDataset(Dataset):
         if expected is None:
             raise DatasetError(f"{type(self).__name__}: {filename} is not among its resources")
         check = check_file(self.folder_path(self.root) / filename, expected)
+        if check.found is None and check.path.exists():
+            raise DatasetError(
+                f"{check.path} is not a regular file (a folder or a device); remove it, then "
+                f"{self._fix_hint()}."
+            )
         if check.found is None:
             raise DatasetError(
                 f"{check.path} is missing. To get it, {self._fix_hint()} (download=True in Python)."

@@ -6,7 +6,7 @@ One step maps the input spikes ``S_in[t]`` and the state ``(P[t], Q[t], R[t])`` 
 spikes ``S[t]`` and the next state::
 
     U[t]   = W P[t] - rho R[t] + b                   (membrane potential)
-    S[t]   = Theta(U[t])                              (spike where U >= 0)
+    S[t]   = Theta(U[t])                              (spike where U > 0)
     P[t+1] = alpha P[t] + (1 - alpha) Q[t]            (presynaptic trace, membrane filter)
     Q[t+1] = beta  Q[t] + (1 - beta)  S_in[t]         (presynaptic trace, synaptic filter)
     R[t+1] = gamma R[t] + (1 - gamma) S[t]            (refractory trace)
@@ -44,6 +44,9 @@ class LIFParameters(NamedTuple):
         rho: weight of the refractory trace in the membrane potential.
         surrogate: name of the surrogate derivative (``fast-sigmoid``, ``boxcar``, ``sigmoid``).
         surrogate_scale: its steepness ``k`` (or half width ``w`` for ``boxcar``).
+        detach_reset: treat the spikes feeding the refractory trace (the reset) as constants
+            in the backward pass, as snnTorch does by default (Zenke & Vogels 2021); False
+            differentiates through the reset too.
     """
 
     alpha: float = 0.9
@@ -52,6 +55,7 @@ class LIFParameters(NamedTuple):
     rho: float = 1.0
     surrogate: str = "fast-sigmoid"
     surrogate_scale: float = 10.0
+    detach_reset: bool = False
 
 
 class LIFState(NamedTuple):
@@ -107,5 +111,6 @@ def lif_step(
     u = synapse(state.p) - params.rho * state.r  # Eq. (D1): U[t] = W P[t] - rho R[t] + b
     s = spike(u, params.surrogate_scale)  # Eq. (D2): S[t] = Theta(U[t])
     p, q = trace_step(input, state.p, state.q, params.alpha, params.beta)  # Eq. (D3)
-    r = torch.lerp(s, state.r, params.gamma)  # Eq. (D4): R[t+1] = gamma R + (1 - gamma) S
+    reset = s.detach() if params.detach_reset else s
+    r = torch.lerp(reset, state.r, params.gamma)  # Eq. (D4): R[t+1] = gamma R + (1 - gamma) S
     return s, LIFState(p=p, q=q, r=r, u=u)

@@ -1,6 +1,7 @@
 """Surrogate spike functions: the Heaviside step forward, a smooth derivative backward.
 
-A spiking neuron emits ``S = Theta(U)`` (1 where ``U >= 0``, else 0). Its true derivative is zero
+A spiking neuron emits ``S = Theta(U)`` (1 where ``U > 0``, else 0: a potential exactly at the
+threshold does not fire, as in snnTorch and Norse). Its true derivative is zero
 almost everywhere, so learning replaces ``Theta'(U)`` by a smooth pseudo-derivative ``sigma'(U)``
 in the backward pass (Neftci, Mostafa & Zenke 2019, "Surrogate gradient learning in spiking
 neural networks", IEEE Signal Processing Magazine 36:51-63). Each surrogate below is one
@@ -54,7 +55,7 @@ class _Surrogate(torch.autograd.Function):
     def forward(ctx, u: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(u)
         ctx.scale = scale
-        return (u >= 0).to(u.dtype)
+        return (u > 0).to(u.dtype)
 
     @classmethod
     def backward(cls, ctx, grad: torch.Tensor):

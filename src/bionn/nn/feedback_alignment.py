@@ -299,7 +299,8 @@ class USFLinear(_FeedbackLinear):
 
     s is the standard deviation of the layer's initial weights times ``feedback_scale`` (the
     paper uses s = 1 with batch normalisation; without it a unit magnitude would grow the error
-    layer by layer).
+    layer by layer). This is BioTorch's s with its ``init="kaiming"`` option; its default
+    (Xavier) s is sqrt(2 / (fan_in + fan_out)).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,

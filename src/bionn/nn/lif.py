@@ -96,7 +96,8 @@ class LIFLayer(nn.Module):
             drive = nn.functional.linear(trace.flatten(0, 1), weight, self.synapse.bias)
         drive = drive.unflatten(0, (steps, batch))
         return _RefractoryScan.apply(
-            drive, state.r, params.rho, params.gamma, params.surrogate, params.surrogate_scale
+            drive, state.r, params.rho, params.gamma, params.surrogate, params.surrogate_scale,
+            params.detach_reset,
         )
 
 
@@ -146,21 +147,24 @@ class _RefractoryScan(torch.autograd.Function):
     ``gR~[T] = 0``: ``dL/dU[t] = (gS[t] + (1 - gamma) gR~[t+1]) sigma'(U[t])``,
     ``gR~[t] = gamma gR~[t+1] - rho dL/dU[t]``, ``dL/dD[t] = dL/dU[t]``. Exactly autograd's
     result through ``T`` unrolled steps, as one node. (The initial state is a constant.)
+    With ``detach_reset`` the spikes entering ``R`` are constants, so ``R`` carries no
+    gradient and ``dL/dU[t] = gS[t] sigma'(U[t])``.
     """
 
     @staticmethod
-    def forward(ctx, drive, r, rho, gamma, surrogate, scale):
+    def forward(ctx, drive, r, rho, gamma, surrogate, scale, detach_reset=False):
         spikes = torch.empty_like(drive)
         potentials = torch.empty_like(drive)
         r = r.clone()
         for t, d_t in enumerate(drive.unbind(0)):
             u = torch.sub(d_t, r, alpha=rho, out=potentials[t])  # Eq. (D1)
-            s = torch.ge(u, 0.0, out=spikes[t])  # Eq. (D2)
+            s = torch.gt(u, 0.0, out=spikes[t])  # Eq. (D2), strictly above the threshold
             torch.lerp(s, r, gamma, out=r)  # Eq. (D4)
         ctx.save_for_backward(potentials)
         ctx.rho, ctx.gamma = rho, gamma
         ctx.derivative = SURROGATES[surrogate].derivative
         ctx.scale = scale
+        ctx.detach_reset = detach_reset
         return spikes
 
     @staticmethod
@@ -168,12 +172,14 @@ class _RefractoryScan(torch.autograd.Function):
         (potentials,) = ctx.saved_tensors
         rho, gamma = ctx.rho, ctx.gamma
         grad_drive = ctx.derivative(potentials, ctx.scale)  # sigma'(U), overwritten below
+        if ctx.detach_reset:
+            return grad_drive.mul_(grad), None, None, None, None, None, None
         gr = torch.zeros_like(grad_drive[0])  # gR~[t+1]
         for t in range(grad.shape[0] - 1, -1, -1):
             gu = grad_drive[t]
             gu.mul_(torch.add(grad[t], gr, alpha=1.0 - gamma))  # dL/dU[t]
             gr.mul_(gamma).sub_(gu, alpha=rho)
-        return grad_drive, None, None, None, None, None
+        return grad_drive, None, None, None, None, None, None
 
 
 class LIFLinear(LIFLayer):

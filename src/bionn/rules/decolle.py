@@ -68,6 +68,9 @@ Deviations from the paper
 - The surrogate is the fast sigmoid ``1 / (1 + 10|U|)^2`` by default (the default of the
   reference code's ``LIFLayer``); ``--surrogate boxcar`` is the reference code's
   ``SmoothStep`` (slope 1 on ``|U| < 0.5``) and ``--surrogate sigmoid`` its ``SigmoidStep``.
+- ``Theta(U)`` is 1 for ``U > 0`` strictly (snnTorch, Norse), so a neuron with zero drive
+  is silent; ``snn-bptt --detach-reset`` treats the spikes entering the reset trace ``R``
+  (D4) as constants in BPTT, snnTorch's default (off: differentiate through the reset).
 - The regularisers follow the reference code: ``lambda_1 mean relu(U + 0.01)`` and
   ``lambda_2 mean relu(0.1 - sigmoid(U))`` per layer (its ``DECOLLELoss``; off by default).
 - The fixed readouts are drawn from ``U(-a, a)``, ``a = readout_scale / sqrt(N_l)``; the
@@ -81,6 +84,7 @@ Deviations from the paper
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +95,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.core.registry import RuleInfo, register_rule
+from bionn.core.resources import FLOAT_BYTES, check_memory
 from bionn.core.rule import LearningRule, batch_metrics, trainable_parameters
 from bionn.data.spikes import ENCODERS
 from bionn.errors import ConfigError
@@ -98,7 +103,14 @@ from bionn.functional.lif import LIFParameters, LIFState
 from bionn.functional.surrogate import SURROGATES
 from bionn.nn.lif import LIFConv2d, LIFLayer, LIFLinear, LIFNetwork
 
-__all__ = ["DECOLLE", "DecolleConfig", "SNNBPTT", "SpikingConfig", "build_spiking_model"]
+__all__ = [
+    "DECOLLE",
+    "DecolleConfig",
+    "SNNBPTT",
+    "SNNBPTTConfig",
+    "SpikingConfig",
+    "build_spiking_model",
+]
 
 PAPER = (
     "Kaiser, Mostafa & Neftci 2020, Frontiers in Neuroscience 14:424 "
@@ -187,6 +199,26 @@ class SpikingConfig:
             surrogate=self.surrogate,
             surrogate_scale=float(self.surrogate_scale),
         )
+
+
+@dataclass(frozen=True)
+class SNNBPTTConfig(SpikingConfig):
+    """SNN-BPTT's hyperparameters: the network's, plus how the reset is differentiated."""
+
+    detach_reset: bool = field(
+        default=False,
+        metadata=_help("treat the spikes feeding the refractory trace R (the reset, D4) as "
+                       "constants in BPTT, as snnTorch does by default; off: differentiate "
+                       "through the reset too"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.detach_reset, bool):
+            raise ConfigError(f"--detach-reset must be true or false, got {self.detach_reset!r}")
+
+    def lif_parameters(self) -> LIFParameters:
+        return super().lif_parameters()._replace(detach_reset=self.detach_reset)
 
 
 @dataclass(frozen=True)
@@ -290,6 +322,7 @@ def build_spiking_model(
             shape = (c, h // 2, w // 2)
     else:
         raise ConfigError(f"unknown model {spec!r} for a spiking rule; use {MODEL_FORMS}")
+    _check_sequence_memory(config.timesteps, input_shape, layers)
     scale = config.readout_scale if isinstance(config, DecolleConfig) else 4.0
     return LIFNetwork(
         layers,
@@ -300,6 +333,22 @@ def build_spiking_model(
         encoder=config.encoder,
         gain=config.max_rate,
         readout_scale=scale,
+    )
+
+
+def _check_sequence_memory(
+    timesteps: int, input_shape: tuple[int, ...], layers: list[LIFLayer]
+) -> None:
+    """Refuse a number of time steps whose spike trains cannot fit for even one example.
+
+    A whole-sequence pass (BPTT's forward, every evaluation) holds, per example and step, the
+    input spikes and their trace, and each layer's drive, potential and spikes.
+    """
+    per_step = math.prod(int(v) for v in input_shape) * 2
+    per_step += sum(3 * math.prod(layer.output_shape) for layer in layers)
+    check_memory(
+        timesteps * per_step * FLOAT_BYTES,
+        f"--timesteps {timesteps}: the spike trains of one example",
     )
 
 
@@ -444,7 +493,7 @@ class SNNBPTT(_SpikingRule):
     """Backpropagation through time with a surrogate derivative, through the same network."""
 
     name = "snn-bptt"
-    config_class = SpikingConfig
+    config_class = SNNBPTTConfig
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         params = trainable_parameters(model)
@@ -483,6 +532,6 @@ register_rule(
         description="the same spiking network trained by BPTT with a surrogate derivative",
         paper=PAPER,
         supervised=True,
-        config_class=SpikingConfig,
+        config_class=SNNBPTTConfig,
     )
 )

@@ -55,8 +55,12 @@ Deviations from the papers:
 - B is drawn like PyTorch's default weights, uniform in +-1/sqrt(fan_in), times
   ``feedback_scale`` (Lillicrap draws B uniform in a fixed range, Nokland a scaled uniform,
   BioTorch Xavier); a DFA B_l is uniform in +-scale/sqrt(outputs).
-- uSF uses s = the standard deviation of the initial weights, not 1 (Liao et al. pair s = 1
-  with batch normalisation, which the bionn models do not have); as in BioTorch.
+- uSF uses s = the standard deviation of PyTorch's default initial weights, 1/sqrt(3 fan_in),
+  not 1 (Liao et al. pair s = 1 with batch normalisation, which the bionn models do not
+  have). BioTorch scales by the standard deviation of its own initialisation: by default
+  (Xavier) sqrt(2 / (fan_in + fan_out)), 1.6x bionn's s on a 784-1000 layer and 2.4x on a
+  1000-10 one; only with its ``init="kaiming"`` option is it bionn's 1/sqrt(3 fan_in).
+  ``feedback_scale`` multiplies s.
 - DFA's B for a convolution projects e onto the whole (C, H, W) input of the layer.
 - brSF redraws its magnitudes on every forward pass that builds a graph (one per mini-batch
   in training; the angle measurement's pass draws too).

@@ -431,6 +431,11 @@ class KrotovHopfield(LearningRule):
         """The paper's network; its sizes come from the rule's options, not from ``--model``."""
         return CompetingHiddenUnits(tuple(input_shape), num_classes, self.config)
 
+    def model_name(self, spec: str, model: nn.Module) -> str:
+        """``'784-2000-10 competing hidden units'``: the sizes come from ``--hidden``."""
+        hidden, inputs = model.W.shape
+        return f"{inputs}-{hidden}-{model.S.shape[0]} competing hidden units"
+
     # -- learning ----------------------------------------------------------------------------
     def updates(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

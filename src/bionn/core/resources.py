@@ -1,0 +1,110 @@
+"""Memory guards: refuse a request that cannot fit before allocating it, and turn an
+allocation failure that could not be foreseen into one line saying how much was needed.
+
+A network's size is known before it is built (``mlp:1000000000000`` would need 3 TB), so the
+model builders call :func:`check_memory` first. Where the size is not known in advance, the
+command line catches the allocator's error and :func:`allocation_failure` rewrites it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from bionn.errors import ResourceError
+
+__all__ = ["available_memory", "allocation_failure", "check_memory", "format_bytes"]
+
+FLOAT_BYTES = 4
+"""Bytes per number of the float32 tensors bionn trains."""
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units: ``'512 B'``, ``'3.7 GiB'``, ``'2.9e+03 TiB'``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value = float(n)
+    for unit in units:
+        if value < 1024 or unit == units[-1]:
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    return f"{value:.3g} {unit}" if value < 1e4 else f"{value:.2g} {unit}"
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can be allocated now on ``device`` (None where it cannot be told).
+
+    On the CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else the free physical pages;
+    on a CUDA device: its free memory.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _where(device: torch.device) -> str:
+    return "this machine" if device.type == "cpu" else f"device {device}"
+
+
+def check_memory(nbytes: int, what: str, device: torch.device | str = "cpu") -> None:
+    """Raise :class:`ResourceError` if ``what`` (needing ``nbytes``) cannot fit on ``device``."""
+    device = torch.device(device)
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        raise ResourceError(
+            f"{what} needs {format_bytes(nbytes)} of memory; {_where(device)} has "
+            f"{format_bytes(free)} available"
+        )
+
+
+_ALLOC = re.compile(r"(can't allocate memory|out of memory|not enough memory|"
+                    r"failed to allocate|Tried to allocate|cannot allocate)", re.IGNORECASE)
+_BYTES = re.compile(r"allocate (?:memory: you tried to allocate )?(\d+) bytes")
+_CUDA = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
+
+
+def allocation_failure(exc: BaseException) -> ResourceError | None:
+    """A one-line :class:`ResourceError` for an allocator's error, or None if ``exc`` is not one.
+
+    ``MemoryError``, ``torch.OutOfMemoryError`` and the CPU allocator's ``RuntimeError`` ("can't
+    allocate memory: you tried to allocate N bytes") count; the message keeps the size asked
+    for and adds what the machine has.
+    """
+    if not isinstance(exc, MemoryError | RuntimeError):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, MemoryError | torch.OutOfMemoryError) or _ALLOC.search(text)):
+        return None
+    needed = None
+    if m := _BYTES.search(text):
+        needed = format_bytes(int(m.group(1)))
+    elif m := _CUDA.search(text):
+        needed = f"{m.group(1)} {m.group(2)}"
+    cuda = isinstance(exc, torch.OutOfMemoryError) or "CUDA" in text
+    device = torch.device("cuda") if cuda and torch.cuda.is_available() else torch.device("cpu")
+    free = available_memory(device)
+    has = f"{_where(device)} has {format_bytes(free)} available" if free is not None else ""
+    asked = f"an allocation of {needed} failed" if needed else "an allocation failed"
+    return ResourceError(
+        f"out of memory: {asked}" + (f"; {has}" if has else "")
+        + " (use a smaller network, batch size or number of time steps)"
+    )
