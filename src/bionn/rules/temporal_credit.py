@@ -229,6 +229,7 @@ class _Recurrent(LearningRule):
     """What every temporal-credit rule shares: the network, the loss, the prediction."""
 
     supervised = True
+    time_major = True
     config_class = RecurrentConfig
     attention = True
 
