@@ -3,7 +3,7 @@
     bionn rules [--json]
     bionn train --rule R --dataset D [budget flags] [--resume] [--config FILE.toml] [--json]
     bionn compare [--rules a,b,c] [--dataset D] [budget flags] [--json]
-    bionn data download NAME | bionn data verify NAME
+    bionn data download NAME | bionn data verify NAME | bionn data list
 
 Bad input (an unknown rule, a bad flag value, a missing data set, ...) prints one line on
 stderr and exits with status 2; a run whose loss diverges exits with status 1.
@@ -38,7 +38,9 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         "--dataset",
         default=s,
         help="digits (default), mnist, fashion-mnist, cifar10; spiking rules also take "
-        "mnist-spikes, fashion-mnist-spikes",
+        "mnist-spikes, fashion-mnist-spikes; recurrent rules take sequences: jvowels, "
+        "gunpoint, italypower, basicmotions, copy[:delay=N,...], add[:length=N], pattern "
+        "(see `bionn data list`)",
     )
     p.add_argument("--model", default=s, help="mlp (784-1000-10), mlp:500,500 or cnn")
     p.add_argument("--activation", default=s, help="relu (default), tanh, sigmoid or gelu")
@@ -115,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_budget_flags(p)
 
-    p = sub.add_parser("data", help="download or verify a data set")
+    p = sub.add_parser("data", help="list, download or verify the data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    q = data_sub.add_parser("list", help="list the data sets and their parameters")
+    q.add_argument("--json", action="store_true", help="print the list as JSON")
     for name, text in (("download", "download and verify"), ("verify", "check sha256")):
         q = data_sub.add_parser(name, help=f"{text} a data set's files")
         q.add_argument("name", help="mnist, fashion-mnist or cifar10")
@@ -240,7 +244,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     values = _collect(args, allowed)
     rules_value = values.pop("rules", None)
     if rules_value is None:
-        rules = rule_names(supervised_only=True)
+        from bionn.core.registry import rule_info
+        from bionn.data import dataset_batch_dims
+
+        sequences = dataset_batch_dims(TrainConfig(**values).dataset)[0] != 0
+        rules = [  # the rules that train on this kind of data
+            r for r in rule_names(supervised_only=True)
+            if getattr(rule_info(r).factory, "time_major", False) == sequences
+        ]
     elif isinstance(rules_value, list):
         rules = [str(r) for r in rules_value]
     else:
@@ -268,9 +279,39 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_rows() -> list[dict[str, Any]]:
+    from bionn.data import DATASETS
+
+    rows = []
+    for name, cls in DATASETS.items():
+        params = [
+            {"name": p.name, "type": p.kind.__name__, "default": p.default, "help": p.help}
+            for p in getattr(cls, "parameters", ())
+        ]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        rows.append({
+            "name": name,
+            "description": getattr(cls, "description", "") or (doc[0] if doc else ""),
+            "parameters": params,
+        })
+    return rows
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from bionn.data import download_dataset, verify_dataset
 
+    if args.data_command == "list":
+        rows = _data_rows()
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        for row in rows:
+            print(f"{row['name']:<22}{row['description']}")
+            for p in row["parameters"]:
+                setting = f"{p['name']}={p['default']}"
+                print(f"    {setting:<18}{p['type']:<6}{p['help']}")
+        print("parameters: --dataset NAME:key=value,key=value (e.g. copy:delay=40)")
+        return 0
     if args.data_command == "download":
         paths = download_dataset(args.name, args.data_dir)
         for path in paths:

@@ -295,10 +295,13 @@ def test_getitem_returns_image_and_int_label_and_applies_transform():
 
 
 def test_registry_names_and_class_data():
-    assert set(DATASETS) == {
+    images = {
         "digits", "mnist", "fashion-mnist", "cifar10", "mnist-spikes", "fashion-mnist-spikes"
     }
-    for cls in DATASETS.values():
+    sequences = {"jvowels", "gunpoint", "italypower", "basicmotions", "copy", "add", "pattern"}
+    assert set(DATASETS) == images | sequences
+    for name in images:
+        cls = DATASETS[name]
         assert cls.num_classes == len(cls.classes) == 10
         assert len(cls.mean) == len(cls.std) == cls.input_shape[0]
 

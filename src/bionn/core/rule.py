@@ -98,12 +98,16 @@ class LearningRule:
             becomes a command-line flag ``--field-name`` (see :mod:`bionn.core.registry`).
         normalize_inputs: True (the default) trains on inputs normalised by the data set's
             mean and standard deviation; False gives the raw intensities in [0, 1].
+        time_major: True for a rule that trains on time-major sequence data sets
+            ``(T, B, F)`` (recurrent networks); ``run_training`` refuses a sequence data set
+            for a rule without it, and an image data set for a rule with it.
     """
 
     name: ClassVar[str] = "rule"
     supervised: ClassVar[bool] = True
     config_class: ClassVar[type | None] = None
     normalize_inputs: ClassVar[bool] = True
+    time_major: ClassVar[bool] = False
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Set ``p.grad = -delta_p`` for every trainable parameter; return metrics."""

@@ -204,6 +204,15 @@ def run_training(
     learning curves; the rule's own figures are always drawn.
     """
     rule = make_rule(config.rule, config.options)
+    from bionn.data import dataset_batch_dims  # sequences are batched along dimension 1
+
+    batch_dims = dataset_batch_dims(config.dataset)
+    if (batch_dims[0] != 0) != rule.time_major:
+        kind = "time-major sequences" if rule.time_major else "images (one example per row)"
+        raise ConfigError(
+            f"rule {config.rule} trains on {kind}; --dataset {config.dataset} is not "
+            "(see `bionn data list`)"
+        )
     phases = rule.phases(config.epochs)
     names = [phase.name for phase in phases]
     if not phases or len(set(names)) != len(names):
@@ -223,9 +232,6 @@ def run_training(
     train_xy, test_xy, input_shape, num_classes = load_data(
         config, device, normalize=rule.normalize_inputs
     )
-    from bionn.data import dataset_batch_dims  # sequences are batched along dimension 1
-
-    batch_dims = dataset_batch_dims(config.dataset)
     torch.manual_seed(config.seed)
     model = rule.build_model(config.model, input_shape, num_classes, config.activation).to(device)
     ends = list(itertools.accumulate(phase.epochs for phase in phases))

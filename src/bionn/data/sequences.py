@@ -409,7 +409,7 @@ class SyntheticSequences(SequenceDataset):
         for key, value in values.items():
             kind = known[key].kind
             if kind is int:
-                _positive(f"{self.name}: {key}", value, 0 if key == "seed" else 1)
+                _positive(f"{self.name}: {key}", value, 0 if key in ("seed", "distractors") else 1)
             elif kind is float and (
                 isinstance(value, bool) or not isinstance(value, int | float)
                 or not math.isfinite(value)

@@ -119,7 +119,8 @@ def rtrl_step(
     """
     bsz, n, _, d = m.shape
     wm = torch.matmul(w, m.reshape(bsz, n, n * d)).view(bsz, n, n, d)  # sum_j W_ij M_jkl
-    jm = (1.0 - alpha) * m + alpha * dphi[:, :, None, None] * wm
+    # (1 - alpha) M + alpha phi' * (W M), in place on the fresh product
+    jm = wm.mul_(alpha * dphi[:, :, None, None]).add_(m, alpha=1.0 - alpha)
     immediate = alpha * dphi[:, :, None] * z[:, None, :]  # Mbar_t[b, i, i, l]
     jm.diagonal(dim1=1, dim2=2).add_(immediate.transpose(1, 2))
     return jm

@@ -26,6 +26,7 @@ __all__ = [
     "REGRESSION_TOLERANCE",
     "count_correct",
     "sequence_loss",
+    "step_loss_and_error",
     "step_targets",
     "target_count",
     "target_mask",
@@ -84,6 +85,31 @@ def sequence_loss(
         ignore_index=IGNORE_INDEX, reduction="sum",
     )
     return total / count
+
+
+def step_loss_and_error(
+    output: torch.Tensor, y: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's share of :func:`sequence_loss` and its gradient ``e = dL/d output``.
+
+    ``output`` is ``(B, C)``, ``y`` the step's targets ``(B,)`` (classes, ``IGNORE_INDEX``
+    where none) or ``(B, C)`` (values, NaN where none); both divided by ``count``, the number
+    of targets in the whole sequence. Closed forms: ``softmax(output) - onehot(y)`` for the
+    cross-entropy, ``2 (output - y)`` for the squared error, zero where there is no target.
+    """
+    count = max(count, 1)
+    if y.is_floating_point():
+        keep = ~torch.isnan(y)
+        diff = torch.where(keep, output - torch.nan_to_num(y), torch.zeros_like(output))
+        return (diff**2).sum() / count, 2.0 * diff / count
+    keep = y != IGNORE_INDEX
+    safe = torch.where(keep, y, torch.zeros_like(y))
+    logp = torch.log_softmax(output, dim=1)
+    picked = logp.gather(1, safe[:, None])[:, 0]
+    loss = -(picked * keep).sum() / count
+    e = logp.exp()
+    e[torch.arange(len(y), device=y.device), safe] -= 1.0
+    return loss, e * (keep[:, None].to(e.dtype) / count)
 
 
 def count_correct(output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,7 +105,12 @@ from bionn.functional.recurrent import (
     rtrl_step,
     uoro_step,
 )
-from bionn.functional.targets import sequence_loss, step_targets, target_mask
+from bionn.functional.targets import (
+    sequence_loss,
+    step_loss_and_error,
+    step_targets,
+    target_mask,
+)
 from bionn.nn.recurrent import AttentionRNN, LeakyRNN
 
 __all__ = [
@@ -229,6 +234,7 @@ class _Recurrent(LearningRule):
     """What every temporal-credit rule shares: the network, the loss, the prediction."""
 
     supervised = True
+    time_major = True
     config_class = RecurrentConfig
     attention = True
 
@@ -338,7 +344,9 @@ def online_gradients(
         steps, batch, _ = x.shape
         n, d = theta.shape
         targets = step_targets(x.new_empty(steps, batch, 1), y)
-        count = int(target_mask(targets).sum())
+        mask = target_mask(targets)
+        count = int(mask.sum())
+        has_target = mask.reshape(steps, -1).any(1).tolist()
         a = x.new_zeros(batch, n)
         if method == "rtrl":
             m = x.new_zeros(batch, n, n, d)
@@ -369,14 +377,10 @@ def online_gradients(
                 p = rflo_step(p, dphi, z, alpha)  # Eq. (15)
             out = a_new @ w_out.T + b_out
             outputs.append(out)
-            y_t = targets[t : t + 1]
-            if bool(target_mask(y_t).any()):
-                with torch.enable_grad():
-                    leaf = out[None].clone().requires_grad_(True)
-                    loss_t = sequence_loss(leaf, y_t, count=count)  # Eq. (2)
-                    (e,) = torch.autograd.grad(loss_t, leaf)
-                e = e[0]  # Eq. (3): e_t = dL/dy_t, (B, C)
-                total += loss_t.detach()
+            if has_target[t]:
+                # Eq. (2) and (3): this step's loss and e_t = dL/dy_t, (B, C)
+                loss_t, e = step_loss_and_error(out, targets[t], count)
+                total += loss_t
                 g_wout += e.T @ a_new  # Eq. (3)
                 g_bout += e.sum(0)
                 if method == "rtrl":

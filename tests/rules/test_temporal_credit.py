@@ -1,0 +1,384 @@
+"""Temporal credit assignment: BPTT, truncated BPTT, RTRL, UORO and RFLO.
+
+Oracles: central finite differences of the loss (BPTT), autograd through the unrolled network
+(RTRL, TBPTT, UORO's mean), and a hand-written influence-matrix recursion with the Jacobian
+replaced by (1 - alpha) I (RFLO). Learning: the synthetic delayed-recall task and the real
+JapaneseVowels speakers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from bionn.core.registry import make_rule
+from bionn.core.trainer import Trainer
+from bionn.data import load_dataset
+from bionn.errors import ConfigError
+from bionn.nn.recurrent import AttentionRNN, LeakyRNN
+from bionn.rules.temporal_credit import online_gradients
+
+T, B, FEAT, N, C = 7, 3, 4, 5, 3
+ALPHA = 0.6
+
+
+@pytest.fixture
+def f64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _net(seed=0, feedback=None, cls=LeakyRNN):
+    torch.manual_seed(seed)
+    kwargs = {} if cls is AttentionRNN else {"feedback_scale": feedback}
+    return cls(FEAT, N, C, alpha=ALPHA, activation="tanh", **kwargs)
+
+
+def _batch(kind, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, FEAT, generator=g)
+    if kind == "sequence":  # one class per sequence, at the last step
+        y = torch.randint(C, (B,), generator=g)
+    elif kind == "steps":  # one class per step, some steps without a target
+        y = torch.randint(C, (T, B), generator=g)
+        y[:2] = -100
+        y[4, 1] = -100
+    else:  # values at every step, some missing
+        y = torch.randn(T, B, C, generator=g)
+        y[:3] = math.nan
+    return x, y
+
+
+def _oracle_loss(out, y):
+    """The loss written out independently: mean over the entries that have a target."""
+    if y.dim() == 1:
+        return F.cross_entropy(out[-1], y)
+    if y.is_floating_point():
+        keep = ~torch.isnan(y[..., 0])
+        return ((out[keep] - y[keep]) ** 2).sum() / keep.sum()
+    keep = y != -100
+    return F.cross_entropy(out[keep], y[keep])
+
+
+def _autograd(model, x, y):
+    loss = _oracle_loss(model(x), y)
+    return dict(zip([n for n, _ in model.named_parameters()],
+                    torch.autograd.grad(loss, list(model.parameters())), strict=True))
+
+
+def _fill(rule_name, model, x, y, **options):
+    rule = make_rule(rule_name, options)
+    rule.fill_grads(model, x, y)
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+# --- theory ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sequence", "steps", "values"])
+def test_bptt_matches_central_finite_differences(f64, kind):
+    model = _net()
+    x, y = _batch(kind)
+    grads = _fill("bptt", model, x, y)
+    eps = 1e-6
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.view(-1)
+            for i in range(flat.numel()):
+                old = flat[i].item()
+                flat[i] = old + eps
+                up = _oracle_loss(model(x), y).item()
+                flat[i] = old - eps
+                down = _oracle_loss(model(x), y).item()
+                flat[i] = old
+                fd = (up - down) / (2 * eps)
+                assert abs(grads[name].view(-1)[i].item() - fd) < 1e-8, (name, i)
+
+
+@pytest.mark.parametrize("kind", ["sequence", "steps", "values"])
+def test_rtrl_matches_autograd_bptt_to_1e_10(f64, kind):
+    model = _net()
+    x, y = _batch(kind)
+    expected = _autograd(model, x, y)
+    got = _fill("rtrl", model, x, y)
+    for name, g in expected.items():
+        assert torch.allclose(got[name], g, atol=1e-10, rtol=0), name
+
+
+def test_tbptt_with_k_at_least_t_equals_bptt_and_k3_does_not(f64):
+    model = _net()
+    x, y = _batch("steps")
+    expected = _autograd(model, x, y)
+    for k in (T, T + 5):
+        got = _fill("tbptt", model, x, y, truncation=k)
+        for name, g in expected.items():
+            assert torch.allclose(got[name], g, atol=1e-12, rtol=0), (k, name)
+    got = _fill("tbptt", model, x, y, truncation=3)
+    diff = (got["weight_hh"] - expected["weight_hh"]).norm() / expected["weight_hh"].norm()
+    assert diff > 1e-2
+    # the readout's gradient needs no credit across time: truncation leaves it exact
+    assert torch.allclose(got["readout.weight"], expected["readout.weight"], atol=1e-12)
+
+
+def test_tbptt_k3_matches_a_hand_truncated_graph(f64):
+    """Oracle: autograd through a forward pass whose state is detached every 3 steps."""
+    model = _net()
+    x, y = _batch("steps")
+    params = model.parameters_tuple()
+    a = torch.zeros(B, N)
+    outs = []
+    for t in range(T):
+        if t % 3 == 0:
+            a = a.detach()
+        h = a @ params.w.T + x[t] @ params.u.T + params.b
+        a = (1 - ALPHA) * a + ALPHA * torch.tanh(h)
+        outs.append(model.readout(a))
+    loss = _oracle_loss(torch.stack(outs), y)
+    expected = torch.autograd.grad(loss, list(model.parameters()))
+    got = _fill("tbptt", model, x, y, truncation=3)
+    for (name, _), g in zip(model.named_parameters(), expected, strict=True):
+        assert torch.allclose(got[name], g, atol=1e-12), name
+
+
+def _rtrl_with_leak_jacobian(model, x, y, feedback):
+    """Hand-written reference: the full influence-matrix recursion of RTRL for
+    Theta = [W | U | b], with the recurrent Jacobian J_t replaced by (1 - alpha) I, and the
+    error reaching the hidden units through ``feedback`` (N, C)."""
+    w, u, b = (t.detach() for t in (model.weight_hh, model.weight_ih, model.bias))
+    wo, bo = model.readout.weight.detach(), model.readout.bias.detach()
+    d = N + FEAT + 1
+    keep = y != -100
+    count = keep.sum()
+    grad = torch.zeros(N, d)
+    for ex in range(B):
+        a = torch.zeros(N)
+        m = torch.zeros(N, N, d)  # m[i, k, l] = d a[i] / d Theta[k, l]
+        for t in range(T):
+            z = torch.cat([a, x[t, ex], torch.ones(1)])
+            h = w @ a + u @ x[t, ex] + b
+            dphi = 1 - torch.tanh(h) ** 2
+            a = (1 - ALPHA) * a + ALPHA * torch.tanh(h)
+            immediate = torch.zeros(N, N, d)
+            for i in range(N):
+                immediate[i, i, :] = ALPHA * dphi[i] * z
+            m = (1 - ALPHA) * m + immediate  # J_t -> (1 - alpha) I
+            if keep[t, ex]:
+                out = wo @ a + bo
+                e = torch.softmax(out, 0)
+                e[y[t, ex]] -= 1
+                e = e / count
+                grad += torch.einsum("i,ikl->kl", feedback @ e, m)
+    return grad
+
+
+def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64):
+    model = _net(feedback=1.0)
+    x, y = _batch("steps")
+    with torch.no_grad():
+        model.feedback.copy_(model.readout.weight.T)
+    ref = _rtrl_with_leak_jacobian(model, x, y, model.readout.weight.detach().T)
+    got = _fill("rflo", model, x, y)
+    assert torch.allclose(got["weight_hh"], ref[:, :N], atol=1e-12)
+    assert torch.allclose(got["weight_ih"], ref[:, N:N + FEAT], atol=1e-12)
+    assert torch.allclose(got["bias"], ref[:, -1], atol=1e-12)
+    # and it is not the true gradient (the Jacobian's W term is missing)
+    true = _autograd(model, x, y)
+    assert (got["weight_hh"] - true["weight_hh"]).norm() > 1e-3 * true["weight_hh"].norm()
+
+
+def test_rflo_uses_its_random_feedback(f64):
+    model = _net(feedback=1.0)
+    x, y = _batch("steps")
+    ref = _rtrl_with_leak_jacobian(model, x, y, model.feedback.clone())
+    got = _fill("rflo", model, x, y)
+    assert torch.allclose(got["weight_hh"], ref[:, :N], atol=1e-12)
+
+
+def test_uoro_is_unbiased(f64):
+    """Averaged over many draws of the random signs, UORO's estimate approaches the true
+    gradient (autograd). Every copy of one sequence in a batch draws its own signs, so a batch
+    of R copies gives the mean of R independent estimates; 20 batches give its standard error.
+    Tolerance: every component of the mean within 5 standard errors of the truth (with ~60
+    components a true z-score beyond 5 has probability < 1e-4)."""
+    model = _net()
+    x1, y1 = _batch("steps")
+    x1, y1 = x1[:, :1], y1[:, :1]
+    copies, batches = 500, 20
+    x = x1.expand(T, copies, FEAT).contiguous()
+    y = y1.expand(T, copies).contiguous()
+    true = _autograd(model, x1, y1)
+    gen = torch.Generator().manual_seed(0)
+    means = []
+    single = []
+    for _ in range(batches):
+        grads, _, _ = online_gradients(model, x, y, "uoro", generator=gen)
+        means.append(torch.cat([grads[k].flatten() for k in ("weight_hh", "weight_ih", "bias")]))
+        g1, _, _ = online_gradients(model, x1, y1, "uoro", generator=gen)
+        single.append(torch.cat([g1[k].flatten() for k in ("weight_hh", "weight_ih", "bias")]))
+    means = torch.stack(means)
+    truth = torch.cat([true[k].flatten() for k in ("weight_hh", "weight_ih", "bias")])
+    mean = means.mean(0)
+    se = means.std(0) / math.sqrt(batches)
+    z = (mean - truth).abs() / se.clamp(min=1e-12)
+    assert z.max() < 5, z.max()
+    rel_mean = (mean - truth).norm() / truth.norm()
+    rel_single = torch.stack([(s - truth).norm() / truth.norm() for s in single]).mean()
+    assert rel_mean < 0.1 and rel_single > 0.5, (rel_mean, rel_single)
+
+
+# --- contract ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bptt", "tbptt", "rtrl", "uoro", "rflo"])
+def test_contract(name):
+    x, y = _batch("sequence")
+    x = x.float()
+    model = _net(feedback=1.0 if name == "rflo" else None)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    torch.manual_seed(3)
+    g1 = _fill(name, model, x, y)
+    for k, p in model.named_parameters():
+        assert p.grad.shape == p.shape and torch.isfinite(p.grad).all(), k
+        assert torch.equal(p.detach(), before[k]), "p.data must not change"
+    torch.manual_seed(3)
+    g2 = _fill(name, model, x, y)
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), k
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    for k, p in model.named_parameters():
+        p.grad = g1[k].clone()
+    opt.step()
+    for k, p in model.named_parameters():
+        assert torch.allclose(p.detach(), before[k] - g1[k]), k
+
+
+def test_online_rules_refuse_the_attention_network():
+    for name in ("rtrl", "uoro", "rflo"):
+        with pytest.raises(ConfigError):
+            make_rule(name).build_model("attention:8", (3,), 2, "tanh")
+    with pytest.raises(ConfigError):
+        make_rule("rflo").fill_grads(_net(cls=AttentionRNN), *_batch("sequence"))
+
+
+def test_bad_options_and_models_are_refused():
+    with pytest.raises(ConfigError):
+        make_rule("tbptt", {"truncation": 0})
+    with pytest.raises(ConfigError):
+        make_rule("bptt", {"leak": 1.5})
+    with pytest.raises(ConfigError):
+        make_rule("rflo", {"feedback_scale": -1.0})
+    with pytest.raises(ConfigError):
+        make_rule("bptt").build_model("cnn", (3,), 2, "tanh")
+    with pytest.raises(ConfigError):
+        make_rule("bptt").build_model("rnn:x", (3,), 2, "tanh")
+    with pytest.raises(ConfigError):
+        make_rule("bptt").build_model("rnn", (3,), 2, "gelu")
+    assert isinstance(make_rule("bptt").build_model("mlp:1000", (3,), 2, "tanh"), LeakyRNN)
+
+
+# --- it learns ---------------------------------------------------------------------------
+
+
+def _train(name, spec, model_spec="rnn:24", epochs=3, lr=1e-2, options=None, root=None):
+    train = load_dataset(spec, root, train=True)
+    test = load_dataset(spec, root, train=False)
+    torch.manual_seed(0)
+    rule = make_rule(name, options or {})
+    model = rule.build_model(model_spec, train.input_shape, train.num_classes, "tanh")
+    trainer = Trainer(
+        model, rule, torch.optim.Adam(model.parameters(), lr=lr),
+        (train.normalized(), train.targets), (test.normalized(), test.targets),
+        batch_size=32, progress=False, batch_dims=train.batch_dims, angle_batch_size=64,
+    )
+    return trainer.fit(epochs)
+
+
+@pytest.mark.parametrize("name", ["bptt", "tbptt", "rtrl", "uoro", "rflo"])
+def test_learns_delayed_recall(name):
+    """Delay 6 with distractors, 4 symbols (chance 25%): at least 95% on the test set."""
+    options = {"truncation": 8} if name == "tbptt" else {}
+    hidden = "rnn:16" if name == "rtrl" else "rnn:24"
+    summary = _train(name, "copy:delay=6,n_train=384,n_test=200", hidden, epochs=4,
+                     options=options)
+    assert summary["test_accuracy"] >= 0.95, summary["test_accuracy"]
+
+
+def test_attention_memory_with_tbptt_recalls_beyond_its_truncation():
+    """TBPTT with K = 2 on a 12-step delay: the plain RNN stays near chance, the attention
+    memory recalls (credit reaches the stored cue state through the read)."""
+    spec = "copy:delay=12,n_train=512,n_test=200"
+    plain = _train("tbptt", spec, "rnn:24", epochs=4, options={"truncation": 2})
+    memory = _train("tbptt", spec, "attention:24", epochs=4, options={"truncation": 2})
+    assert plain["test_accuracy"] < 0.5, plain["test_accuracy"]
+    assert memory["test_accuracy"] >= 0.9, memory["test_accuracy"]
+
+
+needs_data = pytest.mark.skipif(
+    not os.environ.get("BIONN_DATA"), reason="needs $BIONN_DATA with ucr-uea/"
+)
+
+
+@needs_data
+@pytest.mark.parametrize("name,threshold", [("bptt", 0.9), ("rflo", 0.85)])
+def test_learns_japanese_vowels(name, threshold):
+    """9 speakers (chance 24%): BPTT and RFLO identify most test utterances."""
+    summary = _train(name, "jvowels", "rnn:32", epochs=10, lr=1e-2)
+    assert summary["test_accuracy"] >= threshold, summary["test_accuracy"]
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def _cli(capsys, *argv):
+    from bionn.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _usage_error(result):
+    code, out, err = result
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, (code, err)
+    return err
+
+
+def test_cli_trains_a_recurrent_rule_on_a_synthetic_task(capsys, tmp_path):
+    code, out, err = _cli(
+        capsys, "train", "--rule", "tbptt", "--truncation", 3, "--dataset",
+        "copy:delay=4,n_train=64,n_test=32", "--model", "attention:8", "--activation", "tanh",
+        "--epochs", 1, "--batch-size", 16, "--no-progress", "--out", tmp_path / "r", "--json",
+    )
+    assert code == 0, err
+    assert (tmp_path / "r" / "outputs.png").is_file()
+    assert '"rule": "tbptt"' in out.splitlines()[-1]
+
+
+def test_cli_refuses_mismatched_data_and_rules(capsys, tmp_path):
+    line = _usage_error(_cli(capsys, "train", "--rule", "bp", "--dataset", "copy",
+                             "--no-progress", "--out", tmp_path / "a"))
+    assert "time-major" in line or "images" in line
+    line = _usage_error(_cli(capsys, "train", "--rule", "bptt", "--dataset", "digits",
+                             "--no-progress", "--out", tmp_path / "b"))
+    assert "time-major sequences" in line
+    line = _usage_error(_cli(capsys, "train", "--rule", "bptt", "--dataset", "copy:delay=x",
+                             "--no-progress", "--out", tmp_path / "c"))
+    assert "delay must be int" in line
+    line = _usage_error(_cli(capsys, "train", "--rule", "rflo", "--dataset", "jvowels",
+                             "--data-dir", tmp_path, "--no-progress", "--out", tmp_path / "d"))
+    assert "JapaneseVowels_TRAIN.ts is missing" in line and "--data-dir" in line
+
+
+def test_cli_data_list_names_every_sequence_set_and_its_parameters(capsys):
+    code, out, _ = _cli(capsys, "data", "list")
+    assert code == 0
+    for name in ("jvowels", "gunpoint", "italypower", "basicmotions", "copy", "add", "pattern"):
+        assert name in out
+    assert "delay=20" in out and "distractors=1" in out
