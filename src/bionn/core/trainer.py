@@ -75,6 +75,11 @@ class Trainer:
             backprop after each epoch (the first ones, so the batch is the same every epoch).
         callbacks: called with a :class:`StepInfo` after every optimizer step.
         scheduler: an optional learning-rate scheduler stepped once per epoch.
+        augment: an optional per-batch augmentation of the training inputs (see
+            :mod:`bionn.data.augment`): called as ``augment(x)`` on every training batch
+            before the rule sees it; its ``state_dict()`` (the state of its random generator)
+            is checkpointed, so a resumed run draws what an uninterrupted one draws. Batches
+            of inputs handed over by a phase (``set_train_inputs``) are not augmented.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class Trainer:
         angle_batch_size: int = 500,
         callbacks: Sequence[Callable[[StepInfo], None]] = (),
         scheduler: Any | None = None,
+        augment: Any | None = None,
     ) -> None:
         self.model = model
         self.rule = rule
@@ -108,6 +114,7 @@ class Trainer:
         self.progress = progress
         self.angle_batch = (self.train_x[:angle_batch_size], self.train_y[:angle_batch_size])
         self.callbacks = list(callbacks)
+        self.augment = augment
         self.epoch = 0
         self.phase = "train"
         self.global_step = 0
@@ -147,6 +154,8 @@ class Trainer:
         }
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.augment is not None:
+            state["augment"] = self.augment.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
@@ -169,6 +178,8 @@ class Trainer:
         self.history = list(state["history"])
         set_rng_state(state["rng"], self.device)
         self.loader.generator.set_state(state["loader_rng"])
+        if self.augment is not None and "augment" in state:
+            self.augment.load_state_dict(state["augment"])
 
     def resume(self, state: dict[str, Any] | None = None, optimizer: bool = True) -> None:
         """Continue from ``run_dir/checkpoint.pt`` (or ``state``, already loaded from it).
@@ -211,6 +222,8 @@ class Trainer:
             self.rule.attach_optimizer(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
             for step, (xb, yb) in enumerate(self.loader):
+                if self.augment is not None and self.loader.x is self.train_x:
+                    xb = self.augment(xb)
                 for metrics in self.rule.updates(self.model, xb, yb):
                     loss = metrics.get("loss")
                     if loss is not None and not math.isfinite(loss):
@@ -271,6 +284,9 @@ class Trainer:
         else:
             result["angle_to_backprop_deg"] = None
         result.update(self.rule.epoch_metrics(self.model))
+        layer_metrics = _metrics.module_epoch_metrics(self.model)
+        if layer_metrics:
+            result["layer_metrics"] = layer_metrics
         return result
 
     def run_epoch(
