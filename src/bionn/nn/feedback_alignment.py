@@ -18,6 +18,10 @@ layer                  feedback B                            paper
                        input gradient ``e @ B``
 =====================  ====================================  ==================================
 
+The free (locally connected) convolutions of :mod:`bionn.nn.free_conv` have the same five
+pathways: ``FAFreeConv2d``, ``USFFreeConv2d``, ``BRSFFreeConv2d``, ``FRSFFreeConv2d`` and
+``DFAFreeConv2d`` (subclasses of ``FreeConv2d``; B has one kernel per output position).
+
 Each layer is a public ``nn.Module`` (a subclass of ``nn.Linear`` or ``nn.Conv2d``, so weights,
 ``repr`` and ``isinstance`` checks carry over) with a private ``torch.autograd.Function`` that
 states its backward pass. Each declares ``use_exact_backward = False``: inside
