@@ -11,6 +11,8 @@ Two parts, each writing JSON under ``benchmarks/results/``:
            the median over rounds of the per-round ratios. Memory: the bytes autograd saves
            for the backward pass of each (counted with saved-tensor hooks) and the parameter
            bytes.
+``plot``   The accuracy-against-A and sharing-over-training figures of a ``table`` JSON
+           (``--results FILE``), written beside it as PNG.
 ``table``  ``cnn-ott`` and ``fcn-ott`` trained by backprop with ``--augment shift:A`` for each
            A, then the test accuracy on clean and on shifted (0.25) test images, the rest of
            the robustness report, and the sharing measures of the FCN's first layer after
@@ -18,6 +20,7 @@ Two parts, each writing JSON under ``benchmarks/results/``:
            the JSON: the paper trains 250 epochs with early stopping on 5 folds.
 
     python benchmarks/free_convolution.py speed [--threads 1]
+    python benchmarks/free_convolution.py plot --results RESULTS.json
     python benchmarks/free_convolution.py table --data-dir DATA [--dataset mnist]
         [--train-size 6000] [--epochs 3] [--shifts 0,0.2,0.5] [--threads 1]
 """
@@ -209,9 +212,27 @@ def part_table(args) -> dict:
     return result
 
 
+def part_plot(args) -> None:
+    from bionn.plots import plot_accuracy_vs_shift, plot_sharing_over_training
+
+    path = Path(args.results)
+    result = json.loads(path.read_text())
+    name = result["dataset"]
+    budget = result["budget"]
+    note = f"{name}, {budget['train_size']} training images, {budget['epochs']} epochs"
+    for out in (
+        plot_accuracy_vs_shift(result["runs"], path.with_name(path.stem + "_accuracy.png"),
+                               title=f"CNN and FCN against the training shift A\n({note})"),
+        plot_sharing_over_training(result["runs"], path.with_name(path.stem + "_sharing.png"),
+                                   title=f"emergent sharing, FCN first layer ({note})"),
+    ):
+        print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("speed", "table"))
+    parser.add_argument("part", choices=("speed", "table", "plot"))
+    parser.add_argument("--results", default=None, help="plot: a table JSON")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     parser.add_argument("--batch", type=int, default=256, help="speed: batch size")
@@ -227,6 +248,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.part == "plot":
+        part_plot(args)
+        return
     result = part_speed(args) if args.part == "speed" else part_table(args)
     default = ("benchmarks/results/free_convolution_speed.json" if args.part == "speed"
                else f"benchmarks/results/free_convolution_{args.dataset}.json")
