@@ -42,7 +42,12 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         "gunpoint, italypower, basicmotions, copy[:delay=N,...], add[:length=N], pattern "
         "(see `bionn data list`)",
     )
-    p.add_argument("--model", default=s, help="mlp (784-1000-10), mlp:500,500 or cnn")
+    p.add_argument(
+        "--model",
+        default=s,
+        help="mlp (784-1000-10), mlp:500,500, cnn, or Ott et al.'s cnn-ott, fcn-ott (free "
+        "convolutions), fcn-ott:vcp=P (variable connection patterns, p = P)",
+    )
     p.add_argument("--activation", default=s, help="relu (default), tanh, sigmoid or gelu")
     p.add_argument("--epochs", type=int, default=s, help="passes over the data (default 10)")
     p.add_argument("--batch-size", type=int, default=s, help="examples per update (default 100)")
@@ -57,6 +62,20 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=s, help="data root (default $BIONN_DATA or user cache)")
     p.add_argument(
         "--download", action="store_true", default=s, help="download a missing data set"
+    )
+    p.add_argument(
+        "--augment",
+        default=s,
+        metavar="shift:A",
+        help="augment every training batch: shift:A shifts each image at random by up to a "
+        "fraction A of its size (nearest-pixel fill)",
+    )
+    p.add_argument(
+        "--robustness",
+        action="store_true",
+        default=s,
+        help="at the end, test accuracy under shift 0.25, rotation 45 deg, noise 0.15 and a "
+        "quadrant swap",
     )
     p.add_argument("--config", metavar="FILE.toml", help="read any of these flags from TOML")
     _add_rule_option_flags(p)
@@ -204,6 +223,8 @@ def _json_row(summary: dict[str, Any]) -> dict[str, Any]:
     row["angle_per_layer_deg"] = summary.get("angle_per_layer_deg")
     if "plots" in summary:
         row["plots"] = summary["plots"]
+    if "robustness" in summary:
+        row["robustness"] = summary["robustness"]
     return row
 
 
@@ -229,6 +250,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     figures = [summary["plot"]] if summary.get("plot") else []
     figures += summary.get("plots", [])
+    if summary.get("robustness"):
+        print("robustness: " + ", ".join(
+            f"{name} {_fmt_pct(acc)}" for name, acc in summary["robustness"].items()
+        ))
     print(f"run folder: {summary['run_dir']}  (plots: {', '.join(figures) or 'none'})")
     if args.json:
         print(json.dumps(_json_row(summary)))

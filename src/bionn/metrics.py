@@ -1,4 +1,4 @@
-"""Measurements shared by every rule: accuracy and the angle to backprop.
+"""Measurements shared by every rule: accuracy, the angle to backprop, weight sharing.
 
 The angle to backprop is the field's central question: how close is a rule's update to the
 true gradient? :func:`angle_to_backprop` computes, for one batch and the current weights, the
@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -156,3 +157,121 @@ def evaluate_accuracy(
         model.train(was_training)
     total = max(total, 1)
     return correct / total, loss_sum / total
+
+
+def module_epoch_metrics(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Numbers that the model's own layers offer after every epoch, keyed by module name.
+
+    A module that defines a method ``epoch_metrics(self) -> dict`` (a free convolution's
+    sharing measures, say) contributes its result; the Trainer logs the whole mapping as
+    ``layer_metrics`` in every ``metrics.jsonl`` line that has one. Values must be
+    JSON-serialisable.
+    """
+    result: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            method = getattr(type(module), "epoch_metrics", None)
+            if callable(method):
+                values = module.epoch_metrics()
+                if values:
+                    result[name or "<model>"] = dict(values)
+    return result
+
+
+SHARING_DISTANCES = (1, 4)
+"""The Chebyshev distances at which Ott et al. (2020) compare the kernels of a free layer."""
+
+
+def sharing_distances(
+    kernels: torch.Tensor, distances: tuple[int, ...] = SHARING_DISTANCES
+) -> dict[str, float | None]:
+    """The emergent weight-sharing measures of Ott, Linstead, LaHaye & Baldi (2020).
+
+    ``kernels`` is ``(out_h, out_w, D)``: the kernel of every output position of a free
+    layer, flattened (all filters at the position together). The tensor is first divided by
+    its global (Frobenius) norm, so the measures do not change when all weights are rescaled.
+    For each distance d, every position (i, j) at least d from the border is compared with
+    the 8 d positions at Chebyshev distance exactly d (``max(|di|, |dj|) = d``); the results
+    are the mean Euclidean distance ``||k_a - k_b||`` and the mean cosine distance
+    ``1 - cos(k_a, k_b)`` over all those pairs. Both are 0 for shared (tied) weights; for
+    independent random kernels the cosine distance is about 1.
+
+    Returns ``{"sharing_euclidean_d1": ..., "sharing_cosine_d1": ..., ...}``; a distance
+    with no such pair (a layer narrower than 2 d + 1) gives None.
+    """
+    k = kernels.detach().double()
+    if k.dim() != 3:
+        raise ValueError(f"kernels must be (out_h, out_w, D), got shape {tuple(k.shape)}")
+    norm = k.norm()
+    if norm > 0:
+        k = k / norm
+    h, w = k.shape[:2]
+    result: dict[str, float | None] = {}
+    for d in distances:
+        if h <= 2 * d or w <= 2 * d:
+            result[f"sharing_euclidean_d{d}"] = None
+            result[f"sharing_cosine_d{d}"] = None
+            continue
+        center = k[d : h - d, d : w - d]
+        c_norm = center.norm(dim=-1)
+        euclid = cosine = 0.0
+        pairs = 0
+        for di in range(-d, d + 1):
+            for dj in range(-d, d + 1):
+                if max(abs(di), abs(dj)) != d:
+                    continue
+                other = k[d + di : h - d + di, d + dj : w - d + dj]
+                euclid += float((center - other).norm(dim=-1).sum())
+                denom = c_norm * other.norm(dim=-1)
+                cos = torch.where(denom > 0, (center * other).sum(-1) / denom.clamp_min(1e-300),
+                                  torch.zeros_like(denom))
+                cosine += float((1.0 - cos).sum())
+                pairs += center.shape[0] * center.shape[1]
+        result[f"sharing_euclidean_d{d}"] = euclid / pairs
+        result[f"sharing_cosine_d{d}"] = cosine / pairs
+    return result
+
+
+def robustness_report(
+    rule: LearningRule,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    noise_std: float | torch.Tensor = 0.15,
+    seed: int = 0,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Test accuracy on clean and perturbed images (Ott et al. 2020, their robustness tests).
+
+    ``shift_0.25``: every image shifted at random by up to a quarter of its size (nearest-pixel
+    fill); ``rotation_45``: rotated by a random angle in [-45, 45] degrees; ``noise_0.15``: plus
+    Gaussian noise of std ``noise_std`` (0.15 of the intensity range: pass it in the units of
+    ``x``); ``quadrant_swap``: top-right and bottom-left quadrants exchanged. The perturbations
+    are drawn from a generator seeded with ``seed``, so the report is reproducible.
+    """
+    from bionn.data import augment
+
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    perturbations = {
+        "clean": lambda xb: xb,
+        "shift_0.25": lambda xb: augment.random_shift(xb, 0.25, generator),
+        "rotation_45": lambda xb: augment.random_rotation(xb, 45.0, generator),
+        "noise_0.15": lambda xb: augment.gaussian_noise(xb, noise_std, generator),
+        "quadrant_swap": augment.swap_quadrants,
+    }
+    report: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for name, perturb in perturbations.items():
+                correct = 0
+                for start in range(0, len(x), batch_size):
+                    xb = perturb(x[start : start + batch_size])
+                    pred = rule.predict(model, xb).argmax(1)
+                    correct += int((pred == y[start : start + batch_size]).sum())
+                report[name] = correct / max(len(x), 1)
+    finally:
+        model.train(was_training)
+    return report

@@ -50,3 +50,57 @@ def test_bad_specs_raise_a_config_error(spec):
 def test_unknown_activation_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="relu"):
         build_model("mlp", (1, 8, 8), 10, "swish")
+
+
+# -- the networks of Ott, Linstead, LaHaye & Baldi (2020) -------------------------------------
+def test_ott_networks_have_the_paper_layers():
+    from bionn.nn import FreeConv2d
+
+    cnn = build_model("cnn-ott", (1, 28, 28), 10)
+    convs = [m for m in cnn.features if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (32, (3, 3), (2, 2)), (64, (3, 3), (2, 2)), (128, (3, 3), (1, 1))]
+    fcn = build_model("fcn-ott", (1, 28, 28), 10)
+    free = [m for m in fcn.features if isinstance(m, FreeConv2d)]
+    # 28 -> 13 -> 6 -> 4 positions per side, valid padding
+    assert [f.output_size for f in free] == [(13, 13), (6, 6), (4, 4)]
+    assert fcn.classifier[1].in_features == 128 * 16 and fcn.classifier[1].out_features == 1024
+    # parameters: positions x kernel + positions x filters for each free layer, plus the FCs
+    expected = sum(f.positions * (f.out_channels * f.fan_in + f.out_channels) for f in free)
+    expected += 2048 * 1024 + 1024 + 1024 * 10 + 10
+    assert sum(p.numel() for p in fcn.parameters()) == expected
+    cifar = build_model("fcn-ott", (3, 32, 32), 10)
+    free = [m for m in cifar.features if isinstance(m, FreeConv2d)]
+    assert [(f.out_channels, f.kernel_size, f.output_size) for f in free] == [
+        (64, (5, 5), (14, 14)), (128, (5, 5), (5, 5)), (256, (3, 3), (3, 3))]
+    x = torch.randn(2, 1, 28, 28)
+    assert cnn(x).shape == fcn(x).shape == (2, 10)
+
+
+def test_fcn_ott_vcp_masks_every_free_layer_input():
+    from bionn.nn import VariableConnections
+
+    torch.manual_seed(0)
+    model = build_model("fcn-ott:vcp=0.25", (1, 28, 28), 10)
+    masks = [m for m in model.features if isinstance(m, VariableConnections)]
+    assert [tuple(m.mask.shape) for m in masks] == [(1, 28, 28), (32, 13, 13), (64, 6, 6)]
+    kept = torch.cat([m.mask.flatten() for m in masks]).mean().item()
+    assert abs(kept - 0.75) < 0.01
+    torch.manual_seed(0)
+    again = build_model("fcn-ott:vcp=0.25", (1, 28, 28), 10)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))
+    assert not any(isinstance(m, VariableConnections)
+                   for m in build_model("fcn-ott:vcp=0", (1, 28, 28), 10).modules())
+
+
+@pytest.mark.parametrize("spec", ["fcn-ott:vcp=1", "fcn-ott:vcp=x", "fcn-ott:p=0.1",
+                                  "cnn-ott:vcp=0.5"])
+def test_bad_ott_specs_are_config_errors(spec):
+    with pytest.raises(ConfigError):
+        build_model(spec, (1, 28, 28), 10)
+
+
+def test_ott_networks_refuse_images_too_small():
+    with pytest.raises(ConfigError, match="too small"):
+        build_model("fcn-ott", (1, 8, 8), 10)

@@ -41,6 +41,12 @@ class TrainConfig:
         out: run folder; None makes ``runs/<rule>-<dataset>-<time>``.
         data_dir: data root; None falls back to ``BIONN_DATA``, then the user cache.
         download: fetch a missing data set from its canonical mirrors.
+        augment: a per-batch augmentation of the training images, ``shift:A`` (random shifts
+            up to a fraction A of the image size, nearest-pixel fill; see
+            :mod:`bionn.data.augment`), or None.
+        robustness: at the end of the run, measure the test accuracy on shifted (0.25),
+            rotated (45 degrees), noisy (Gaussian, std 0.15 of the intensity range) and
+            quadrant-swapped test images (:func:`bionn.metrics.robustness_report`).
         options: the rule's own hyperparameters, field -> value (the fields of its
             ``config_class``; ``bionn rules`` lists them); checked when the rule is built.
     """
@@ -59,6 +65,8 @@ class TrainConfig:
     out: str | None = None
     data_dir: str | None = None
     download: bool = False
+    augment: str | None = None
+    robustness: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +96,12 @@ class TrainConfig:
                 raise ConfigError(f"{flag} holds a NUL byte, which no path may: {value!r}")
         if not isinstance(self.download, bool):
             raise ConfigError(f"download must be true or false, got {self.download!r}")
+        if not isinstance(self.robustness, bool):
+            raise ConfigError(f"robustness must be true or false, got {self.robustness!r}")
+        if self.augment is not None:
+            from bionn.data.augment import make_augmentation
+
+            make_augmentation(self.augment)  # raises ConfigError naming what is allowed
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"

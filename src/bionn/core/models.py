@@ -1,4 +1,5 @@
-"""Model builders shared by every rule: a multilayer perceptron and a small CNN.
+"""Model builders shared by every rule: a multilayer perceptron, a small CNN, and the
+convolutional and free-convolutional networks of Ott et al. (2020).
 
 Rules that need the layered structure (predictive coding, feedback alignment, ...) read it from
 ``MLP.linears`` and ``MLP.activation``; everything else treats the models as plain
@@ -121,7 +122,94 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODEL_FORMS = "'mlp', 'mlp:H' or 'mlp:H1,H2,...' (hidden sizes), or 'cnn'"
+#: Ott, Linstead, LaHaye & Baldi (2020): (channels, kernel, stride) of the three layers, valid
+#: padding, then FC 1024 and the output; the CIFAR-10 variant for 3-channel images.
+OTT_LAYERS = {
+    "mnist": ((32, 3, 2), (64, 3, 2), (128, 3, 1)),
+    "cifar10": ((64, 5, 2), (128, 5, 2), (256, 3, 1)),
+}
+
+
+class OttNet(nn.Module):
+    """The CNN and the free CNN (FCN) of Ott et al. (2020).
+
+    MNIST variant (1-channel images): 32@3x3 stride 2, 64@3x3 stride 2, 128@3x3 stride 1,
+    valid padding, FC 1024, output; the CIFAR-10 variant (3-channel images) has 64@5x5 s2,
+    128@5x5 s2, 256@3x3 s1. ``free=True`` makes every convolution a
+    :class:`~bionn.nn.free_conv.FreeConv2d` (a kernel per position); ``vcp=p`` puts a fixed
+    random connection mask (keep probability 1 - p,
+    :class:`~bionn.nn.free_conv.VariableConnections`) on the input of every free layer.
+
+    Attributes:
+        features: the three (free) convolutions with their activations and masks.
+        classifier: flatten, FC 1024, activation, output.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        free: bool = False,
+        vcp: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        from bionn.nn.free_conv import FreeConv2d, VariableConnections
+
+        c, h, w = (int(v) for v in input_shape)
+        if vcp and not free:
+            raise ConfigError("vcp (variable connection patterns) applies to fcn-ott only")
+        layers: list[nn.Module] = []
+        for channels, kernel, stride in OTT_LAYERS["cifar10" if c == 3 else "mnist"]:
+            oh, ow = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+            if min(oh, ow) <= 0:
+                raise ConfigError(
+                    f"the Ott et al. networks need larger images: {h}x{w} inputs are too small "
+                    f"for a {kernel}x{kernel} stride-{stride} layer (use 28x28 or 32x32 data)"
+                )
+            if free:
+                if vcp:
+                    layers.append(VariableConnections((c, h, w), vcp))
+                layers.append(FreeConv2d(c, channels, kernel, (h, w), stride))
+            else:
+                layers.append(nn.Conv2d(c, channels, kernel, stride))
+            layers.append(make_activation(activation))
+            c, h, w = channels, oh, ow
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(1),
+            nn.Linear(c * h * w, 1024),
+            make_activation(activation),
+            nn.Linear(1024, num_classes),
+        )
+        self.free = free
+        self.vcp = float(vcp)
+        self.activation_name = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _ott_options(spec: str, rest: str) -> float:
+    """The ``vcp=P`` option of an Ott spec (the only one), 0 when absent."""
+    if not rest:
+        return 0.0
+    key, eq, value = rest.partition("=")
+    if key.strip() != "vcp" or not eq:
+        raise ConfigError(f"bad model {spec!r}; its only option is vcp=P, as in fcn-ott:vcp=0.25")
+    try:
+        vcp = float(value)
+    except ValueError:
+        raise ConfigError(f"bad model {spec!r}: vcp must be a number in [0, 1)") from None
+    if not 0.0 <= vcp < 1.0:
+        raise ConfigError(f"bad model {spec!r}: vcp must be a probability in [0, 1)")
+    return vcp
+
+
+MODEL_FORMS = (
+    "'mlp', 'mlp:H' or 'mlp:H1,H2,...' (hidden sizes), 'cnn', or Ott et al.'s 'cnn-ott', "
+    "'fcn-ott' (free convolutions) and 'fcn-ott:vcp=P'"
+)
 
 
 def build_model(
@@ -134,7 +222,8 @@ def build_model(
 
     Args:
         spec: ``"mlp"`` (one hidden layer of 1000), ``"mlp:500,500"`` (hidden sizes) or
-            ``"cnn"``.
+            ``"cnn"``; ``"cnn-ott"`` / ``"fcn-ott"`` (:class:`OttNet`, convolutional or free),
+            ``"fcn-ott:vcp=0.25"`` adds variable connection patterns with p = 0.25.
         input_shape: ``(C, H, W)`` of one example.
         num_classes: number of output units.
         activation: hidden non-linearity, one of :data:`ACTIVATIONS`.
@@ -145,6 +234,10 @@ def build_model(
     kind = kind.lower()
     if kind == "cnn" and not colon:
         return CNN(input_shape, num_classes, activation=activation)
+    if kind in ("cnn-ott", "fcn-ott"):
+        vcp = _ott_options(spec, rest.strip())
+        return OttNet(input_shape, num_classes, free=kind == "fcn-ott", vcp=vcp,
+                      activation=activation)
     if kind == "mlp":
         if not colon:
             hidden = [1000]

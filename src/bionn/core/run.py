@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from bionn.core.config import DEFAULT_LR, TrainConfig
 from bionn.core.registry import make_rule
 from bionn.core.rule import Phase
 from bionn.core.trainer import StepInfo, Trainer
+from bionn.data.augment import make_augmentation
 from bionn.errors import BionnError, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -258,6 +260,7 @@ def run_training(
         callbacks=callbacks,
         scheduler=make_scheduler(config, optimizer, phases[first]),
         batch_dims=batch_dims,
+        augment=make_augmentation(config.augment, seed=config.seed),
     )
     if state is not None:
         # a checkpoint written at the end of the previous phase carries that phase's optimizer
@@ -273,6 +276,9 @@ def run_training(
         trainer.set_train_inputs(rule.phase_inputs(model, phase.name, trainer.train_x))
         summary = trainer.fit(ends[i], phase=phase.name, evaluate=phase.evaluate)
     trainer.set_train_inputs(None)
+    if config.robustness:
+        summary["robustness"] = _robustness(config, rule, model, test_xy)
+        (run_dir / "robustness.json").write_text(json.dumps(summary["robustness"], indent=2))
     if len(phases) > 1:
         summary["phases"] = [
             {"name": phase.name, "epochs": phase.epochs, "last_epoch": end}
@@ -301,6 +307,16 @@ def resume_from(trainer: Trainer, state: dict[str, Any], path: Path, optimizer: 
         raise CheckpointError(
             f"checkpoint {path} does not fit this run (rule {trainer.rule.name!r}): {detail}"
         ) from None
+def _robustness(config: TrainConfig, rule, model, test_xy) -> dict[str, float]:
+    """The test accuracy under the perturbations of Ott et al. (2020); the noise's std is 0.15
+    of the intensity range, in the units of the model's (normalised) inputs."""
+    from bionn.data.datasets import DATASETS
+    from bionn.metrics import robustness_report
+
+    noise_std: float | torch.Tensor = 0.15
+    if rule.normalize_inputs and config.dataset in DATASETS:
+        noise_std = 0.15 / torch.tensor(DATASETS[config.dataset].std)
+    return robustness_report(rule, model, *test_xy, noise_std=noise_std, seed=config.seed)
 
 
 def split_options(

@@ -80,6 +80,11 @@ class Trainer:
             examples: ``(0, 0)`` by default, ``(1, 0)`` or ``(1, 1)`` for time-major
             sequences (see :class:`~bionn.data.loader.TensorLoader`); batches, the angle
             batch and evaluation all slice along them.
+        augment: an optional per-batch augmentation of the training inputs (see
+            :mod:`bionn.data.augment`): called as ``augment(x)`` on every training batch
+            before the rule sees it; its ``state_dict()`` (the state of its random generator)
+            is checkpointed, so a resumed run draws what an uninterrupted one draws. Batches
+            of inputs handed over by a phase (``set_train_inputs``) are not augmented.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class Trainer:
         callbacks: Sequence[Callable[[StepInfo], None]] = (),
         scheduler: Any | None = None,
         batch_dims: tuple[int, int] = (0, 0),
+        augment: Any | None = None,
     ) -> None:
         self.model = model
         self.rule = rule
@@ -120,6 +126,7 @@ class Trainer:
             self.train_x.narrow(dx, 0, n_angle), self.train_y.narrow(dy, 0, n_angle)
         )
         self.callbacks = list(callbacks)
+        self.augment = augment
         self.epoch = 0
         self.phase = "train"
         self.global_step = 0
@@ -160,6 +167,8 @@ class Trainer:
         }
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.augment is not None:
+            state["augment"] = self.augment.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
@@ -182,6 +191,8 @@ class Trainer:
         self.history = list(state["history"])
         set_rng_state(state["rng"], self.device)
         self.loader.generator.set_state(state["loader_rng"])
+        if self.augment is not None and "augment" in state:
+            self.augment.load_state_dict(state["augment"])
 
     def resume(self, state: dict[str, Any] | None = None, optimizer: bool = True) -> None:
         """Continue from ``run_dir/checkpoint.pt`` (or ``state``, already loaded from it).
@@ -224,6 +235,8 @@ class Trainer:
             self.rule.attach_optimizer(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
             for step, (xb, yb) in enumerate(self.loader):
+                if self.augment is not None and self.loader.x is self.train_x:
+                    xb = self.augment(xb)
                 for metrics in self.rule.updates(self.model, xb, yb):
                     loss = metrics.get("loss")
                     if loss is not None and not math.isfinite(loss):
@@ -286,6 +299,9 @@ class Trainer:
         else:
             result["angle_to_backprop_deg"] = None
         result.update(self.rule.epoch_metrics(self.model))
+        layer_metrics = _metrics.module_epoch_metrics(self.model)
+        if layer_metrics:
+            result["layer_metrics"] = layer_metrics
         return result
 
     def run_epoch(

@@ -1,12 +1,13 @@
 """Turn any PyTorch model into one whose layers use another feedback pathway.
 
-``convert(model, "fa")`` returns a deep copy of ``model`` in which every ``nn.Linear`` and
-``nn.Conv2d`` is replaced by the feedback-alignment layer of the same shape, holding the same
-weights (copied), plus a :class:`ConversionReport` saying what was replaced. The forward pass is
-unchanged; only the backward pass differs. Modules of any other type that own parameters
-(``BatchNorm2d``, ``Conv1d``, ``LSTM``, subclasses of ``nn.Linear`` such as attention's output
-projection, layers converted before) are left as they are and listed in ``report.unknown``;
-``strict=True`` makes that an error. Modules without parameters (activations, pooling,
+``convert(model, "fa")`` returns a deep copy of ``model`` in which every ``nn.Linear``,
+``nn.Conv2d`` and :class:`~bionn.nn.free_conv.FreeConv2d` is replaced by the feedback-alignment
+layer of the same shape, holding the same weights (copied), plus a :class:`ConversionReport`
+saying what was replaced. The forward pass is unchanged; only the backward pass differs.
+Modules of any other type that own parameters (``BatchNorm2d``, ``Conv1d``, ``LSTM``,
+subclasses of ``nn.Linear`` such as attention's output projection, layers converted before)
+are left as they are and listed in ``report.unknown``; ``strict=True`` makes that an error.
+Modules without parameters (activations, pooling,
 containers) are not layers and are not listed.
 
 For ``mode="dfa"`` the copy is wrapped in a :class:`~bionn.nn.feedback_alignment.DFANetwork`
@@ -23,17 +24,23 @@ from torch import nn
 from bionn.errors import ConfigError
 from bionn.nn.feedback_alignment import (
     BRSFConv2d,
+    BRSFFreeConv2d,
     BRSFLinear,
     DFAConv2d,
+    DFAFreeConv2d,
     DFALinear,
     DFANetwork,
     FAConv2d,
+    FAFreeConv2d,
     FALinear,
     FRSFConv2d,
+    FRSFFreeConv2d,
     FRSFLinear,
     USFConv2d,
+    USFFreeConv2d,
     USFLinear,
 )
+from bionn.nn.free_conv import FreeConv2d
 
 #: mode -> (replacement of nn.Linear, replacement of nn.Conv2d)
 MODES: dict[str, tuple[type[nn.Linear], type[nn.Conv2d]]] = {
@@ -42,6 +49,15 @@ MODES: dict[str, tuple[type[nn.Linear], type[nn.Conv2d]]] = {
     "usf": (USFLinear, USFConv2d),
     "brsf": (BRSFLinear, BRSFConv2d),
     "frsf": (FRSFLinear, FRSFConv2d),
+}
+
+#: mode -> replacement of :class:`~bionn.nn.free_conv.FreeConv2d`
+FREE_MODES: dict[str, type[FreeConv2d]] = {
+    "fa": FAFreeConv2d,
+    "dfa": DFAFreeConv2d,
+    "usf": USFFreeConv2d,
+    "brsf": BRSFFreeConv2d,
+    "frsf": FRSFFreeConv2d,
 }
 
 
@@ -90,7 +106,8 @@ def convert(
     feedback_scale: float = 1.0,
     output_features: int | None = None,
 ) -> tuple[nn.Module, ConversionReport]:
-    """A copy of ``model`` whose ``nn.Linear``/``nn.Conv2d`` layers use ``mode``'s feedback.
+    """A copy of ``model`` whose ``nn.Linear``/``nn.Conv2d``/``FreeConv2d`` layers use
+    ``mode``'s feedback.
 
     Args:
         model: any module; it is not modified.
@@ -125,7 +142,7 @@ def convert(
     done: dict[int, nn.Module] = {}  # a module registered twice is replaced by one new layer
     names = dict(new_model.named_modules(remove_duplicate=False))
     for name, module in names.items():
-        if type(module) not in (nn.Linear, nn.Conv2d):
+        if type(module) not in (nn.Linear, nn.Conv2d, FreeConv2d):
             if next(module.parameters(recurse=False), None) is not None and id(module) not in done:
                 done[id(module)] = module
                 unknown.append((name, type(module).__name__))
@@ -133,6 +150,8 @@ def convert(
         if id(module) not in done:
             if type(module) is nn.Linear:
                 done[id(module)] = linear_cls.from_linear(module, **kwargs)
+            elif type(module) is FreeConv2d:
+                done[id(module)] = FREE_MODES[mode].from_free(module, **kwargs)
             else:
                 done[id(module)] = conv_cls.from_conv(module, **kwargs)
             replaced.append((name, type(module).__name__, type(done[id(module)]).__name__))
@@ -146,7 +165,7 @@ def convert(
         listed = ", ".join(f"{n or '<model>'} ({k})" for n, k in unknown)
         raise ConfigError(
             f"convert(..., strict=True): cannot convert {listed} to {mode}; only nn.Linear and "
-            "nn.Conv2d have a feedback-alignment version"
+            "nn.Conv2d and FreeConv2d have a feedback-alignment version"
         )
     wrapper = None
     if mode == "dfa":

@@ -18,6 +18,10 @@ layer                  feedback B                            paper
                        input gradient ``e @ B``
 =====================  ====================================  ==================================
 
+The free (locally connected) convolutions of :mod:`bionn.nn.free_conv` have the same five
+pathways: ``FAFreeConv2d``, ``USFFreeConv2d``, ``BRSFFreeConv2d``, ``FRSFFreeConv2d`` and
+``DFAFreeConv2d`` (subclasses of ``FreeConv2d``; B has one kernel per output position).
+
 Each layer is a public ``nn.Module`` (a subclass of ``nn.Linear`` or ``nn.Conv2d``, so weights,
 ``repr`` and ``isinstance`` checks carry over) with a private ``torch.autograd.Function`` that
 states its backward pass. Each declares ``use_exact_backward = False``: inside
@@ -47,18 +51,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bionn.nn.free_conv import FreeConv2d, _fold_columns, _free_backward, _free_forward
+
 __all__ = [
     "BRSFConv2d",
+    "BRSFFreeConv2d",
     "BRSFLinear",
     "DFAConv2d",
+    "DFAFreeConv2d",
     "DFALinear",
     "DFANetwork",
     "FAConv2d",
+    "FAFreeConv2d",
     "FALinear",
     "FRSFConv2d",
+    "FRSFFreeConv2d",
     "FRSFLinear",
     "OutputError",
     "USFConv2d",
+    "USFFreeConv2d",
     "USFLinear",
     "feedback_matrix",
 ]
@@ -676,7 +687,7 @@ class DFANetwork(nn.Module):
         self.module = module
         self.slot = OutputError()
         for layer in module.modules():
-            if isinstance(layer, DFALinear | DFAConv2d):
+            if isinstance(layer, DFALinear | DFAConv2d | DFAFreeConv2d):
                 layer.slot = self.slot
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -687,4 +698,251 @@ class DFANetwork(nn.Module):
 
     def dfa_layers(self) -> list[tuple[str, nn.Module]]:
         """``(name, layer)`` of every DFA layer, in registration (forward) order."""
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, DFALinear | DFAConv2d)]
+        return [(n, m) for n, m in self.named_modules()
+                if isinstance(m, DFALinear | DFAConv2d | DFAFreeConv2d)]
+
+
+# -- free (locally connected) convolutions (Ott et al. 2020) ---------------------------------
+# The same pathways for :class:`~bionn.nn.free_conv.FreeConv2d`: a kernel per output position,
+# so the feedback has one kernel per position too (B shaped like the layer's weight). The
+# forward pass unfolds the input into receptive fields (columns) and multiplies every position
+# by its own kernel in one batched product (bionn.nn.free_conv); backward, the weight gradient
+# is the usual local one, delta_l times the columns (Eq. 6), and the input gradient folds the
+# columns' gradient delta_l @ B back onto the input (Eqs. 3-5).
+class _FAFreeConv2dFn(torch.autograd.Function):
+    """Free convolution; backward: the columns get delta @ B (B fixed), folded onto the input."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, B, geometry):
+        out, cols = _free_forward(ctx, x, weight, bias, geometry)
+        ctx.save_for_backward(cols, B)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        cols, B = ctx.saved_tensors
+        gi, gw, gb = _free_backward(ctx, grad_output, cols,
+                                    lambda delta: _fold_columns(ctx, delta, B))  # Eq. (3)
+        return gi, gw, gb, None, None
+
+
+class _USFFreeConv2dFn(torch.autograd.Function):
+    """Backward: the columns get delta @ (s * sign(W)), the sign taken at backward time."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scale, geometry):
+        out, cols = _free_forward(ctx, x, weight, bias, geometry)
+        ctx.save_for_backward(cols, weight)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        cols, weight = ctx.saved_tensors
+        gi, gw, gb = _free_backward(
+            ctx, grad_output, cols,
+            lambda delta: _fold_columns(ctx, delta, ctx.scale * torch.sign(weight)),  # Eq. (5)
+        )
+        return gi, gw, gb, None, None
+
+
+class _RSFFreeConv2dFn(torch.autograd.Function):
+    """Backward: the columns get delta @ (|R| * sign(W)), R the magnitudes given at forward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, magnitude, geometry):
+        out, cols = _free_forward(ctx, x, weight, bias, geometry)
+        ctx.save_for_backward(cols, weight, magnitude)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        cols, weight, magnitude = ctx.saved_tensors
+        gi, gw, gb = _free_backward(
+            ctx, grad_output, cols,
+            lambda delta: _fold_columns(ctx, delta, magnitude * torch.sign(weight)),  # Eq. (5)
+        )
+        return gi, gw, gb, None, None
+
+
+class _BRSFFreeConv2dFn(_RSFFreeConv2dFn):
+    """brSF free convolution: fresh magnitudes per forward pass."""
+
+
+class _FRSFFreeConv2dFn(_RSFFreeConv2dFn):
+    """frSF free convolution: fixed magnitudes."""
+
+
+class _DFAFreeConv2dFn(torch.autograd.Function):
+    """Backward: the input gets (e @ B) reshaped to the input's shape; dW = delta x-columns."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, B, slot, geometry):
+        out, cols = _free_forward(ctx, x, weight, bias, geometry)
+        ctx.save_for_backward(cols, B)
+        ctx.slot, ctx.input_shape = slot, x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        cols, B = ctx.saved_tensors
+        gi, gw, gb = _free_backward(
+            ctx, grad_output, cols,
+            lambda delta: ctx.slot.get(ctx.input_shape[0]).matmul(B).reshape(ctx.input_shape),
+        )  # Eq. (4)
+        return gi, gw, gb, None, None, None
+
+
+def _free_feedback(layer: FreeConv2d, scale: float) -> torch.Tensor:
+    """A random tensor shaped like a free layer's weight, uniform in +-scale/sqrt(fan_in)."""
+    bound = scale / math.sqrt(layer.fan_in)
+    return torch.empty_like(layer.weight.detach()).uniform_(-bound, bound)
+
+
+class _FeedbackFreeConv2d(FreeConv2d):
+    """Shared constructor plumbing of the free convolutions (no backward logic here)."""
+
+    use_exact_backward: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.use_exact_backward = False
+
+    @classmethod
+    def from_free(cls, layer: FreeConv2d, **kwargs: Any) -> _FeedbackFreeConv2d:
+        """A layer of this class holding ``layer``'s parameters (the same Parameter objects)."""
+        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, layer.input_size,
+                  layer.stride, layer.padding, layer.bias is not None, tied=layer.tied,
+                  device=layer.weight.device, dtype=layer.weight.dtype, **kwargs)
+        new.weight = layer.weight
+        new.bias = layer.bias
+        return new
+
+    def reset_feedback(self) -> None:
+        """Draw the feedback pathway again (a no-op where it has no random part)."""
+
+    @property
+    def _geometry(self) -> tuple:
+        return (self.kernel_size, self.stride, self.padding, self.output_size, self.input_size)
+
+    def _apply_fn(self, fn, x: torch.Tensor, *feedback: Any) -> torch.Tensor:
+        self._check_input(x)
+        return fn.apply(x, self.weight_matrix(), self.bias, *feedback, self._geometry)
+
+
+class FAFreeConv2d(_FeedbackFreeConv2d):
+    """:class:`~bionn.nn.free_conv.FreeConv2d` whose input gradient goes through fixed random
+    per-position kernels B (a buffer shaped like the weight).
+
+    Args:
+        feedback_scale: B's entries are uniform in +-feedback_scale/sqrt(fan_in).
+    """
+
+    def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feedback_scale = float(feedback_scale)
+        self.register_buffer("B", _free_feedback(self, self.feedback_scale))
+
+    def reset_feedback(self) -> None:
+        with torch.no_grad():
+            self.B.copy_(_free_feedback(self, self.feedback_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_exact_backward:
+            return super().forward(x)
+        return self._apply_fn(_FAFreeConv2dFn, x, self.weight_matrix(self.B))
+
+
+class USFFreeConv2d(_FeedbackFreeConv2d):
+    """uSF free convolution: B = s * sign(W) (see :class:`USFLinear`)."""
+
+    def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feedback_scale = float(feedback_scale)
+
+    @property
+    def scale(self) -> float:
+        return self.feedback_scale / math.sqrt(3.0 * self.fan_in)
+
+    @property
+    def B(self) -> torch.Tensor:
+        return self.scale * torch.sign(self.weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_exact_backward:
+            return super().forward(x)
+        return self._apply_fn(_USFFreeConv2dFn, x, self.scale)
+
+
+class BRSFFreeConv2d(_FeedbackFreeConv2d):
+    """brSF free convolution: B = |R| * sign(W), R redrawn on every forward pass with a graph."""
+
+    def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feedback_scale = float(feedback_scale)
+        self._magnitude: torch.Tensor | None = None
+
+    def _draw(self) -> torch.Tensor:
+        self._magnitude = _free_feedback(self, self.feedback_scale).abs_()
+        return self._magnitude
+
+    @property
+    def B(self) -> torch.Tensor:
+        magnitude = self._draw() if self._magnitude is None else self._magnitude
+        return magnitude * torch.sign(self.weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_exact_backward or not torch.is_grad_enabled():
+            return super().forward(x)
+        return self._apply_fn(_BRSFFreeConv2dFn, x, self.weight_matrix(self._draw()))
+
+
+class FRSFFreeConv2d(_FeedbackFreeConv2d):
+    """frSF free convolution: B = |R| * sign(W), R a fixed buffer (``magnitude``)."""
+
+    def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feedback_scale = float(feedback_scale)
+        self.register_buffer("magnitude", _free_feedback(self, self.feedback_scale).abs_())
+
+    def reset_feedback(self) -> None:
+        with torch.no_grad():
+            self.magnitude.copy_(_free_feedback(self, self.feedback_scale).abs_())
+
+    @property
+    def B(self) -> torch.Tensor:
+        return self.magnitude * torch.sign(self.weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_exact_backward:
+            return super().forward(x)
+        return self._apply_fn(_FRSFFreeConv2dFn, x, self.weight_matrix(self.magnitude))
+
+
+class DFAFreeConv2d(_FeedbackFreeConv2d):
+    """Free convolution whose input gradient is ``(e @ B).reshape(input shape)``, e the
+    network's output error; B ``(output_features, C*H*W)`` is drawn at construction (the input
+    size is known)."""
+
+    def __init__(self, *args: Any, output_features: int = 10, feedback_scale: float = 1.0,
+                 slot: OutputError | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.output_features = int(output_features)
+        self.feedback_scale = float(feedback_scale)
+        self.slot = slot if slot is not None else OutputError()
+        features = self.in_channels * self.input_size[0] * self.input_size[1]
+        self.register_buffer("B", _dfa_matrix(self.output_features, features,
+                                              self.feedback_scale, self.weight.detach()))
+
+    def reset_feedback(self) -> None:
+        with torch.no_grad():
+            self.B.copy_(_dfa_matrix(self.output_features, self.B.shape[1],
+                                     self.feedback_scale, self.weight.detach()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_exact_backward:
+            return super().forward(x)
+        return self._apply_fn(_DFAFreeConv2dFn, x, self.B, self.slot)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, output_features={self.output_features}"

@@ -9,6 +9,11 @@ every figure.
 from bionn.plots.common import plot_learning_curves
 from bionn.plots.decolle import plot_local_losses, plot_spike_raster
 from bionn.plots.feedback_alignment import plot_feedback_alignment
+from bionn.plots.free_convolution import (
+    plot_accuracy_vs_shift,
+    plot_neighbouring_kernels,
+    plot_sharing_over_training,
+)
 from bionn.plots.krotov_hopfield import plot_receptive_fields, plot_synapse_norms
 from bionn.plots.predictive_coding import plot_class_images, plot_pc_angle, plot_pc_energy
 from bionn.plots.temporal_credit import (
@@ -19,6 +24,7 @@ from bionn.plots.temporal_credit import (
 )
 
 __all__ = [
+    "plot_accuracy_vs_shift",
     "plot_class_images",
     "plot_cost_per_step",
     "plot_credit_horizon",
@@ -26,10 +32,12 @@ __all__ = [
     "plot_learning_curves",
     "plot_learning_curves_side_by_side",
     "plot_local_losses",
+    "plot_neighbouring_kernels",
     "plot_pc_angle",
     "plot_pc_energy",
     "plot_receptive_fields",
     "plot_sequence_outputs",
+    "plot_sharing_over_training",
     "plot_spike_raster",
     "plot_synapse_norms",
 ]

@@ -88,19 +88,25 @@ from bionn.metrics import angle_deg
 from bionn.nn.convert import ConversionReport, convert
 from bionn.nn.feedback_alignment import (
     BRSFConv2d,
+    BRSFFreeConv2d,
     BRSFLinear,
     DFAConv2d,
+    DFAFreeConv2d,
     DFALinear,
     FAConv2d,
+    FAFreeConv2d,
     FALinear,
     FRSFConv2d,
+    FRSFFreeConv2d,
     FRSFLinear,
     USFConv2d,
+    USFFreeConv2d,
     USFLinear,
 )
 
 _FEEDBACK_LAYERS = (FALinear, FAConv2d, USFLinear, USFConv2d, BRSFLinear, BRSFConv2d,
-                    FRSFLinear, FRSFConv2d, DFALinear, DFAConv2d)
+                    FRSFLinear, FRSFConv2d, DFALinear, DFAConv2d, FAFreeConv2d, USFFreeConv2d,
+                    BRSFFreeConv2d, FRSFFreeConv2d, DFAFreeConv2d)
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,8 @@ class DirectFeedbackAlignment(FeedbackRule):
         f' factors); DFA sends it through B_l. Measured for every DFA layer above the first
         from which every layer to the output is fully connected.
         """
-        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, DFALinear | DFAConv2d)]
+        layers = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, DFALinear | DFAConv2d | DFAFreeConv2d)]
         angles: dict[str, float] = {}
         with torch.no_grad():
             path: torch.Tensor | None = None

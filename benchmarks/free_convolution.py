@@ -1,0 +1,264 @@
+"""Free convolutions (Ott, Linstead, LaHaye & Baldi 2020): their cost, and CNN against FCN on
+translated MNIST / Fashion-MNIST.
+
+Two parts, each writing JSON under ``benchmarks/results/``:
+
+``speed``  Forward + backward of one layer, batch 256, for the three layers of the paper's
+           MNIST network (and the first CIFAR-10 layer): ``nn.Conv2d``, bionn's
+           ``FreeConv2d`` and a straightforward per-position implementation (a Python loop
+           over output positions, each a matrix product of its receptive field, as users
+           write it by hand). Measured alternately (conv, free, loop, repeat); the result is
+           the median over rounds of the per-round ratios. Memory: the bytes autograd saves
+           for the backward pass of each (counted with saved-tensor hooks) and the parameter
+           bytes.
+``plot``   The accuracy-against-A and sharing-over-training figures of a ``table`` JSON
+           (``--results FILE``), written beside it as PNG.
+``table``  ``cnn-ott`` and ``fcn-ott`` trained by backprop with ``--augment shift:A`` for each
+           A, then the test accuracy on clean and on shifted (0.25) test images, the rest of
+           the robustness report, and the sharing measures of the FCN's first layer after
+           every epoch. A reduced budget (a slice of the training set, few epochs), stated in
+           the JSON: the paper trains 250 epochs with early stopping on 5 folds.
+
+    python benchmarks/free_convolution.py speed [--threads 1]
+    python benchmarks/free_convolution.py plot --results RESULTS.json
+    python benchmarks/free_convolution.py table --data-dir DATA [--dataset mnist]
+        [--train-size 6000] [--epochs 3] [--shifts 0,0.2,0.5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bionn.core.models import build_model
+from bionn.core.rule import Backprop
+from bionn.core.trainer import Trainer
+from bionn.data import load_dataset
+from bionn.data.augment import make_augmentation
+from bionn.data.datasets import DATASETS
+from bionn.metrics import robustness_report
+from bionn.nn import FreeConv2d
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor()
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _machine() -> dict:
+    return {"cpu": _cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "command": "python " + " ".join(sys.argv)}
+
+
+class LoopFreeConv2d(nn.Module):
+    """The straightforward locally connected layer: a loop over output positions."""
+
+    def __init__(self, free: FreeConv2d) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(free.weight.detach().clone())  # (oh, ow, O, C, kh, kw)
+        self.bias = nn.Parameter(free.bias.detach().clone())  # (O, oh, ow)
+        self.stride, self.padding = free.stride, free.padding
+        self.kernel_size, self.output_size = free.kernel_size, free.output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.padding
+        x = F.pad(x, (pw, pw, ph, ph))
+        (kh, kw), (sh, sw), (oh, ow) = self.kernel_size, self.stride, self.output_size
+        rows = []
+        for i in range(oh):
+            cols = []
+            for j in range(ow):
+                patch = x[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw].flatten(1)
+                cols.append(F.linear(patch, self.weight[i, j].flatten(1), self.bias[:, i, j]))
+            rows.append(torch.stack(cols, -1))
+        return torch.stack(rows, -2)
+
+
+def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for the backward pass of one forward."""
+    total = 0
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor):
+        nonlocal total
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return total
+
+
+def part_speed(args) -> dict:
+    shapes = [
+        ("mnist layer 1", 1, 32, 3, 28, 2),
+        ("mnist layer 2", 32, 64, 3, 13, 2),
+        ("mnist layer 3", 64, 128, 3, 6, 1),
+        ("cifar10 layer 1", 3, 64, 5, 32, 2),
+    ]
+    batch = args.batch
+    results = []
+    for name, cin, cout, k, size, stride in shapes:
+        torch.manual_seed(0)
+        conv = nn.Conv2d(cin, cout, k, stride)
+        free = FreeConv2d(cin, cout, k, size, stride)
+        loop = LoopFreeConv2d(free)
+        x = torch.randn(batch, cin, size, size, requires_grad=True)
+        g = torch.randn(batch, cout, *free.output_size)
+        out_free, out_loop = free(x), loop(x)
+        assert torch.allclose(out_free, out_loop, atol=1e-4), name
+        impls = {"conv2d": conv, "free": free, "loop": loop}
+
+        def step(m: nn.Module, x: torch.Tensor = x, g: torch.Tensor = g) -> None:
+            m.zero_grad(set_to_none=True)
+            x.grad = None
+            m(x).backward(g)
+
+        times: dict[str, list[float]] = {k: [] for k in impls}
+        for m in impls.values():
+            step(m)  # warm up
+        for _ in range(args.rounds):
+            for key, m in impls.items():
+                start = time.perf_counter()
+                for _ in range(args.reps):
+                    step(m)
+                times[key].append((time.perf_counter() - start) / args.reps * 1e3)
+        ratio_conv = [f / c for f, c in zip(times["free"], times["conv2d"], strict=True)]
+        ratio_loop = [f / lp for f, lp in zip(times["free"], times["loop"], strict=True)]
+        row = {
+            "layer": name,
+            "shape": {"in": cin, "out": cout, "kernel": k, "input": size, "stride": stride,
+                      "positions": free.positions, "batch": batch},
+            "median_ms": {key: statistics.median(v) for key, v in times.items()},
+            "free_over_conv2d": statistics.median(ratio_conv),
+            "free_over_loop": statistics.median(ratio_loop),
+            "saved_for_backward_bytes": {key: _saved_bytes(m, x) for key, m in impls.items()},
+            "parameter_bytes": {key: sum(p.numel() * p.element_size() for p in m.parameters())
+                                for key, m in impls.items()},
+            "ms_per_round": times,
+        }
+        results.append(row)
+        print(f"{name}: conv {row['median_ms']['conv2d']:.1f} ms, free "
+              f"{row['median_ms']['free']:.1f} ms, loop {row['median_ms']['loop']:.1f} ms; "
+              f"free/conv {row['free_over_conv2d']:.2f}, free/loop {row['free_over_loop']:.3f}",
+              flush=True)
+    return {"benchmark": "free_convolution speed", "rounds": args.rounds, "reps": args.reps,
+            "layers": results, **_machine()}
+
+
+def _run(spec: str, shift: float, args, train, test, input_shape) -> dict:
+    torch.manual_seed(args.seed)
+    model = build_model(spec, input_shape, 10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    augment = make_augmentation(f"shift:{shift}", seed=args.seed) if shift > 0 else None
+    trainer = Trainer(model, Backprop(), optimizer, train, test, batch_size=args.batch_size,
+                      seed=args.seed, progress=False, angle_batch_size=64, augment=augment)
+    start = time.perf_counter()
+    trainer.fit(args.epochs)
+    wall = time.perf_counter() - start
+    std = torch.tensor(DATASETS[args.dataset].std)
+    report = robustness_report(Backprop(), model, *test, noise_std=0.15 / std, seed=args.seed)
+    sharing = [r.get("layer_metrics", {}).get("features.0") for r in trainer.history]
+    return {"model": spec, "shift": shift, "robustness": report, "sharing_per_epoch": sharing,
+            "test_accuracy_per_epoch": [r["test_accuracy"] for r in trainer.history],
+            "train_loss_per_epoch": [r.get("train_loss") for r in trainer.history],
+            "wall_time_s": wall}
+
+
+def part_table(args) -> dict:
+    train_ds = load_dataset(args.dataset, args.data_dir, train=True)
+    test_ds = load_dataset(args.dataset, args.data_dir, train=False)
+    generator = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(train_ds.targets), generator=generator)[: args.train_size]
+    train = (train_ds.normalized()[idx], train_ds.targets[idx])
+    test = (test_ds.normalized(), test_ds.targets)
+    shifts = [float(s) for s in args.shifts.split(",")]
+    runs = []
+    result = {"benchmark": f"free_convolution table ({args.dataset})", "dataset": args.dataset,
+              "budget": {"train_size": args.train_size, "epochs": args.epochs,
+                         "batch_size": args.batch_size, "optimizer": "adam", "lr": args.lr,
+                         "schedule": "constant", "seed": args.seed,
+                         "note": "reduced budget for one shared CPU core; the paper trains up "
+                                 "to 250 epochs with early stopping, 5-fold cross-validation"},
+              "runs": runs, **_machine()}
+    out = Path(args.out or f"benchmarks/results/free_convolution_{args.dataset}.json")
+    for shift in shifts:
+        for spec in ("cnn-ott", "fcn-ott"):
+            run = _run(spec, shift, args, train, test, tuple(train_ds.input_shape))
+            runs.append(run)
+            r = run["robustness"]
+            print(f"{spec} A={shift}: clean {100 * r['clean']:.2f}%, shifted "
+                  f"{100 * r['shift_0.25']:.2f}%, {run['wall_time_s']:.0f} s", flush=True)
+            out.write_text(json.dumps({"partial": True, **result}, indent=2) + "\n")
+    return result
+
+
+def part_plot(args) -> None:
+    from bionn.plots import plot_accuracy_vs_shift, plot_sharing_over_training
+
+    path = Path(args.results)
+    result = json.loads(path.read_text())
+    name = result["dataset"]
+    budget = result["budget"]
+    note = f"{name}, {budget['train_size']} training images, {budget['epochs']} epochs"
+    for out in (
+        plot_accuracy_vs_shift(result["runs"], path.with_name(path.stem + "_accuracy.png"),
+                               title=f"CNN and FCN against the training shift A\n({note})"),
+        plot_sharing_over_training(result["runs"], path.with_name(path.stem + "_sharing.png"),
+                                   title=f"emergent sharing, FCN first layer ({note})"),
+    ):
+        print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=("speed", "table", "plot"))
+    parser.add_argument("--results", default=None, help="plot: a table JSON")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--batch", type=int, default=256, help="speed: batch size")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
+    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--shifts", default="0,0.2,0.5")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part == "plot":
+        part_plot(args)
+        return
+    result = part_speed(args) if args.part == "speed" else part_table(args)
+    default = ("benchmarks/results/free_convolution_speed.json" if args.part == "speed"
+               else f"benchmarks/results/free_convolution_{args.dataset}.json")
+    path = Path(args.out or default)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

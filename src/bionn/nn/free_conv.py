@@ -1,0 +1,385 @@
+"""Free (locally connected) convolutions and variable connection patterns.
+
+Paper: K. Ott, E. Linstead, D. LaHaye & P. Baldi (2020), "Learning in the machine: to share or
+not to share?", Neural Networks 126:235-249, doi:10.1016/j.neunet.2020.03.016,
+arXiv:1909.11483.
+
+A free convolution is a convolution without weight sharing: the output at position (i, j)
+is computed from the same receptive field a convolution would use, but with a kernel and a
+bias of its own,
+
+    y[b, o, i, j] = bias[o, i, j] + sum_{c, u, v} W[i, j, o, c, u, v] x_pad[b, c, s i + u, s j + v]
+
+(s the stride, x_pad the zero-padded input). PyTorch has no such layer; :class:`FreeConv2d` is
+one product per output position, computed for every position at once: the input is unfolded
+into its receptive fields (the columns a convolution multiplies, gathered with one strided view
+of a channels-last copy) and one batched matrix product ``(positions, batch, fan_in) @
+(positions, fan_in, out)`` gives every output. No Python loop runs over positions; memory is
+the unfolded input (as for an unfolded convolution) plus the parameters. The backward pass is
+the same products transposed, the input gradient added back with one strided add per kernel
+offset.
+
+``tied=True`` keeps a single kernel and bias, used at every position (a convolution computed by
+the same code); :meth:`FreeConv2d.from_conv` starts every position of an untied layer from one
+``nn.Conv2d``'s kernel, so the two compute the same function until training unties them.
+
+:class:`VariableConnections` is the paper's variable connection pattern: a fixed random
+Bernoulli mask on a layer's input (keep probability 1 - p), a buffer drawn once.
+
+Shapes:
+
+    ==========================  ====================================================
+    ``weight`` (untied)         ``(out_h, out_w, out_channels, in_channels, kh, kw)``:
+                                ``weight[i, j]`` is the kernel of output position (i, j),
+                                shaped like an ``nn.Conv2d`` kernel
+    ``bias`` (untied)           ``(out_channels, out_h, out_w)``
+    ``weight`` / ``bias`` tied  ``(out_channels, in_channels, kh, kw)`` / ``(out_channels,)``
+    ==========================  ====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bionn.errors import ConfigError
+
+__all__ = ["FreeConv2d", "VariableConnections", "free_conv2d"]
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    else:
+        try:
+            pair = tuple(int(v) for v in value)
+        except TypeError:
+            raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        if len(pair) != 2:
+            raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int],
+                 tuple[int, int]]
+"""(kernel_size, stride, padding, output_size, input_size) of a free convolution."""
+
+
+def _columns(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """The receptive field of every output position: ``(positions, batch, kh * kw * C)``.
+
+    Gathered from a channels-last copy of the (padded) input with one strided view, so the
+    innermost run of every field is a contiguous run of channels; the column order is
+    (kh, kw, C), not ``F.unfold``'s (C, kh, kw).
+    """
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow), _ = geometry
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    xc = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); free when x is channels-last
+    b, _, _, c = xc.shape
+    s_b, s_h, s_w, s_c = xc.stride()
+    fields = xc.as_strided((oh, ow, b, kh, kw, c), (sh * s_h, sw * s_w, s_b, s_h, s_w, s_c))
+    return fields.reshape(oh * ow, b, kh * kw * c)
+
+
+def _kernel_columns(kernel: torch.Tensor) -> torch.Tensor:
+    """Per-position kernels ``(positions, out, C, kh, kw)`` as ``(positions, out, kh*kw*C)``,
+    the column order of :func:`_columns`."""
+    positions, out = kernel.shape[:2]
+    return kernel.permute(0, 1, 3, 4, 2).reshape(positions, out, -1)
+
+
+def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = free_conv(x, W) + b for an ``autograd.Function``; returns ``(y, columns)``.
+
+    ``weight`` is ``(positions, out, C, kh, kw)``; the columns (:func:`_columns`) are what the
+    weight gradient needs. The output is laid out channels-last in memory (its shape is the
+    usual ``(batch, out, out_h, out_w)``), so a following free layer gathers its columns
+    without another copy. Records what the backward pass needs on ``ctx``.
+    """
+    ctx.geometry = geometry
+    ctx.has_bias = bias is not None
+    ctx.bias_dim = bias.dim() if bias is not None else 0
+    cols = _columns(x, geometry)  # (L, batch, fan_in)
+    out = torch.bmm(cols, _kernel_columns(weight).transpose(1, 2))  # (L, batch, out): W x
+    oh, ow = geometry[3]
+    out = out.permute(1, 0, 2).reshape(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
+    if bias is not None:
+        out = out + (bias.view(-1, 1, 1) if bias.dim() == 1 else bias)
+    return out, cols
+
+
+def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, input_grad):
+    """(grad_input, grad_weight, grad_bias) of a free convolution for an ``autograd.Function``.
+
+    ``input_grad(delta)`` receives delta as ``(positions, batch, out)`` and returns the input
+    gradient (only called when it is needed): :func:`_fold_columns` with W gives the true one,
+    with a feedback tensor B the feedback-alignment one. The weight gradient is the local
+    ``delta^T columns`` at every position, whatever the input gradient.
+    """
+    batch, out = grad_output.shape[:2]
+    delta = grad_output.permute(2, 3, 0, 1).reshape(-1, batch, out)  # (L, batch, out)
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = input_grad(delta)
+    if ctx.needs_input_grad[1]:
+        (kh, kw), _, _, _, _ = ctx.geometry
+        gw = torch.bmm(delta.transpose(1, 2), cols)  # (L, out, kh*kw*C)
+        grad_weight = gw.view(gw.shape[0], out, kh, kw, -1).permute(0, 1, 4, 2, 3)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = grad_output.sum(0)
+        if ctx.bias_dim == 1:
+            grad_bias = grad_bias.sum((1, 2))
+    return grad_input, grad_weight, grad_bias
+
+
+def _fold_columns(ctx: Any, delta: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The input gradient: ``delta @ kernel`` at every position, added back onto the input
+    pixels of its receptive field (one strided add per kernel offset, not per position)."""
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow), (h, w) = ctx.geometry
+    batch = delta.shape[1]
+    grad_cols = torch.bmm(delta, _kernel_columns(kernel))  # (L, batch, kh*kw*C)
+    grad_cols = grad_cols.view(oh, ow, batch, kh, kw, -1)
+    c = grad_cols.shape[-1]
+    grad = grad_cols.new_zeros(batch, h + 2 * ph, w + 2 * pw, c)
+    for u in range(kh):
+        for v in range(kw):
+            rows = slice(u, u + sh * (oh - 1) + 1, sh)
+            cols = slice(v, v + sw * (ow - 1) + 1, sw)
+            grad[:, rows, cols, :] += grad_cols[:, :, :, u, v, :].permute(2, 0, 1, 3)
+    grad = grad[:, ph : ph + h, pw : pw + w, :]
+    return grad.permute(0, 3, 1, 2)
+
+
+class _FreeConv2dFn(torch.autograd.Function):
+    """The free convolution with its true backward pass (the input gradient through W)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, geometry):
+        out, cols = _free_forward(ctx, x, weight, bias, geometry)
+        ctx.save_for_backward(cols, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        cols, weight = ctx.saved_tensors
+        gi, gw, gb = _free_backward(ctx, grad_output, cols,
+                                    lambda delta: _fold_columns(ctx, delta, weight))
+        return gi, gw, gb, None
+
+
+def free_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    output_size: tuple[int, int],
+) -> torch.Tensor:
+    """The free convolution of ``x`` with per-position kernels (differentiable once).
+
+    Args:
+        x: input ``(batch, in_channels, H, W)``.
+        weight: ``(positions, out_channels, in_channels, kh, kw)``, positions in row-major
+            order of the output.
+        bias: ``(out_channels, out_h, out_w)`` or ``(out_channels,)``, or None.
+        output_size: ``(out_h, out_w)``.
+    """
+    geometry = (kernel_size, stride, padding, output_size, tuple(x.shape[-2:]))
+    return _FreeConv2dFn.apply(x, weight, bias, geometry)
+
+
+class FreeConv2d(nn.Module):
+    """A convolution with a kernel and a bias of its own at every output position.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding: as for ``nn.Conv2d``
+            (zero padding; no dilation or groups).
+        input_size: ``(H, W)`` (or one int) of the inputs; the layer's positions follow from
+            it, so it takes inputs of that size only.
+        bias: learn a bias per output position and channel.
+        tied: one kernel and bias shared by every position (a convolution, computed by the
+            free layer's code).
+
+    Every position's kernel and bias are drawn independently, like ``nn.Conv2d``'s default
+    initialisation (uniform in +-1/sqrt(fan_in)).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        input_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        tied: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        if in_channels <= 0 or out_channels <= 0:
+            raise ConfigError(
+                f"channels must be positive, got in={in_channels}, out={out_channels}"
+            )
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.input_size = _pair(input_size, "input_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
+            raise ConfigError(
+                f"kernel_size and stride must be positive and padding >= 0, got kernel "
+                f"{self.kernel_size}, stride {self.stride}, padding {self.padding}"
+            )
+        out = tuple(
+            (n + 2 * p - k) // s + 1
+            for n, p, k, s in zip(self.input_size, self.padding, self.kernel_size, self.stride,
+                                  strict=True)
+        )
+        if min(out) <= 0:
+            raise ConfigError(
+                f"a {self.kernel_size[0]}x{self.kernel_size[1]} kernel with padding "
+                f"{self.padding} does not fit inputs of {self.input_size[0]}x{self.input_size[1]}"
+            )
+        self.output_size: tuple[int, int] = out  # type: ignore[assignment]
+        self.tied = bool(tied)
+        kh, kw = self.kernel_size
+        kernel = (self.out_channels, self.in_channels, kh, kw)
+        factory = {"device": device, "dtype": dtype}
+        shape = kernel if self.tied else (*self.output_size, *kernel)
+        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        if bias:
+            bias_shape = (self.out_channels,) if self.tied else (self.out_channels, *out)
+            self.bias: nn.Parameter | None = nn.Parameter(torch.empty(bias_shape, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def positions(self) -> int:
+        return self.output_size[0] * self.output_size[1]
+
+    def reset_parameters(self) -> None:
+        """Every kernel and bias uniform in +-1/sqrt(fan_in) (``nn.Conv2d``'s default range)."""
+        bound = 1.0 / math.sqrt(self.fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    @classmethod
+    def from_conv(
+        cls, conv: nn.Conv2d, input_size: int | tuple[int, int], tied: bool = False
+    ) -> FreeConv2d:
+        """A free layer whose every position starts from ``conv``'s kernel and bias (copied).
+
+        ``conv`` must use zero padding given as numbers, dilation 1 and one group.
+        """
+        if (
+            conv.groups != 1
+            or tuple(conv.dilation) != (1, 1)
+            or isinstance(conv.padding, str)
+            or conv.padding_mode != "zeros"
+        ):
+            raise ConfigError(
+                "FreeConv2d.from_conv needs an nn.Conv2d with numeric zero padding, dilation 1 "
+                f"and groups 1; got {conv}"
+            )
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size,
+                  conv.stride, conv.padding, conv.bias is not None, tied=tied,
+                  device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.detach() if tied else
+                             conv.weight.detach().expand_as(new.weight))
+            if conv.bias is not None:
+                assert new.bias is not None
+                b = conv.bias.detach()
+                new.bias.copy_(b if tied else b.view(-1, 1, 1).expand_as(new.bias))
+        return new
+
+    def weight_matrix(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight`` (default: the layer's) as ``(positions, out, in, kh, kw)``; a tied
+        kernel is expanded (a view) to every position."""
+        w = self.weight if weight is None else weight
+        shape = (self.positions, self.out_channels, self.in_channels, *self.kernel_size)
+        if self.tied:
+            return w.unsqueeze(0).expand(shape)
+        return w.reshape(shape)
+
+    def kernels(self) -> torch.Tensor:
+        """The kernels as ``(out_h, out_w, out_channels * fan_in)``: one vector per position
+        holding every filter there (the object the sharing measures compare)."""
+        return self.weight_matrix().reshape(*self.output_size, -1)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.input_size):
+            raise ValueError(
+                f"FreeConv2d expects inputs of shape (batch, {self.in_channels}, "
+                f"{self.input_size[0]}, {self.input_size[1]}), got {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return free_conv2d(x, self.weight_matrix(), self.bias, self.kernel_size, self.stride,
+                           self.padding, self.output_size)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """The emergent-sharing measures of this layer (see
+        :func:`bionn.metrics.sharing_distances`), logged by the Trainer after every epoch."""
+        from bionn.metrics import sharing_distances
+
+        return sharing_distances(self.kernels().detach())
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"input_size={self.input_size}, stride={self.stride}, padding={self.padding}, "
+            f"output_size={self.output_size}, bias={self.bias is not None}, tied={self.tied}"
+        )
+
+
+class VariableConnections(nn.Module):
+    """A fixed random connection pattern: the input times a Bernoulli(1 - p) mask.
+
+    The mask has the shape of one input example, is drawn once (from ``generator``, or the
+    global torch generator, which a run seeds with its seed before building the model) and is
+    a buffer, so it is saved and restored with the model. p = 0 keeps every connection.
+
+    Args:
+        input_shape: ``(C, H, W)`` of one example.
+        p: probability that a connection is removed, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        p: float,
+        generator: torch.Generator | None = None,
+        device: Any = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p < 1.0:
+            raise ConfigError(f"vcp must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        keep = torch.full(tuple(int(s) for s in input_shape), 1.0 - self.p)
+        mask = torch.bernoulli(keep, generator=generator)
+        self.register_buffer("mask", mask.to(device) if device is not None else mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.mask.shape)}, p={self.p}"
