@@ -7,6 +7,11 @@ every figure.
 """
 
 from bionn.plots.common import plot_learning_curves
+from bionn.plots.contrastive import (
+    plot_contrastive_angle,
+    plot_contrastive_energy,
+    plot_ep_estimate_error,
+)
 from bionn.plots.decolle import plot_local_losses, plot_spike_raster
 from bionn.plots.feedback_alignment import plot_feedback_alignment
 from bionn.plots.krotov_hopfield import plot_receptive_fields, plot_synapse_norms
@@ -14,6 +19,9 @@ from bionn.plots.predictive_coding import plot_class_images, plot_pc_angle, plot
 
 __all__ = [
     "plot_class_images",
+    "plot_contrastive_angle",
+    "plot_contrastive_energy",
+    "plot_ep_estimate_error",
     "plot_feedback_alignment",
     "plot_learning_curves",
     "plot_local_losses",
