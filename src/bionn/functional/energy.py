@@ -104,16 +104,20 @@ def energy(
     weights: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
     rho_name: str = "hard-sigmoid",
+    input_drive: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E(s) of Eq. (1) per example, shape (B,) (the constant terms of the input omitted).
 
     With fewer state layers than weights (the cross-entropy output), the last weight is the
-    readout and is not part of E.
+    readout and is not part of E. ``input_drive`` may hold W_0 x + b_0 (see :func:`input_drive`).
     """
     rates = [x.flatten(1)] + [rho(s, rho_name) for s in states]
     total = sum(0.5 * s.square().sum(1) for s in states)  # Eq. (1)
     for l in range(len(states)):
-        drive = torch.addmm(biases[l], rates[l], weights[l].t())
+        if l == 0 and input_drive is not None:
+            drive = input_drive
+        else:
+            drive = torch.addmm(biases[l], rates[l], weights[l].t())
         total = total - (rates[l + 1] * drive).sum(1)  # Eq. (1)
     return total
 
@@ -144,15 +148,24 @@ def total_energy(
     target: torch.Tensor | None = None,
     rho_name: str = "hard-sigmoid",
     labels: torch.Tensor | None = None,
+    input_drive: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F = E + beta C of Eq. (3) per example (C the cross-entropy when ``labels`` is given)."""
-    e = energy(x, states, weights, biases, rho_name)
+    e = energy(x, states, weights, biases, rho_name, input_drive)
     if nudging == 0.0:
         return e
     if labels is not None:
         return e + nudging * readout_cost(states, weights, biases, labels, rho_name)  # Eq. (3)
     assert target is not None
     return e + nudging * cost(states[-1], target)  # Eq. (3)
+
+
+def input_drive(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """W_0 x + b_0, the input's drive of s_1: constant while x is clamped, so computed once
+    per batch and shared by every phase (the ``input_drive`` argument of :func:`relax`)."""
+    return torch.addmm(biases[0], x.flatten(1), weights[0].t())
 
 
 def zero_states(
@@ -176,6 +189,7 @@ def relax(
     labels: torch.Tensor | None = None,
     record_energy: bool = False,
     differentiable: bool = False,
+    input_drive: torch.Tensor | None = None,
 ) -> Relaxation:
     """Run ``steps`` Euler steps of Eq. (4)-(5) from ``states`` (not modified); no autograd.
 
@@ -190,6 +204,7 @@ def relax(
             instead (the clamped phase of contrastive Hebbian learning and GeneRec).
         labels: class indices for the cross-entropy output.
         record_energy: also return F (mean over the batch) at every step.
+        input_drive: W_0 x + b_0 if already computed (:func:`input_drive`).
 
     All layers are updated synchronously from the previous state (as in the reference code).
     Without ``differentiable`` nothing is recorded for autograd; with it the steps can be
@@ -197,11 +212,11 @@ def relax(
     """
     with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         return _relax(x, states, weights, biases, steps, step_size, nudging, target,
-                      clamp_output, rho_name, labels, record_energy)
+                      clamp_output, rho_name, labels, record_energy, input_drive)
 
 
 def _relax(x, states, weights, biases, steps, step_size, nudging, target, clamp_output,
-           rho_name, labels, record_energy) -> Relaxation:
+           rho_name, labels, record_energy, drive0) -> Relaxation:
     x = x.flatten(1)
     states = [s.clone() for s in states]
     L = len(states)
@@ -217,11 +232,13 @@ def _relax(x, states, weights, biases, steps, step_size, nudging, target, clamp_
     def record() -> None:
         if record_energy:
             f = total_energy(x, states, weights, biases, 0.0 if clamp_output else nudging,
-                             target, rho_name, labels if ce else None)
+                             target, rho_name, labels if ce else None, drive0)
             energies.append(f.mean())
 
     # the input's drive is constant while x is clamped: eps (W_0 x + b_0), computed once
-    bottom = torch.addmm(biases[0], x, weights[0].t()).mul_(eps)
+    if drive0 is None:
+        drive0 = torch.addmm(biases[0], x, weights[0].t())
+    bottom = drive0 * eps
     scaled_biases = [b * eps for b in biases]
     readout_w = weights[-1] if ce else None
     record()

@@ -113,6 +113,7 @@ from bionn.functional.energy import (
     conv_primitive,
     cost,
     energy,
+    input_drive,
     readout_cost,
     relax,
     rho,
@@ -245,6 +246,26 @@ def _rates(x: torch.Tensor, states: list[torch.Tensor], rho_name: str) -> list[t
     return [x] + [rho(s, rho_name) for s in states]
 
 
+def contrast(
+    hi: list[torch.Tensor], lo: list[torch.Tensor], layers: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """hebbian(hi) - hebbian(lo) for the first ``layers`` connections.
+
+    For the input layer the presynaptic rate x is the same in both phases, so its term is
+    computed as the one product (r_1^hi - r_1^lo)^T x / B (the same number, half the work).
+    """
+    batch = hi[0].shape[0]
+    out = []
+    for l in range(layers):
+        d_post = hi[l + 1] - lo[l + 1]
+        if l == 0:
+            dw = torch.mm(d_post.t(), hi[0])
+        else:
+            dw = torch.mm(hi[l + 1].t(), hi[l]).sub_(torch.mm(lo[l + 1].t(), lo[l]))
+        out.append((dw.div_(batch), d_post.mean(0)))
+    return out
+
+
 def hebbian(rates: list[torch.Tensor], layers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(r_{l+1}^T r_l / B, mean r_{l+1}) for the first ``layers`` connections (= -dE/dW_l)."""
     batch = rates[0].shape[0]
@@ -282,6 +303,7 @@ class ContrastiveRule(LearningRule):
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.config_class()
         self.particles: torch.Tensor | None = None
+        self._drive: torch.Tensor | None = None
         self.generator = torch.Generator().manual_seed(0)
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
         self._first: list[dict[str, list[float]]] = []
@@ -378,7 +400,8 @@ class ContrastiveRule(LearningRule):
         """The second-phase states and their nudging strengths (0 for a clamped phase)."""
         cfg = self.config
         second = relax(x, free, model.weights, model.biases, cfg.nudged_steps, cfg.step_size,
-                       target=target, clamp_output=True, rho_name=cfg.rho).states  # Eq. (2)
+                       target=target, clamp_output=True, rho_name=cfg.rho,
+                       input_drive=self._drive).states  # Eq. (2)
         return [second], [0.0]
 
     def deltas(
@@ -386,11 +409,8 @@ class ContrastiveRule(LearningRule):
         phases: list[list[torch.Tensor]], betas: list[float], y: torch.Tensor,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(dW_l, db_l) for every connection; CHL by default (Eq. 4)."""
-        layers = len(model.linears)
-        plus = hebbian(_rates(x, phases[0], model.rho_name), layers)
-        minus = hebbian(_rates(x, free, model.rho_name), layers)
-        pairs = zip(plus, minus, strict=True)
-        return [(wp - wm, bp - bm) for (wp, bp), (wm, bm) in pairs]  # Eq. (4)
+        plus, minus = _rates(x, phases[0], model.rho_name), _rates(x, free, model.rho_name)
+        return contrast(plus, minus, len(model.linears))  # Eq. (4)
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         model = self._check(model)
@@ -403,13 +423,16 @@ class ContrastiveRule(LearningRule):
                 return self._fill_cnn(model, x, y)
             target = F.one_hot(y, model.sizes[-1]).to(x.dtype)
             start = self._start(model, x, ids)
+            self._drive = input_drive(x, model.weights, model.biases)  # shared by all phases
             free = relax(x, start, model.weights, model.biases, cfg.free_steps, cfg.step_size,
-                         rho_name=cfg.rho).states  # Eq. (1)
+                         rho_name=cfg.rho, input_drive=self._drive).states  # Eq. (1)
             self._store(ids, free)
             phases, betas = self.second_phases(model, x, free, target, y)
             deltas = self.deltas(model, x, free, phases, betas, y)
             self._set_grads(model, deltas)
-            return self._metrics(model, x, y, target, free, phases, betas)
+            metrics = self._metrics(model, x, y, target, free, phases, betas)
+            self._drive = None
+            return metrics
 
     def _scale(self, l: int, layers: int) -> float:
         lrs = self.config.layer_lrs
@@ -439,14 +462,16 @@ class ContrastiveRule(LearningRule):
         scores = model.scores(free)
         loss = self.loss(scores, y)
         acc = (scores.argmax(1) == y).to(loss.dtype).mean()
-        e_free = energy(x, free, model.weights, model.biases, cfg.rho).mean()
+        drive = self._drive
+        e_free = energy(x, free, model.weights, model.biases, cfg.rho, drive).mean()
         values = [loss, acc, e_free]
         for states, beta in zip(phases, betas, strict=True):
             if beta == 0.0:
-                values.append(energy(x, states, model.weights, model.biases, cfg.rho).mean())
+                values.append(energy(x, states, model.weights, model.biases, cfg.rho,
+                                     drive).mean())
             else:
                 values.append(total_energy(x, states, model.weights, model.biases, beta, target,
-                                           cfg.rho, y if ce else None).mean())
+                                           cfg.rho, y if ce else None, drive).mean())
             c = (readout_cost(states, model.weights, model.biases, y, cfg.rho) if ce
                  else cost(states[-1], target))
             values.append(c.mean())
@@ -527,7 +552,8 @@ class ContrastiveRule(LearningRule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
-        self.particles = state.get("particles")
+        particles = state.get("particles")
+        self.particles = None if particles is None else particles.clone()
         if "probe_x" in state:
             self._probe = (state["probe_x"], state["probe_y"])
 
@@ -572,7 +598,7 @@ class GeneRec(ContrastiveRule):
             post_m, post_p = minus[l + 1], plus[l + 1]
             send = (pre_p + pre_m) * 0.5 if cfg.midpoint else pre_m
             dw = torch.mm((post_p - post_m).t(), send)  # Eq. (5)
-            if cfg.symmetric:  # the reverse connection's update, transposed          Eq. (6)
+            if cfg.symmetric and l > 0:  # the reverse connection, transposed    Eq. (6)
                 recv = (post_p + post_m) * 0.5 if cfg.midpoint else post_m
                 dw.add_(torch.mm(recv.t(), pre_p - pre_m))
             out.append((dw.div_(batch), (post_p - post_m).mean(0)))  # Eq. (5)
@@ -599,7 +625,7 @@ class EquilibriumPropagation(ContrastiveRule):
         for beta in self._betas():
             nudged = relax(x, free, model.weights, model.biases, cfg.nudged_steps, cfg.step_size,
                            nudging=beta, target=target, rho_name=cfg.rho,
-                           labels=y if ce else None).states  # Eq. (3)
+                           labels=y if ce else None, input_drive=self._drive).states  # Eq. (3)
             phases.append(nudged)
             betas.append(beta)
         return phases, betas
@@ -611,11 +637,9 @@ class EquilibriumPropagation(ContrastiveRule):
             hi, hi_b, lo, lo_b = phases[0], betas[0], free, 0.0
         else:
             hi, hi_b, lo, lo_b = phases[0], betas[0], phases[1], betas[1]
-        h_hi = hebbian(_rates(x, hi, model.rho_name), system)
-        h_lo = hebbian(_rates(x, lo, model.rho_name), system)
+        diff = contrast(_rates(x, hi, model.rho_name), _rates(x, lo, model.rho_name), system)
         inv = 1.0 / (hi_b - lo_b)
-        out = [((wh - wl).mul_(inv), (bh - bl).mul_(inv))  # Eq. (7)-(8)
-               for (wh, bh), (wl, bl) in zip(h_hi, h_lo, strict=True)]
+        out = [(dw.mul_(inv), db.mul_(inv)) for dw, db in diff]  # Eq. (7)-(8)
         if ce:  # the readout: -dCE/dW_L at the nudged state(s)
             grads = [_readout_grad(model, s, y) for s in phases]
             n = len(grads)
