@@ -83,7 +83,8 @@ def mnist_data(args, dataset: str = "mnist"):
     train = load_dataset(dataset, args.data_dir, train=True)
     test = load_dataset(dataset, args.data_dir, train=False)
     n = args.train_size or len(train.data)
-    return (train.data[:n], train.targets[:n]), (test.data, test.targets)
+    m = args.test_size or len(test.data)
+    return (train.data[:n], train.targets[:n]), (test.data[:m], test.targets[:m])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +285,10 @@ def section_speed(args) -> None:
 
 
 PEER_SCRIPT = r"""
-import sys, time, json, torch
+import sys, time, json, types, torch
 sys.path.insert(0, sys.argv[1])
+# model_utils imports torchvision but the MLP code timed here never uses it
+sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
 torch.set_num_threads(int(sys.argv[2]))
 import model_utils as mu
 n, T1, T2, mbs = int(sys.argv[3]), 20, 4, 20
@@ -369,7 +372,8 @@ def section_cnn(args) -> None:
         "dataset": args.dataset,
         "network": "conv5x5(32)-pool-conv5x5(64)-pool-linear(10) (Laborieux et al.)",
         "reduced_budget": {
-            "train_examples": len(xtr), "epochs": args.epochs, "free_steps": args.free_steps,
+            "train_examples": len(xtr), "test_examples": len(xte), "epochs": args.epochs,
+            "free_steps": args.free_steps,
             "nudged_steps": args.nudged_steps, "batch_size": args.batch_size,
         },
         "note": "a budget this shared CPU runs in minutes, not the paper's (reduced)",
@@ -456,6 +460,7 @@ def main() -> None:
     p.add_argument("--nudged-steps", type=int, default=4)
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--train-size", type=int, default=0)
+    p.add_argument("--test-size", type=int, default=0)
     p.add_argument("--tag", default="")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--speed-examples", type=int, default=2000)
