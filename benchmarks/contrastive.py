@@ -435,8 +435,8 @@ class FeedForwardBP(Backprop):
         out = self.forward(model, x)
         loss = self.loss(out, y)
         loss.backward()
-        acc = (out.argmax(1) == y).float().mean()
-        return {"loss": float(loss), "accuracy": float(acc)}
+        acc = (out.detach().argmax(1) == y).float().mean()
+        return {"loss": float(loss.detach()), "accuracy": float(acc)}
 
     def predict(self, model, x):
         return self.forward(model, x)
