@@ -7,6 +7,11 @@ every figure.
 """
 
 from bionn.plots.common import plot_learning_curves
+from bionn.plots.contrastive import (
+    plot_contrastive_angle,
+    plot_contrastive_energy,
+    plot_ep_estimate_error,
+)
 from bionn.plots.decolle import plot_local_losses, plot_spike_raster
 from bionn.plots.feedback_alignment import plot_feedback_alignment
 from bionn.plots.free_convolution import (
@@ -28,6 +33,9 @@ __all__ = [
     "plot_class_images",
     "plot_cost_per_step",
     "plot_credit_horizon",
+    "plot_contrastive_angle",
+    "plot_contrastive_energy",
+    "plot_ep_estimate_error",
     "plot_feedback_alignment",
     "plot_learning_curves",
     "plot_learning_curves_side_by_side",

@@ -5,6 +5,7 @@
 """
 
 from bionn.rules import (
+    contrastive,
     decolle,
     feedback_alignment,
     krotov_hopfield,
@@ -13,6 +14,7 @@ from bionn.rules import (
 )
 
 __all__ = [
+    "contrastive",
     "decolle",
     "feedback_alignment",
     "krotov_hopfield",
