@@ -24,6 +24,7 @@ from bionn.data.download import FileCheck, download_file, sha256_file
 from bionn.data.loader import TensorLoader
 from bionn.data.nmnist import NMNIST, Events, ToFrames, read_nmnist_file, to_frames
 from bionn.data.spikes import encode, encode_steps, latency_encode, poisson_encode
+from bionn.data.teacher_student import TeacherStudent
 
 __all__ = [
     "CIFAR10",
@@ -37,6 +38,7 @@ __all__ = [
     "FashionMNISTSpikes",
     "FileCheck",
     "ImageDataset",
+    "TeacherStudent",
     "TensorLoader",
     "ToFrames",
     "download_dataset",

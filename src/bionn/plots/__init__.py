@@ -8,13 +8,17 @@ every figure.
 
 from bionn.plots.common import plot_learning_curves
 from bionn.plots.decolle import plot_local_losses, plot_spike_raster
+from bionn.plots.dendritic import plot_alignment, plot_apical_error, plot_interneuron_error
 from bionn.plots.feedback_alignment import plot_feedback_alignment
 from bionn.plots.krotov_hopfield import plot_receptive_fields, plot_synapse_norms
 from bionn.plots.predictive_coding import plot_class_images, plot_pc_angle, plot_pc_energy
 
 __all__ = [
+    "plot_alignment",
+    "plot_apical_error",
     "plot_class_images",
     "plot_feedback_alignment",
+    "plot_interneuron_error",
     "plot_learning_curves",
     "plot_local_losses",
     "plot_pc_angle",

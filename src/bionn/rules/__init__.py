@@ -4,6 +4,6 @@
 ``bionn rules`` and can be trained with ``bionn train --rule NAME``.
 """
 
-from bionn.rules import decolle, feedback_alignment, krotov_hopfield, predictive_coding
+from bionn.rules import decolle, dendritic, feedback_alignment, krotov_hopfield, predictive_coding
 
-__all__ = ["decolle", "feedback_alignment", "krotov_hopfield", "predictive_coding"]
+__all__ = ["decolle", "dendritic", "feedback_alignment", "krotov_hopfield", "predictive_coding"]
