@@ -239,7 +239,8 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                                                                  "bp": 0.0153},
     }
     out_root = Path(args.run_root)
-    for rule_name, options in (("dendritic", {"hidden_rate": args.hidden_rate}), ("bp", {})):
+    results["dendritic_options"] = {"hidden_rate": args.hidden_rate, "eta_pi": args.eta_pi}
+    for rule_name, options in (("dendritic", results["dendritic_options"]), ("bp", {})):
         config = TrainConfig(rule=rule_name, dataset="mnist", model="mlp:500,500",
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer="adam", lr=args.lr,
@@ -284,6 +285,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--hidden-rate", default="tanh")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--eta-pi", type=float, default=0.0,
+                        help="MNIST: factor of the W^PI rule during the task (0 keeps the "
+                             "closed-form W^PI = -W^down)")
     parser.add_argument("--teacher-train", type=int, default=5000)
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)
