@@ -38,6 +38,7 @@ from bionn.data.sequences import (
     read_ts,
 )
 from bionn.data.spikes import encode, encode_steps, latency_encode, poisson_encode
+from bionn.data.teacher_student import TeacherStudent
 
 __all__ = [
     "AddTask",
@@ -62,6 +63,7 @@ __all__ = [
     "FashionMNISTSpikes",
     "FileCheck",
     "ImageDataset",
+    "TeacherStudent",
     "TensorLoader",
     "ToFrames",
     "download_dataset",

@@ -13,6 +13,7 @@ from bionn.plots.contrastive import (
     plot_ep_estimate_error,
 )
 from bionn.plots.decolle import plot_local_losses, plot_spike_raster
+from bionn.plots.dendritic import plot_alignment, plot_apical_error, plot_interneuron_error
 from bionn.plots.feedback_alignment import plot_feedback_alignment
 from bionn.plots.free_convolution import (
     plot_accuracy_vs_shift,
@@ -30,6 +31,8 @@ from bionn.plots.temporal_credit import (
 
 __all__ = [
     "plot_accuracy_vs_shift",
+    "plot_alignment",
+    "plot_apical_error",
     "plot_class_images",
     "plot_cost_per_step",
     "plot_credit_horizon",
@@ -37,6 +40,7 @@ __all__ = [
     "plot_contrastive_energy",
     "plot_ep_estimate_error",
     "plot_feedback_alignment",
+    "plot_interneuron_error",
     "plot_learning_curves",
     "plot_learning_curves_side_by_side",
     "plot_local_losses",

@@ -7,6 +7,7 @@
 from bionn.rules import (
     contrastive,
     decolle,
+    dendritic,
     feedback_alignment,
     krotov_hopfield,
     predictive_coding,
@@ -16,6 +17,7 @@ from bionn.rules import (
 __all__ = [
     "contrastive",
     "decolle",
+    "dendritic",
     "feedback_alignment",
     "krotov_hopfield",
     "predictive_coding",

@@ -1,0 +1,255 @@
+"""Rules dendritic (the microcircuit) and dendritic-box4: theory, contract, it learns digits.
+
+Oracles: the hand-written plasticity rules (Eqs. 6-8, B4.3) for the SGD(lr=1) update; the angle
+between W^PI and -W^down and the apical potential for the self-predicting state learned from
+random interneuron weights; digits test accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from bionn.core.registry import make_rule, rule_options
+from bionn.core.trainer import Trainer
+from bionn.data import Digits
+from bionn.errors import ConfigError
+from bionn.nn.microcircuit import Microcircuit
+from bionn.rules.dendritic import Box4, DendriticConfig, DendriticMicrocircuit, alignment_metrics
+
+
+def _angle(a, b):
+    cos = F.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+    return math.degrees(math.acos(float(cos.clamp(-1, 1))))
+
+
+# --- theory ------------------------------------------------------------------------------------
+
+
+def test_interneuron_rules_learn_the_self_predicting_state():
+    """Forward and top-down weights frozen, random interneurons, no target: Eqs. (7)-(8) drive
+    ||v_A|| to about 0 and W^PI to -W^down (simplified dynamics)."""
+    torch.manual_seed(0)
+    rule = DendriticMicrocircuit(DendriticConfig(self_predicting_init=False, pretrain_epochs=1))
+    rule.set_phase("self-predicting")
+    model = Microcircuit((12, 10, 6), hidden="softplus", output="linear", self_predicting=False)
+    frozen = [p.weight.detach().clone() for p in model.pyramidal]
+    down = model.top_down[0].weight.clone()
+    start = _angle(model.interneurons[0].weight_pi.detach(), -down)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    gen = torch.Generator().manual_seed(1)
+    first = last = None
+    for _ in range(1500):
+        x = torch.randn(32, 12, generator=gen) * 2
+        metrics = rule.fill_grads(model, x, torch.zeros(32, dtype=torch.long))
+        opt.step()
+        opt.zero_grad()
+        first = first if first is not None else metrics["apical_norm_1"]
+        last = metrics["apical_norm_1"]
+    for p, w in zip(model.pyramidal, frozen, strict=True):
+        assert torch.equal(p.weight, w)
+    assert start > 60.0
+    assert last < 0.01 * first, (first, last)
+    assert _angle(model.interneurons[0].weight_pi.detach(), -down) < 10.0
+
+
+def test_sgd_lr_one_reproduces_the_hand_written_plasticity_rules():
+    torch.manual_seed(0)
+    cfg = DendriticConfig(eta_forward=(0.5, 2.0), eta_ip=0.3, eta_pi=0.7)
+    rule = DendriticMicrocircuit(cfg)
+    model = Microcircuit((4, 3, 2), hidden="sigmoid", output="linear", self_predicting=False,
+                         conductances=cfg.conductances)
+    x, y = torch.rand(5, 4), torch.tensor([0, 1, 1, 0, 1])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    rule.fill_grads(model, x, y)
+    opt.step()
+    # hand-written one-sweep steady states and Eqs. (6)-(8)
+    g_lk, g_b, g_a, g_d, g_som = 0.1, 1.0, 0.8, 1.0, 0.8
+    w1, b1 = before["pyramidal.0.weight"], before["pyramidal.0.bias"]
+    w2, b2 = before["pyramidal.1.weight"], before["pyramidal.1.bias"]
+    wip, bip = before["interneurons.0.weight_ip"], before["interneurons.0.bias_ip"]
+    wpi, wdown = before["interneurons.0.weight_pi"], model.top_down[0].weight
+    t = F.one_hot(y, 2).float()
+    vb1 = x @ w1.T + b1
+    u1 = g_b * vb1 / (g_lk + g_b + g_a)
+    r1 = torch.sigmoid(u1)
+    vb2 = r1 @ w2.T + b2
+    u2 = (g_b * vb2 + g_som * t) / (g_lk + g_b + g_som)
+    vi = r1 @ wip.T + bip
+    ui = (g_d * vi + g_som * u2) / (g_lk + g_d + g_som)
+    va = u2 @ wdown.T + ui @ wpi.T  # linear rates above the hidden layer
+    u1 = (g_b * vb1 + g_a * va) / (g_lk + g_b + g_a)
+    r1n = torch.sigmoid(u1)
+    e2 = u2 - g_b / (g_lk + g_b) * vb2
+    e1 = r1n - torch.sigmoid(g_b / (g_lk + g_b + g_a) * vb1)
+    ei = ui - g_d / (g_lk + g_d) * vi
+    n = len(x)
+    expected = {
+        "pyramidal.0.weight": w1 + 0.5 * e1.T @ x / n,
+        "pyramidal.0.bias": b1 + 0.5 * e1.mean(0),
+        "pyramidal.1.weight": w2 + 2.0 * e2.T @ r1n / n,
+        "pyramidal.1.bias": b2 + 2.0 * e2.mean(0),
+        "interneurons.0.weight_ip": wip + 0.3 * ei.T @ r1n / n,
+        "interneurons.0.bias_ip": bip + 0.3 * ei.mean(0),
+        "interneurons.0.weight_pi": wpi + 0.7 * (-va).T @ ui / n,
+    }
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_box4_sgd_lr_one_reproduces_hand_written_update():
+    torch.manual_seed(0)
+    rule = make_rule("dendritic-box4", {"inference_steps": 3, "inference_rate": 0.2})
+    model = rule.build_model("mlp:3", (1, 2, 2), 2, "relu")
+    x, y = torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 1])
+    w0, b0 = (t.detach().clone() for t in (model.linears[0].weight, model.linears[0].bias))
+    w1, b1 = (t.detach().clone() for t in (model.linears[1].weight, model.linears[1].bias))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    rule.fill_grads(model, x, y)
+    opt.step()
+    x0 = x.flatten(1)
+    x1 = x0 @ w0.T + b0
+    x2 = F.one_hot(y, 2).float()
+    for _ in range(3):  # linear Box 4: dx1/dt = -x1 + W0 x0 + W1^T x2 - W1^T W1 x1 (biases in)
+        x1 = x1 + 0.2 * (-(x1 - x0 @ w0.T - b0) + (x2 - x1 @ w1.T - b1) @ w1)
+    d1, d2 = x1 - x0 @ w0.T - b0, x2 - x1 @ w1.T - b1
+    torch.testing.assert_close(model.linears[0].weight.detach(), w0 + d1.T @ x0 / 4)
+    torch.testing.assert_close(model.linears[0].bias.detach(), b0 + d1.mean(0))
+    torch.testing.assert_close(model.linears[1].weight.detach(), w1 + d2.T @ x1 / 4)
+    torch.testing.assert_close(model.linears[1].bias.detach(), b1 + d2.mean(0))
+
+
+# --- contract ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"top_down": "learned"}, {"dynamics": "ode", "presentation_steps": 20, "update_every": 5},
+])
+def test_contract_finite_grads_of_every_shape_data_untouched_deterministic(options):
+    def grads(seed):
+        torch.manual_seed(seed)
+        rule = make_rule("dendritic", options)
+        model = rule.build_model("mlp:6,5", (1, 3, 3), 4, "tanh")
+        x, y = torch.randn(7, 1, 3, 3), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+        before = [p.detach().clone() for p in model.parameters()]
+        rule.fill_grads(model, x, y)
+        for p, b in zip(model.parameters(), before, strict=True):
+            assert torch.equal(p.detach(), b)
+            assert p.grad is not None and p.grad.shape == p.shape
+            assert torch.isfinite(p.grad).all()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for a, b in zip(grads(3), grads(3), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_ode_rule_state_survives_a_resume():
+    def run(split):
+        torch.manual_seed(0)
+        opts = {"dynamics": "ode", "presentation_steps": 12, "update_every": 3, "tau_w": 1.0}
+        rule = make_rule("dendritic", opts)
+        model = rule.build_model("mlp:5", (1, 2, 2), 3, "tanh")
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 0])
+        for i in range(3):
+            if split and i == 2:
+                state = rule.state_dict()
+                rng = torch.get_rng_state()
+                rule = make_rule("dendritic", opts)
+                rule.load_state_dict(state)
+                torch.set_rng_state(rng)
+            for _ in rule.updates(model, x, y):
+                opt.step()
+                opt.zero_grad()
+        return [p.detach() for p in model.parameters()]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_self_predicting_phase_learns_only_interneurons_and_is_listed():
+    rule = make_rule("dendritic", {"pretrain_epochs": 2, "self_predicting_init": False})
+    phases = rule.phases(5)
+    assert [(p.name, p.epochs, p.evaluate) for p in phases] == [
+        ("self-predicting", 2, False), ("train", 5, True)]
+    rule.set_phase("self-predicting")
+    model = rule.build_model("mlp:5", (1, 2, 2), 3, "tanh")
+    rule.fill_grads(model, torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 2, 0]))
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == name.startswith("interneurons"), name
+    with pytest.raises(ConfigError, match="phases"):
+        rule.set_phase("nope")
+
+
+@pytest.mark.parametrize("options, flag", [
+    ({"dynamics": "euler"}, "--dynamics"), ({"g_b": 0}, "--g-b"), ({"sweeps": 0}, "--sweeps"),
+    ({"top_down": "tied"}, "--top-down"), ({"tau_w": 0.01}, "--tau-w"),
+    ({"hidden_rate": "gelu"}, "--hidden-rate"), ({"noise": -1.0}, "--noise"),
+])
+def test_bad_options_name_their_flag(options, flag):
+    with pytest.raises(ConfigError, match=flag):
+        make_rule("dendritic", options)
+
+
+def test_bad_box4_options_and_models():
+    with pytest.raises(ConfigError, match="--nudging"):
+        make_rule("dendritic-box4", {"nudging": 1.5})
+    with pytest.raises(ConfigError, match="MLP"):
+        make_rule("dendritic-box4").build_model("cnn", (1, 8, 8), 10, "relu")
+    with pytest.raises(ConfigError, match="microcircuit"):
+        make_rule("dendritic").build_model("cnn", (1, 8, 8), 10, "relu")
+    with pytest.raises(ConfigError, match="--hidden-rate"):
+        make_rule("dendritic").build_model("mlp:4", (1, 8, 8), 10, "gelu")
+    with pytest.raises(ConfigError, match="eta-forward"):
+        rule = make_rule("dendritic", {"eta_forward": (1.0, 2.0, 3.0)})
+        rule.fill_grads(rule.build_model("mlp:4", (1, 2, 2), 2, "relu"), torch.randn(2, 4),
+                        torch.tensor([0, 1]))
+
+
+def test_options_are_registered_with_one_meaning():
+    options = rule_options()
+    for name in ("g_som", "tau_w", "dynamics", "top_down", "pretrain_epochs"):
+        assert options[name].rules == ("dendritic",), name
+    assert set(options["inference_steps"].rules) >= {"pc", "dendritic-box4"}
+    assert options["inference_steps"].kind == "int"
+
+
+def test_regression_targets_and_alignment_metrics(tmp_path):
+    rule = make_rule("dendritic")
+    model = rule.build_model("mlp:5", (1, 2, 2), 3, "tanh")
+    metrics = rule.fill_grads(model, torch.randn(4, 2, 2), torch.randn(4, 3))
+    assert "accuracy" not in metrics and math.isfinite(metrics["loss"])
+    with pytest.raises(ConfigError, match="shape"):
+        rule.fill_grads(model, torch.randn(4, 2, 2), torch.randn(4, 2))
+    record = alignment_metrics(model)
+    assert record["pi_angle_deg_1"] == pytest.approx(0.0, abs=0.1)  # closed-form start (float32)
+    history = [{"epoch": 1, "train_apical_norm_1": 0.1, **record}]
+    paths = rule.plots(model, history, tmp_path, (torch.randn(2, 4), torch.zeros(2)))
+    assert all(p.is_file() for p in paths)
+
+
+# --- it learns ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, options, lr, epochs, threshold", [
+    ("dendritic", {"hidden_rate": "tanh"}, 3e-3, 5, 0.92),  # measured 0.931
+    ("dendritic-box4", {}, 1e-3, 6, 0.92),  # linear rates (Box 4); measured 0.939
+])
+def test_learns_digits(name, options, lr, epochs, threshold):
+    torch.manual_seed(0)
+    train, test = Digits(train=True), Digits(train=False)
+    rule = make_rule(name, options)
+    model = rule.build_model("mlp:64", train.input_shape, train.num_classes, "relu")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    trainer = Trainer(model, rule, opt, (train.normalized(), train.targets),
+                      (test.normalized(), test.targets), batch_size=32, progress=False)
+    summary = trainer.fit(epochs)
+    assert summary["test_accuracy"] >= threshold, summary["test_accuracy"]
+
+
+def test_box4_is_a_rule_with_its_own_loss():
+    assert isinstance(make_rule("dendritic-box4"), Box4)
