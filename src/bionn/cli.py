@@ -4,6 +4,8 @@
     bionn train --rule R --dataset D [budget flags] [--resume] [--config FILE.toml] [--json]
     bionn compare [--rules a,b,c] [--dataset D] [budget flags] [--json]
     bionn data download NAME | bionn data verify NAME | bionn data list
+    bionn rl --agent A --task T [--episodes N] [--seed S] [--out DIR] [--resume] [--json]
+    bionn rl fit CHOICES.csv [--model rw|two-timescale] [--restarts N] [--out FILE] [--json]
 
 Bad input (an unknown rule, a bad flag value, a missing data set, ...) prints one line on
 stderr and exits with status 2; a run whose loss diverges exits with status 1.
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         q = data_sub.add_parser(name, help=f"{text} a data set's files")
         q.add_argument("name", help="mnist, fashion-mnist or cifar10")
         q.add_argument("--data-dir", default=None, help="data root")
+    _add_rl_parser(sub)
     return parser
 
 
@@ -369,12 +372,134 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bionn rl: reinforcement learning (bionn.rl) ----------------------------------------------
+def _add_rl_parser(sub: Any) -> None:
+    """``bionn rl`` (run an agent on a task) and ``bionn rl fit CHOICES.csv``."""
+    import dataclasses
+
+    from bionn.rl.agents import AGENTS
+    from bionn.rl.loop import TASKS
+
+    s = argparse.SUPPRESS
+    p = sub.add_parser("rl", help="run a reinforcement-learning agent, or fit choice data")
+    p.add_argument("--agent", default=s, help=f"agent: {', '.join(AGENTS)}")
+    p.add_argument(
+        "--task", default=s,
+        help=f"task: {', '.join(TASKS)}; reversal:100/0, :80/20 (default), :70/30, :60/40; "
+        "conditioning:P adds omission probes with probability P",
+    )
+    p.add_argument("--episodes", type=int, default=s, help="episodes (default 100)")
+    p.add_argument("--experiments", type=int, default=s,
+                   help="independent experiments run at once (default 1)")
+    p.add_argument("--seed", type=int, default=s, help="random seed (default 0)")
+    p.add_argument("--device", default=s, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--out", default=s, help="run folder (default runs/rl-<agent>-<task>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    seen: dict[str, tuple[type, str, list[str]]] = {}
+    for name, cls in AGENTS.items():
+        for f in dataclasses.fields(cls.config_class):
+            if f.name in seen:
+                seen[f.name][2].append(name)
+            else:
+                seen[f.name] = (f.type, f.metadata.get("help", ""), [name])
+    group = p.add_argument_group("agent options ([agents: ...] says which agents have one)")
+    for name, (_, text, owners) in seen.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=f"rlopt__{name}", type=float, default=s,
+            metavar="X", help=f"{text} [agents: {', '.join(owners)}]".replace("%", "%%"),
+        )
+    fit_sub = p.add_subparsers(dest="rl_command", parser_class=_Parser)
+    q = fit_sub.add_parser("fit", help="fit a model to a choice file by maximum likelihood")
+    q.add_argument("choices", metavar="CHOICES.csv",
+                   help="header subject,block,trial,choice,reward; one row per trial")
+    q.add_argument("--model", default="rw", help="rw (alpha+, alpha-, beta; default) or "
+                   "two-timescale (alpha_fast+, alpha_fast-, alpha_slow, beta, w)")
+    q.add_argument("--restarts", type=int, default=3, help="grid cells refined per subject")
+    q.add_argument("--out", default=None, help="also write the fits to this JSON file")
+    q.add_argument("--json", action="store_true", help="end stdout with one JSON line")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _cmd_rl(args: argparse.Namespace) -> int:
+    if getattr(args, "rl_command", None) == "fit":
+        return _cmd_rl_fit(args)
+    from bionn.rl.agents import AGENTS
+    from bionn.rl.run import RLConfig, resume_rl_config, run_rl
+
+    values = {k: getattr(args, k) for k in
+              ("agent", "task", "episodes", "experiments", "seed", "device", "out")
+              if k in vars(args)}
+    options = {k[len("rlopt__"):]: v for k, v in vars(args).items() if k.startswith("rlopt__")}
+    if args.resume:
+        if "out" not in values:
+            raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+        config = resume_rl_config(values["out"], {**values, "options": options} if options
+                                  else values)
+    else:
+        if "agent" not in values or "task" not in values:
+            raise ConfigError(f"bionn rl needs --agent ({', '.join(AGENTS)}) and --task")
+        config = RLConfig(**values, options=options)
+    summary = run_rl(config, resume=args.resume, progress=not args.no_progress)
+    parts = [f"reward per episode {summary['reward_last10']:.3f}"]
+    if summary.get("p_better_last10") is not None:
+        parts.append(f"P(better) {summary['p_better_last10']:.3f}")
+    parts.append(f"steps {summary['steps_last10']:.1f}")
+    print(
+        f"{summary['agent']} on {summary['task']} ({summary['episodes']} episodes x "
+        f"{summary['experiments']} experiments, last 10): {', '.join(parts)}, "
+        f"{summary['wall_time_s']:.1f} s"
+    )
+    print(f"run folder: {summary['run_dir']}  (plots: {', '.join(summary.get('plots', []))})")
+    if args.json:
+        keys = ("agent", "task", "episodes", "experiments", "seed", "reward_last10",
+                "p_better_last10", "steps_last10", "mean_abs_rpe_last10", "wall_time_s",
+                "run_dir", "plots")
+        print(json.dumps({k: summary.get(k) for k in keys}))
+    return 0
+
+
+def _cmd_rl_fit(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from bionn.rl.fit import MODELS, fit, read_choices_csv
+
+    if args.model not in MODELS:
+        raise ConfigError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}")
+    if args.restarts < 1:
+        raise ConfigError(f"--restarts must be a positive integer, got {args.restarts}")
+    data = read_choices_csv(args.choices)
+    start = time.perf_counter()
+    result = fit(data, args.model, restarts=args.restarts, progress=not args.no_progress)
+    rows = result.rows(data.subjects)
+    names = list(MODELS[args.model])
+    header = ["subject", *names, "nll", "trials"]
+    table = [[str(r["subject"]), *(f"{r[n]:.3f}" for n in names), f"{r['nll']:.2f}",
+              str(r["trials"])] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=True)]
+    for line in [header, *table]:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    print(f"{args.model} fitted to {len(rows)} subject(s) in {time.perf_counter() - start:.1f} s")
+    if args.out:
+        try:
+            Path(args.out).write_text(json.dumps({"model": args.model, "fits": rows}, indent=2)
+                                      + "\n")
+        except OSError as exc:
+            raise BionnError(f"cannot write {args.out}: {exc.strerror}") from None
+    if args.json:
+        print(json.dumps({"model": args.model, "fits": rows}))
+    return 0
+
+
 def _one_line(exc: Exception) -> str:
     """The error message on a single line (some wrap details from torch or urllib)."""
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 COMMANDS = {"rules": _cmd_rules, "train": _cmd_train, "compare": _cmd_compare, "data": _cmd_data}
+COMMANDS["rl"] = _cmd_rl
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,13 @@ from bionn.plots.free_convolution import (
 )
 from bionn.plots.krotov_hopfield import plot_receptive_fields, plot_synapse_norms
 from bionn.plots.predictive_coding import plot_class_images, plot_pc_angle, plot_pc_energy
+from bionn.plots.reinforcement import (
+    plot_episode_curve,
+    plot_fit_recovery,
+    plot_reversal_curves,
+    plot_reversal_grid,
+    plot_rpe_heatmap,
+)
 from bionn.plots.temporal_credit import (
     plot_cost_per_step,
     plot_credit_horizon,
@@ -34,12 +41,14 @@ __all__ = [
     "plot_alignment",
     "plot_apical_error",
     "plot_class_images",
-    "plot_cost_per_step",
-    "plot_credit_horizon",
     "plot_contrastive_angle",
     "plot_contrastive_energy",
+    "plot_cost_per_step",
+    "plot_credit_horizon",
     "plot_ep_estimate_error",
+    "plot_episode_curve",
     "plot_feedback_alignment",
+    "plot_fit_recovery",
     "plot_interneuron_error",
     "plot_learning_curves",
     "plot_learning_curves_side_by_side",
@@ -48,6 +57,9 @@ __all__ = [
     "plot_pc_angle",
     "plot_pc_energy",
     "plot_receptive_fields",
+    "plot_reversal_curves",
+    "plot_reversal_grid",
+    "plot_rpe_heatmap",
     "plot_sequence_outputs",
     "plot_sharing_over_training",
     "plot_spike_raster",
