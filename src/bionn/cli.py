@@ -113,6 +113,7 @@ def _add_rule_option_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bionn`` argument parser: every subcommand, its flags and each rule's options."""
     parser = _Parser(
         prog="bionn",
         description="Biologically inspired learning rules, each measured against backprop.",

@@ -133,9 +133,11 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (what ``summary.json`` and checkpoints record)."""
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
 

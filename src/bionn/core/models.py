@@ -3,7 +3,7 @@ convolutional and free-convolutional networks of Ott et al. (2020).
 
 Rules that need the layered structure (predictive coding, feedback alignment, ...) read it from
 ``MLP.linears`` and ``MLP.activation``; everything else treats the models as plain
-``nn.Module``s.
+``nn.Module`` objects.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ def prepare_run_dir(path: str | Path, resume: bool, command: str = "train") -> P
 
 
 def default_run_dir(prefix: str) -> Path:
+    """``runs/<prefix>-<date>-<time>``, the run folder when ``--out`` is not given."""
     return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

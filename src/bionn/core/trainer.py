@@ -149,9 +149,12 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path | None:
+        """``checkpoint.pt`` in the run folder, or None without a run folder."""
         return None if self.run_dir is None else self.run_dir / CHECKPOINT_NAME
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs: model, optimizer, scheduler, rule state, history and
+        random generators."""
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

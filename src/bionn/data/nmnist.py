@@ -254,6 +254,7 @@ class NMNIST(Dataset):
 
     @classmethod
     def folder_path(cls, root: str | os.PathLike[str] | None = None) -> Path:
+        """The folder holding the data set's files under the data root ``root``."""
         return resolve_root(root) / cls.folder
 
     def _fix_hint(self) -> str:

@@ -45,10 +45,12 @@ class _Surrogate(torch.autograd.Function):
 
     @staticmethod
     def derivative(u: torch.Tensor, scale: float) -> torch.Tensor:  # pragma: no cover
+        """The surrogate derivative sigma'(U) at the membrane potential ``u``."""
         raise NotImplementedError
 
     @staticmethod
     def primitive(u: torch.Tensor, scale: float) -> torch.Tensor:  # pragma: no cover
+        """A smooth function whose derivative is :meth:`derivative` (for plots and tests)."""
         raise NotImplementedError
 
     @staticmethod

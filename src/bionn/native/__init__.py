@@ -214,6 +214,8 @@ class KrotovKernel:
 
     @staticmethod
     def supports(t: torch.Tensor) -> bool:
+        """Whether the kernel can work on ``t`` in place: a CPU tensor of a supported dtype
+        that needs no autograd."""
         return t.device.type == "cpu" and t.dtype in _SUFFIX and not t.requires_grad
 
     def update(

@@ -321,6 +321,8 @@ class USFLinear(_FeedbackLinear):
 
     @property
     def scale(self) -> float:
+        """s, the magnitude of every feedback weight: ``feedback_scale`` times the initial
+        weights' standard deviation."""
         return self.feedback_scale * _init_std(self.weight)
 
     @property
@@ -343,10 +345,13 @@ class USFConv2d(_FeedbackConv2d):
 
     @property
     def scale(self) -> float:
+        """s, the magnitude of every feedback weight: ``feedback_scale`` times the initial
+        weights' standard deviation."""
         return self.feedback_scale * _init_std(self.weight)
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback matrix the next backward pass will use."""
         return self.scale * torch.sign(self.weight.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -424,6 +429,7 @@ class BRSFLinear(_FeedbackLinear):
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback matrix the next backward pass will use."""
         magnitude = self._draw() if self._magnitude is None else self._magnitude
         return magnitude * torch.sign(self.weight.detach())
 
@@ -447,6 +453,7 @@ class BRSFConv2d(_FeedbackConv2d):
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback matrix the next backward pass will use."""
         magnitude = self._draw() if self._magnitude is None else self._magnitude
         return magnitude * torch.sign(self.weight.detach())
 
@@ -479,6 +486,7 @@ class FRSFLinear(_FeedbackLinear):
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback matrix the next backward pass will use."""
         return self.magnitude * torch.sign(self.weight.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -505,6 +513,7 @@ class FRSFConv2d(_FeedbackConv2d):
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback matrix the next backward pass will use."""
         return self.magnitude * torch.sign(self.weight.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -525,9 +534,11 @@ class OutputError:
         self.e: torch.Tensor | None = None
 
     def capture(self, grad: torch.Tensor) -> None:
+        """Keep ``grad``, the output error of this backward pass, as ``(batch, features)``."""
         self.e = grad.detach().reshape(grad.shape[0], -1)
 
     def get(self, batch: int) -> torch.Tensor:
+        """The captured output error, checked against the batch size of the layer asking."""
         e = self.e
         if e is None:
             raise RuntimeError(

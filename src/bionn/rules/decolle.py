@@ -9,7 +9,7 @@ flow back in time, so each layer learns online at every step with memory indepen
 sequence length ``T``.
 
 The equations, as the paper writes them in its Sec. 2 (labelled D1-D6 here; the ``# Eq.``
-markers in the code use these labels):
+markers in the code use these labels)::
 
     (D1) U_l[t]   = W_l P_l[t] - rho R_l[t] + b_l
     (D2) S_l[t]   = Theta(U_l[t])
@@ -191,6 +191,7 @@ class SpikingConfig:
         _number(self.surrogate_scale, "--surrogate-scale", low=0.0, low_open=True)
 
     def lif_parameters(self) -> LIFParameters:
+        """The neuron constants as :class:`bionn.functional.LIFParameters`."""
         return LIFParameters(
             alpha=float(self.lif_alpha),
             beta=float(self.lif_beta),

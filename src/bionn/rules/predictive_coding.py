@@ -19,10 +19,14 @@ the order of W&B 2019 Box 3 (not the papers' own equation numbers):
 1. Error nodes:  eps_l = (x_l - mu_l) / Sigma_l                                      Eq. (1)
 2. Free energy:  F = sum_{l=1}^{L} ||x_l - mu_l||^2 / (2 Sigma_l)                    Eq. (2)
 3. Learning: x_0 = input, x_L = target (clamped); x_1 .. x_{L-1} start at the feed-forward
-   values and relax for T Euler steps of size gamma along -dF/dx:
+   values and relax for T Euler steps of size gamma along -dF/dx::
+
        dx_l/dt = -eps_l + phi_l'(x_l) * W_l^T eps_{l+1}                              Eq. (3)
-4. Weights change locally (Hebbian: presynaptic rate times postsynaptic error):
+
+4. Weights change locally (Hebbian: presynaptic rate times postsynaptic error)::
+
        dW_{l-1} = eps_l phi_{l-1}(x_{l-1})^T,   db_{l-1} = eps_l                     Eq. (4)
+
    averaged over the batch; p.grad = -dW, so SGD(lr=alpha) is the paper's step.
 5. Testing: x_L is free; its equilibrium is the feed-forward pass (every eps_l = 0), so the
    prediction is ``model(x)``.
