@@ -196,8 +196,8 @@ def test_bad_options_name_their_flag(options, flag):
 
 
 def test_bad_box4_options_and_models():
-    with pytest.raises(ConfigError, match="--nudging"):
-        make_rule("dendritic-box4", {"nudging": 1.5})
+    with pytest.raises(ConfigError, match="--output-clamp"):
+        make_rule("dendritic-box4", {"output_clamp": 1.5})
     with pytest.raises(ConfigError, match="MLP"):
         make_rule("dendritic-box4").build_model("cnn", (1, 8, 8), 10, "relu")
     with pytest.raises(ConfigError, match="microcircuit"):

@@ -59,7 +59,7 @@ Symbols -> code:
     eta_k, eta_IP ...     ``eta_forward``, ``eta_ip``, ``eta_pi``, ``eta_down``
     phi                   ``hidden_rate`` (hidden cells and their interneurons), ``output_rate``
     x_l, delta_l (Box 4)  ``values[l]``, ``errors[l]``
-    T, gamma, lambda      ``inference_steps``, ``inference_rate``, ``nudging``
+    T, gamma, lambda      ``inference_steps``, ``inference_rate``, ``output_clamp``
 
 Deviations from the papers:
     - Biases b_k (and b^IP_k for the interneurons that predict them) are added and learned by
@@ -234,7 +234,7 @@ class Box4Config:
         "help": "T: Euler steps of the value-node dynamics per batch (Eq. B4.1)"})
     inference_rate: float = field(default=0.1, metadata={
         "help": "gamma: Euler step size of the value-node dynamics (Eq. B4.1)"})
-    nudging: float = field(default=1.0, metadata={
+    output_clamp: float = field(default=1.0, metadata={
         "help": "lambda: the output moves this fraction of the way from its prediction to the "
                 "target (1 = clamped)"})
     linear: bool = field(default=True, metadata={
@@ -244,9 +244,9 @@ class Box4Config:
     def __post_init__(self) -> None:
         _integer("inference_steps", self.inference_steps, 0)
         _number("inference_rate", self.inference_rate)
-        nud = _number("nudging", self.nudging)
+        nud = _number("output_clamp", self.output_clamp)
         if nud > 1:
-            raise ConfigError(f"--nudging must be in (0, 1], got {nud}")
+            raise ConfigError(f"--output-clamp must be in (0, 1], got {nud}")
         if not isinstance(self.linear, bool):
             raise ConfigError("--linear must be true or false")
 
@@ -567,7 +567,7 @@ class Box4(LearningRule):
             below = values[-1] if l == 0 else rate(f, values[-1])
             values.append(torch.addmm(b, below, w.T))
         mu_out = values[-1]
-        values[-1] = mu_out + self.config.nudging * (t - mu_out)
+        values[-1] = mu_out + self.config.output_clamp * (t - mu_out)
         state = Box4State(tuple(values))
         for _ in range(self.config.inference_steps):
             _, state = box4_step(state, weights, biases, self.config.inference_rate, f)
