@@ -33,7 +33,7 @@ from unittest import mock
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bionn.cli import main
@@ -220,6 +220,8 @@ _config_bytes = st.one_of(
 
 @settings(max_examples=40, **SETTINGS)
 @given(content=_config_bytes, command=st.sampled_from(["train", "compare"]))
+@example(content=b'"rule" = "krotov"\n"hidden" = []\n', command="train")  # found by this test
+@example(content=b'"rule" = "krotov"\n"delta" = ' + b"9" * 400 + b"\n", command="train")
 def test_generated_config_files_run_or_are_refused_in_one_line(content, command):
     CASES["config files"] += 1
     with tempfile.TemporaryDirectory() as tmp:
