@@ -185,7 +185,7 @@ def parse_option(spec: OptionSpec, value: Any) -> Any:
         item = int if spec.kind == "tuple[int]" else float
         items = value if isinstance(value, list | tuple) else str(value).split(",")
         return tuple(item(str(v).strip()) for v in items if str(v).strip())
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # a list, a table, 10**400 as a float
         what = {"tuple[int]": "comma-separated integers", "tuple[float]": "comma-separated numbers"}
         expected = what.get(spec.kind, "true or false" if spec.kind == "bool" else spec.kind)
         raise ConfigError(f"{flag} must be {expected}, got {value!r}") from None
