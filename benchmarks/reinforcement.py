@@ -194,8 +194,8 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown section {name!r}")
         result[name + "_wall_s"] = time.perf_counter() - start
-        print(name, json.dumps(result[name], default=str)[:2000], flush=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(name, json.dumps(result[name], default=str)[:300], flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # after every section
     print(f"wrote {args.out}")
 
 
