@@ -1,0 +1,203 @@
+"""Reinforcement-learning measurements (Neftci & Averbeck 2019; Costa et al. 2016; Schultz,
+Dayan & Montague 1997), written to ``benchmarks/results/reinforcement.json``.
+
+    python benchmarks/reinforcement.py [--sections reversal,lesions,dopamine,speed]
+        [--experiments 2000] [--threads 1] [--out benchmarks/results/reinforcement.json]
+
+- reversal: P(better choice) around the reversal and the reward per block, per schedule
+  (100/0, 80/20, 70/30, 60/40), for the fast system alone (w = 1), the slow system alone
+  (w = 0), their mixture (w = 0.5) and a Rescorla-Wagner learner;
+- lesions: the two-timescale agent intact, with the fast or the slow system removed; a
+  Rescorla-Wagner model fitted to each group's choices (alpha+, alpha-, beta), per schedule;
+- dopamine: TD(0) on the delay line, the RPE at the cue and at the reward over trials, and
+  an omission probe after learning;
+- speed: simulating and fitting 1000 experiments of one 80-trial block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bionn.rl import envs
+from bionn.rl.agents import TDConfig, TDDelayLine
+from bionn.rl.fit import fit, simulate_choices
+from bionn.rl.loop import TaskSpec, make_agent, run_episode
+
+SCHEDULES = ("100/0", "80/20", "70/30", "60/40")
+WINDOW = range(-10, 30)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor()
+
+
+def reversal_curve(task, ep) -> list[float]:
+    offsets = torch.tensor(list(WINDOW))
+    idx = (task.reversal[None, :] - 1 + offsets[:, None]).clamp(0, ep.action.shape[0] - 1)
+    hit = ep.action.gather(0, idx) == ep.better.gather(0, idx)
+    return hit.float().mean(1).tolist()
+
+
+def run_group(schedule, agent, options, n, seed, blocks=1):
+    task = TaskSpec("reversal", schedule).build(n)
+    ag = make_agent(agent, task, options)
+    g = torch.Generator().manual_seed(seed)
+    curves, rewards, stationary = [], [], []
+    for _ in range(blocks):
+        ep = run_episode(task, ag, None, g, fresh=True)
+        curves.append(reversal_curve(task, ep))
+        rewards.append(ep.reward.sum(0).mean().item())
+        # stationary phase: trials 15-29 (before any reversal), choice of the better option
+        stationary.append((ep.action[14:29] == ep.better[14:29]).float().mean().item())
+    curve = torch.tensor(curves).mean(0)
+    after = curve[10:15].mean().item()  # trials 0-4 after the reversal
+    return {"curve": curve.tolist(), "reward_per_block": sum(rewards) / blocks,
+            "p_better_trials_15_29": sum(stationary) / blocks,
+            "p_better_first5_after_reversal": after}
+
+
+AGENTS = {
+    "fast (amygdala, w=1)": ("two-timescale", {"w": 1.0}),
+    "slow (striatum, w=0)": ("two-timescale", {"w": 0.0}),
+    "mixture (w=0.5)": ("two-timescale", {}),
+    "rw (alpha 0.4, beta 5)": ("rw", {}),
+}
+
+
+def section_reversal(n, seed):
+    out = {}
+    for s in SCHEDULES:
+        out[s] = {name: run_group(s, a, o, n, seed) for name, (a, o) in AGENTS.items()}
+    mean_reward = {name: sum(out[s][name]["reward_per_block"] for s in SCHEDULES) / 4
+                   for name in AGENTS}
+    return {"per_schedule": out, "mean_reward_over_schedules": mean_reward,
+            "offsets": list(WINDOW)}
+
+
+LESIONS = {"intact": {}, "fast lesion": {"lesion_fast": 1.0}, "slow lesion": {"lesion_slow": 1.0}}
+
+
+def section_lesions(n, seed, blocks):
+    out = {}
+    for s in SCHEDULES:
+        row = {}
+        for name, opts in LESIONS.items():
+            task = TaskSpec("reversal", s).build(n)
+            params = {k: torch.full((n,), float(v)) for k, v in opts.items()} or {
+                "w": torch.full((n,), 0.5)}
+            data, info = simulate_choices("two-timescale", params, s, n_blocks=blocks,
+                                          seed=seed)
+            del task
+            res = fit(data, "rw", restarts=2)
+            row[name] = {
+                "p_better": (data.choice == info["better"]).float().mean().item(),
+                "reward_per_block": data.reward.sum(1).mean().item() / blocks,
+                **{f"fitted_{k}_median": v.median().item() for k, v in res.params.items()},
+            }
+        out[s] = row
+    return out
+
+
+def section_dopamine(trials, seed):
+    config = envs.ConditioningConfig()
+    task = envs.ConditioningTask(1, config)
+    agent = TDDelayLine(1, config.n_features, config=TDConfig(lr=0.2, gamma=0.98))
+    opt = agent.make_optimizer()
+    g = torch.Generator().manual_seed(seed)
+    rows = [run_episode(task, agent, opt, g, fresh=False).rpe[:, 0] for _ in range(trials)]
+    rpe = torch.stack(rows)
+    probe = run_episode(task, agent, opt, g, fresh=False, learn=False,
+                        reset_kwargs={"omit": True}).rpe[:, 0]
+    from bionn.plots.reinforcement import plot_rpe_heatmap
+
+    fig = plot_rpe_heatmap(rpe, Path("benchmarks/results/reinforcement_rpe.png"),
+                           t_cs=config.t_cs, t_us=config.t_us, probe=probe)
+    pick = [0, 4, 9, 19, 49, 99, trials - 1]
+    return {
+        "config": {"n_steps": config.n_steps, "t_cs": config.t_cs, "t_us": config.t_us,
+                   "gamma": 0.98, "lr": 0.2, "trials": trials},
+        "rpe_at_cue_by_trial": {str(i + 1): rpe[i, config.t_cs - 1].item() for i in pick},
+        "rpe_at_reward_by_trial": {str(i + 1): rpe[i, config.t_us].item() for i in pick},
+        "closed_form_cue": 0.98 ** (config.t_us - config.t_cs + 1),
+        "omission_probe_rpe_at_reward": probe[config.t_us].item(),
+        "figure": str(fig),
+    }
+
+
+def section_speed(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    true = {"alpha_pos": 0.1 + 0.8 * torch.rand(n, generator=g),
+            "alpha_neg": 0.1 + 0.8 * torch.rand(n, generator=g),
+            "beta": 2.0 + 8.0 * torch.rand(n, generator=g)}
+    t0 = time.perf_counter()
+    data, _ = simulate_choices("rw", true, "80/20", n_blocks=1, seed=seed)
+    t1 = time.perf_counter()
+    res = fit(data, "rw", restarts=3)
+    t2 = time.perf_counter()
+
+    def rank(x):
+        return x.argsort().argsort().float()
+
+    return {"experiments": n, "trials": 80, "simulate_s": t1 - t0, "fit_s": t2 - t1,
+            "total_s": t2 - t0,
+            "rank_correlation_true_fitted": {
+                k: torch.corrcoef(torch.stack([rank(true[k]), rank(res.params[k])]))[0, 1].item()
+                for k in true}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sections", default="reversal,lesions,dopamine,speed")
+    p.add_argument("--experiments", type=int, default=2000)
+    p.add_argument("--lesion-experiments", type=int, default=200)
+    p.add_argument("--lesion-blocks", type=int, default=4)
+    p.add_argument("--trials", type=int, default=300, help="conditioning trials")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="benchmarks/results/reinforcement.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {"command": " ".join(["python", *sys.argv]), "cpu": cpu_model(),
+              "torch": torch.__version__, "threads": args.threads}
+    for name in args.sections.split(","):
+        start = time.perf_counter()
+        if name == "reversal":
+            result[name] = section_reversal(args.experiments, args.seed)
+            from bionn.plots.reinforcement import plot_reversal_grid
+
+            panels = {s: {a: (list(WINDOW), r["curve"]) for a, r in
+                          result[name]["per_schedule"][s].items()} for s in SCHEDULES}
+            result[name]["figure"] = str(plot_reversal_grid(
+                panels, Path("benchmarks/results/reinforcement_reversal.png")))
+        elif name == "lesions":
+            result[name] = section_lesions(args.lesion_experiments, args.seed,
+                                           args.lesion_blocks)
+        elif name == "dopamine":
+            result[name] = section_dopamine(args.trials, args.seed)
+        elif name == "speed":
+            result[name] = section_speed(1000, args.seed)
+        else:
+            raise SystemExit(f"unknown section {name!r}")
+        result[name + "_wall_s"] = time.perf_counter() - start
+        print(name, json.dumps(result[name], default=str)[:300], flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # after every section
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
