@@ -84,7 +84,8 @@ sphinx_gallery_conf = {
 
 html_theme = "furo"
 html_title = f"bionn {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"  # a page without one logs a 404 for /favicon.ico
 html_show_sourcelink = False
 
 # Links from a markdown page to a file outside docs/ (for GitHub readers) are rewritten by

@@ -101,6 +101,59 @@ def test_module_for_path_maps_sources_to_modules():
     assert bionn_docs.module_for_path(ROOT / "benchmarks" / "decolle.py", ROOT) is None
 
 
+def _build_site(srcdir: Path, outdir: Path) -> str:
+    """Builds the HTML of the Sphinx project in ``srcdir``; returns its warnings."""
+    import io
+
+    from sphinx.application import Sphinx
+
+    warnings = io.StringIO()
+    app = Sphinx(str(srcdir), str(srcdir), str(outdir), str(outdir / ".doctrees"), "html",
+                 status=None, warning=warnings, freshenv=True)
+    app.build()
+    return warnings.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:.*Check CHANGES for Sphinx API modifications")
+def test_links_out_of_docs_render_without_warnings(tmp_path):
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_parser")
+    # a repository in miniature: a module, a benchmark script, a results folder, a docs page
+    (tmp_path / "src" / "bionn" / "rules").mkdir(parents=True)
+    (tmp_path / "src" / "bionn" / "rules" / "fake.py").write_text('"""A rule."""\n')
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "fake.py").write_text("print('measured')\n")
+    docs = tmp_path / "docs"
+    (docs / "rules").mkdir(parents=True)
+    (docs / "conf.py").write_text(textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(ROOT / "docs" / "_ext")!r})
+        extensions = ["myst_parser", "bionn_docs"]
+        bionn_repository_root = {str(tmp_path)!r}
+        bionn_api_index = False
+        bionn_check_docstrings = False
+        """))
+    (docs / "index.md").write_text(
+        "# Site\n\n```{toctree}\n:glob:\n\nrules/*\napi\n```\n")
+    (docs / "api.md").write_text("# API\n\n```{py:module} bionn.rules.fake\n```\n")
+    page = docs / "rules" / "fake.md"
+    page.write_text(
+        "# Fake\n\nCode: [the rule](../../src/bionn/rules/fake.py), "
+        "[the benchmark](../../benchmarks/fake.py), [results](../../benchmarks/results/).\n")
+    out = tmp_path / "html"
+    assert _build_site(docs, out) == ""
+    html = (out / "rules" / "fake.html").read_text(encoding="utf-8")
+    assert 'href="../api.html#module-bionn.rules.fake"' in html
+    downloads = list((out / "_downloads").rglob("fake.py"))
+    assert len(downloads) == 1 and downloads[0].read_text() == "print('measured')\n"
+    assert f'href="../{downloads[0].relative_to(out).as_posix()}"' in html
+    assert "results" in html
+
+    # a link to a file that does not exist still warns, so -W fails on it
+    page.write_text("# Fake\n\n[gone](../../benchmarks/missing.py)\n")
+    assert "missing.py" in _build_site(docs, tmp_path / "html2")
+
+
 def test_escape_bars_leaves_literals_and_roles_alone():
     lines = ["B = |R| * sign(W), ||w||_p = R", "``a | b`` and :mod:`x` and |x|"]
     bionn_docs.escape_bars(lines)

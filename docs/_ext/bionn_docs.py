@@ -16,9 +16,9 @@ examples join the site without an edit here or in ``conf.py``:
 4. **Links out of docs/.** A markdown page may link to a file of the repository
    (``[rule](../../src/bionn/rules/x.py)``), which works on GitHub. In the site, a link to a
    module of ``src/bionn/`` becomes a link to its API page; a link to another file becomes a
-   download of that file (or, with ``bionn_repository_url`` set, a link to it there); a link
-   to a folder becomes the folder's API page (a package) or a repository link, else plain
-   text.
+   download of that file, copied into the site (or, with ``bionn_repository_url`` set, a link
+   to it there); a link to a folder becomes the folder's API page (a package) or a repository
+   link, else plain text. A link to a path that does not exist stays a warning.
 
 The docstring check and the CLI help need no Sphinx and are importable on their own.
 """
@@ -281,9 +281,12 @@ def setup(app: Any) -> dict[str, Any]:
             return out
 
     def on_config_inited(app: Any, config: Any) -> None:
-        write_api_index(Path(app.srcdir))  # before Sphinx lists the source files
+        if config.bionn_api_index:
+            write_api_index(Path(app.srcdir))  # before Sphinx lists the source files
 
     def on_builder_inited(app: Any) -> None:
+        if not app.config.bionn_check_docstrings:
+            return
         for name in undocumented_public_names():
             logger.warning(
                 "public name %s has no docstring", name, type="bionn", subtype="docstring"
@@ -320,10 +323,7 @@ def setup(app: Any) -> dict[str, Any]:
                 kind = "tree" if path.is_dir() else "blob"
                 new = nodes.reference("", "", refuri=f"{url}/{kind}/HEAD/{rel}", internal=False)
             elif path.is_file():
-                new = addnodes.download_reference(
-                    "", refdoc=docname, reftarget=str(path), refexplicit=True, refwarn=False
-                )
-                new["classes"] = ["xref", "download"]
+                continue  # MyST made it a download of the file, which Sphinx copies
             else:
                 new = nodes.inline(classes=["repository-path"])
             new.extend(child.deepcopy() for child in children)
@@ -338,14 +338,18 @@ def setup(app: Any) -> dict[str, Any]:
             return True  # a NamedTuple field: its class docstring's Attributes describe it
         return None
 
+    app.setup_extension("sphinx.ext.autodoc")
     app.connect("autodoc-process-docstring", on_docstring)
     app.connect("autodoc-skip-member", skip_member)
     app.add_config_value("bionn_repository_root", str(Path(app.confdir).parent), "env")
     app.add_config_value("bionn_repository_url", "", "env")
+    app.add_config_value("bionn_api_index", True, "env")
+    app.add_config_value("bionn_check_docstrings", True, "env")
     app.add_directive("bionn-cli", CLIDirective)
     app.connect("config-inited", on_config_inited)
     app.connect("builder-inited", on_builder_inited)
-    app.connect("doctree-read", rewrite_links)
+    # before Sphinx's collector copies the files that download links point to
+    app.connect("doctree-read", rewrite_links, priority=400)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
 
