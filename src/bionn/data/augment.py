@@ -193,9 +193,11 @@ class RandomShift:
         return random_shift(x, self.fraction, self.generator)
 
     def state_dict(self) -> dict[str, Any]:
+        """The state of the shift generator, for the checkpoint."""
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the generator state that :meth:`state_dict` returned."""
         self.generator.set_state(state["generator"])
 
     def __repr__(self) -> str:

@@ -99,6 +99,7 @@ class SequenceDataset(Dataset):
 
     @property
     def split(self) -> str:
+        """``train`` or ``test``."""
         return "train" if self.train else "test"
 
     @property
@@ -127,6 +128,7 @@ class SequenceDataset(Dataset):
 
     @classmethod
     def verify(cls, root: str | os.PathLike[str] | None = None) -> list[FileCheck]:
+        """No files to check: the task is generated from its seed."""
         return []
 
     def __repr__(self) -> str:
@@ -250,12 +252,14 @@ class UCRDataset(SequenceDataset):
 
     @classmethod
     def folder_path(cls, root: str | os.PathLike[str] | None = None) -> Path:
+        """The folder holding this problem's ``.ts`` files under the data root."""
         from bionn.data.datasets import resolve_root
 
         return resolve_root(root) / cls.folder / cls.problem
 
     @classmethod
     def verify(cls, root: str | os.PathLike[str] | None = None) -> list[FileCheck]:
+        """The sha256 check of each of this problem's files."""
         dest = cls.folder_path(root)
         return [check_file(dest / filename, sha256) for filename, sha256 in cls.resources]
 

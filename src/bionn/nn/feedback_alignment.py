@@ -873,10 +873,12 @@ class USFFreeConv2d(_FeedbackFreeConv2d):
 
     @property
     def scale(self) -> float:
+        """The magnitude of every feedback entry, feedback_scale / sqrt(3 fan_in)."""
         return self.feedback_scale / math.sqrt(3.0 * self.fan_in)
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback kernel: the uniform scale times sign(W)."""
         return self.scale * torch.sign(self.weight.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -899,6 +901,7 @@ class BRSFFreeConv2d(_FeedbackFreeConv2d):
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback kernel: random magnitudes (drawn afresh per batch) times sign(W)."""
         magnitude = self._draw() if self._magnitude is None else self._magnitude
         return magnitude * torch.sign(self.weight.detach())
 
@@ -922,6 +925,7 @@ class FRSFFreeConv2d(_FeedbackFreeConv2d):
 
     @property
     def B(self) -> torch.Tensor:
+        """The feedback kernel: the fixed random magnitudes times sign(W)."""
         return self.magnitude * torch.sign(self.weight.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

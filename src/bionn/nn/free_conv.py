@@ -266,10 +266,12 @@ class FreeConv2d(nn.Module):
 
     @property
     def fan_in(self) -> int:
+        """Inputs of one kernel: in_channels x kernel height x kernel width."""
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     @property
     def positions(self) -> int:
+        """Output positions, each with its own kernel and bias."""
         return self.output_size[0] * self.output_size[1]
 
     def reset_parameters(self) -> None:

@@ -80,10 +80,12 @@ class EnergyMLP(nn.Module):
 
     @property
     def weights(self) -> list[torch.Tensor]:
+        """The weight of every layer, bottom to top."""
         return [lin.weight for lin in self.linears]
 
     @property
     def biases(self) -> list[torch.Tensor]:
+        """The bias of every layer, bottom to top."""
         return [lin.bias for lin in self.linears]
 
     @property
@@ -92,6 +94,7 @@ class EnergyMLP(nn.Module):
         return self.sizes[1:-1] if self.output == "ce" else self.sizes[1:]
 
     def zero_states(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """All-zero states of every layer for the batch ``x``, where the free phase starts."""
         return [x.new_zeros(x.shape[0], n) for n in self.state_sizes]
 
     def scores(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -167,12 +170,14 @@ class EnergyCNN(nn.Module):
         self.num_classes = int(num_classes)
 
     def params(self) -> ConvParams:
+        """The weights and biases as the primitive-function step takes them."""
         return ConvParams(
             [m.weight for m in self.convs], [m.bias for m in self.convs], self.padding,
             [m.weight for m in self.fcs], [m.bias for m in self.fcs],
         )
 
     def zero_states(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """All-zero states of every layer for the batch ``x``, where the free phase starts."""
         b = x.shape[0]
         states = [x.new_zeros(b, *s) for s in self.conv_shapes]
         fc_sizes = [m.out_features for m in self.fcs]
@@ -186,6 +191,7 @@ class EnergyCNN(nn.Module):
             return F.max_pool2d(self.convs[0](x), 2)
 
     def scores(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class scores: the output layer, or the last layer's readout (cross-entropy output)."""
         if self.output == "ce":
             return self.fcs[-1](states[-1].flatten(1))
         return states[-1]

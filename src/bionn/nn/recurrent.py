@@ -111,6 +111,7 @@ class LeakyRNN(nn.Module):
 
     @staticmethod
     def detach_state(state: LeakyRNNState) -> LeakyRNNState:
+        """The state cut from the graph (where truncated BPTT stops)."""
         return LeakyRNNState(state.a.detach())
 
     def step(
@@ -175,6 +176,7 @@ class AttentionRNN(LeakyRNN):
 
     @staticmethod
     def detach_state(state: AttentionState) -> AttentionState:  # type: ignore[override]
+        """The state cut from the graph (where truncated BPTT stops)."""
         return AttentionState(state.a.detach(), state.memory.detach())
 
     def step(  # type: ignore[override]

@@ -327,6 +327,7 @@ class Agent(nn.Module):
         """Nothing by default."""
 
     def make_optimizer(self) -> torch.optim.Optimizer | None:
+        """Plain SGD at the agent's learning rate over its trainable parameters, or None."""
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.SGD(params, lr=self.config.lr) if params else None
 
@@ -345,6 +346,7 @@ class Agent(nn.Module):
             getattr(self, name).add_(d)
 
     def act(self, obs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Actions sampled from the policy for each observation."""
         with torch.no_grad():
             return sample_actions(self.policy(obs), generator)
 
@@ -427,6 +429,7 @@ class TwoTimescale(Agent):
         return table[torch.arange(self.n, device=obs.device), obs]
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
+        """The action values: fast and slow values mixed by w, with any lesion applied."""
         return mixed_values(self._rows(self.Q_fast, obs), self._rows(self.Q_slow, obs), self.w,
                             self.lesion_fast, self.lesion_slow)  # Eq. (5)
 
@@ -468,6 +471,7 @@ class ActorCritic(Agent):
                 self.v.zero_()
 
     def cortex(self, obs: torch.Tensor) -> torch.Tensor:
+        """The cortical representation of each observation: a one-hot code of the state."""
         return nn.functional.one_hot(obs, self.n_states).float()  # Eq. (6)
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:

@@ -132,6 +132,7 @@ class ReversalTask:
         self.horizon = self.config.n_trials
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
+        """Start a block in every experiment, with its reversal trial drawn."""
         c = self.config
         span = c.reversal_max - c.reversal_min + 1
         self.reversal = c.reversal_min + torch.randint(
@@ -148,6 +149,7 @@ class ReversalTask:
         return (self.first_better + flipped) % 2
 
     def step(self, action: torch.Tensor) -> Step:
+        """Pay the chosen option with its schedule's probability."""
         self.trial += 1
         better = self.better(self.trial)
         p = torch.where(action == better, self.config.p_better, 1.0 - self.config.p_better)
@@ -198,12 +200,14 @@ class RestlessTask:
         self.horizon = self.config.n_trials
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
+        """Draw new reward probabilities for every experiment."""
         self.generator = generator
         self.p = LOW + (HIGH - LOW) * _uniform((self.n, self.n_actions), generator, self.device)
         self.trial = 0
         return torch.zeros(self.n, dtype=torch.long, device=self.device)
 
     def step(self, action: torch.Tensor) -> Step:
+        """Pay the chosen arm, then let the reward probabilities drift."""
         self.trial += 1
         p_now = self.p
         chosen = p_now.gather(1, action[:, None])[:, 0]
@@ -272,6 +276,7 @@ class ConditioningTask:
         return delay_line(self.t, self.config, self.device).expand(self.n, -1).clone()
 
     def reset(self, generator: torch.Generator, omit: bool | None = None) -> torch.Tensor:
+        """Start a trial in every experiment; ``omit`` forces (or forbids) reward omission."""
         self.generator = generator
         self.t = 0
         if omit is None:
@@ -281,6 +286,7 @@ class ConditioningTask:
         return self._obs()
 
     def step(self, action: torch.Tensor) -> Step:
+        """Advance the delay line by one step."""
         c = self.config
         paid = (self.t == c.t_us) & ~self.omitted
         self.t += 1
@@ -369,6 +375,7 @@ class MazeTask:
         self.horizon = self.config.max_steps
 
     def reset(self, generator: torch.Generator) -> torch.Tensor:
+        """Put every experiment's agent at the start cell."""
         self.generator = generator
         self.steps = 0
         self.state = torch.full((self.n,), self.start, dtype=torch.long, device=self.device)
@@ -376,6 +383,7 @@ class MazeTask:
         return self.state.clone()
 
     def step(self, action: torch.Tensor) -> Step:
+        """Move every active agent one cell; reward at the goal."""
         self.steps += 1
         active = self.active
         moved = self.next_state[self.state, action]

@@ -62,9 +62,11 @@ class ChoiceData:
 
     @property
     def n(self) -> int:
+        """The number of subjects."""
         return self.choice.shape[0]
 
     def to(self, device: str | torch.device) -> ChoiceData:
+        """The same data on ``device``."""
         return ChoiceData(self.choice.to(device), self.reward.to(device),
                           self.new_block.to(device), self.valid.to(device), self.subjects,
                           self.n_options)
@@ -335,6 +337,7 @@ class FitResult:
     restarts: int
 
     def rows(self, subjects: list[str]) -> list[dict[str, Any]]:
+        """One row per subject: its fitted parameters and fit statistics."""
         k = len(self.params)
         out = []
         for i, s in enumerate(subjects):

@@ -40,6 +40,7 @@ class TaskSpec:
 
     @classmethod
     def parse(cls, text: str) -> TaskSpec:
+        """The task named by ``text`` (``reversal:80/20``, ``maze``, ...), or a ConfigError."""
         name, _, arg = str(text).partition(":")
         if name not in TASKS:
             raise ConfigError(f"unknown task {text!r}; choose one of {', '.join(TASKS)} "

@@ -58,6 +58,7 @@ class RLConfig:
         make_agent_config(self.agent, self.options)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain values (recorded in the checkpoint and the summary)."""
         return dataclasses.asdict(self)
 
 

@@ -223,6 +223,7 @@ class DendriticConfig:
 
     @property
     def conductances(self) -> Conductances:
+        """The five conductances as one tuple."""
         return Conductances(self.g_lk, self.g_b, self.g_a, self.g_d, self.g_som)
 
 
