@@ -61,6 +61,7 @@ _KILL_IN_WRITE = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     torch.save = save
+    torch.set_num_threads(int(sys.argv[2]))  # the parent's count: same summation order
     config = TrainConfig(dataset="digits", model="mlp:32", epochs=4, seed=7, batch_size=200,
                          out=sys.argv[1])
     run_training(config, progress=False, plot=False)
@@ -75,7 +76,8 @@ def test_sigkill_during_the_checkpoint_write_keeps_the_previous_one_and_resumes_
     config = TrainConfig(dataset="digits", model="mlp:32", epochs=4, seed=7, batch_size=200,
                          out=str(straight))
     run_training(config, progress=False, plot=False)
-    proc = subprocess.run([sys.executable, "-c", _KILL_IN_WRITE, str(killed)],
+    threads = str(torch.get_num_threads())
+    proc = subprocess.run([sys.executable, "-c", _KILL_IN_WRITE, str(killed), threads],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (killed / "checkpoint.pt.tmp").stat().st_size > 0  # the torn write is there

@@ -24,7 +24,15 @@ from bionn.rl.agents import (
 )
 from bionn.rl.loop import TaskSpec, make_agent, run_episode
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread for these long simulations of small tensors (restored afterwards, so the
+    rest of the suite keeps its own thread count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _train_td(config, gamma, trials, lr=0.5):
