@@ -17,7 +17,7 @@ dx_l/dt = -x_l + W_{l-1} f(x_{l-1}) + f'(x_l) * W_l^T (x_{l+1} - W_l f(x_l)).
 
 The microcircuit (Sacramento et al. 2018). Layer k = 1..N of pyramidal cells has somatic potentials
 u_k, rates r_k = phi(u_k) and r_0 = the input; every hidden layer k < N has interneurons, one per
-pyramidal cell of layer k+1. In this module's numbering (the order of the paper's main text):
+pyramidal cell of layer k+1. In this module's numbering (the order of the paper's main text)::
 
     du_k/dt   = -g_lk u_k + g_B (v_B,k - u_k) + g_A (v_A,k - u_k) + sigma xi            Eq. (1)
     v_B,k     = W_k r_{k-1} + b_k            (basal dendrite)                          Eq. (2)
@@ -29,7 +29,7 @@ pyramidal cell of layer k+1. In this module's numbering (the order of the paper'
 The output layer N has no apical compartment (g_A = 0) and gets the teaching current
 i_N = g_som (u_target - u_N) when a target is present (the paper writes it with excitatory and
 inhibitory conductances and reversal potentials; the sum is this current). Steady states in
-closed form, compartment by compartment (the fixed point of the equations above):
+closed form, compartment by compartment (the fixed point of the equations above)::
 
     u_k   = (g_B v_B,k + g_A v_A,k) / (g_lk + g_B + g_A)                 (hidden)
     u_N   = (g_B v_B,N + g_som u_target) / (g_lk + g_B + g_som)          (output, nudged)

@@ -12,7 +12,7 @@ A layered network has the input x = s_0 (clamped) and state layers s_1 .. s_L (o
 Layer l -> l+1 is one symmetric connection: the weight ``W_l`` of shape (n_{l+1}, n_l), the
 layout of ``nn.Linear``, used bottom-up as ``W_l rho(s_l)`` and top-down as
 ``W_l^T rho(s_{l+1})``, and the bias ``b_l`` of layer l+1. Tensors are batch-first,
-``(B, n_l)``. The equation numbers are this module's own:
+``(B, n_l)``. The equation numbers are this module's own::
 
     E(s)   = sum_{k>=1} ||s_k||^2 / 2 - sum_l rho(s_{l+1}) . W_l rho(s_l)
              - sum_l b_l . rho(s_{l+1})                      (rho(s_0) = x)        Eq. (1)

@@ -22,39 +22,39 @@ Papers:
 
 Box 2: learning needs two phases and a signal saying which one is on. The network is the
 layered Hopfield energy E of :mod:`bionn.functional.energy` (Eq. 1-5 there); x is clamped in
-both phases. The equation numbers below are this module's own, in the order of Box 2:
+both phases. The equation numbers below are this module's own, in the order of Box 2::
 
-1. Free phase: relax ds/dt = -dE/ds for T steps of size eps (from 0, or from the example's
-   persistent particle) to the free fixed point s^- (EP: s^0).                   Eq. (1)
-2. Second phase, from s^-:
-   - ``chl``, ``generec``: the output is clamped to the target, s_L = d; the hidden layers
-     relax for K steps to s^+.                                                   Eq. (2)
-   - ``ep``: weakly clamped (nudged) phase, F = E + beta C, K steps to s^beta; the sign of
-     beta drawn at random per batch with ``--random-sign``.                       Eq. (3)
-   - ``ep-sym``: two nudged phases from s^0, with +beta and -beta, to s^{+beta}, s^{-beta}.
-3. Weight change, for the connection W_l from layer l (pre, rate r_l = rho(s_l), r_0 = x) to
-   layer l+1 (post, rate r_{l+1}) and its bias b_l, averaged over the batch:
-   - CHL (Movellan 1991): Hebbian in the clamped phase, anti-Hebbian in the free phase
-         dW_l = r_{l+1}^+ r_l^{+T} - r_{l+1}^- r_l^{-T},   db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (4)
-   - GeneRec (O'Reilly 1996): the sending unit's minus-phase rate times the receiving unit's
-     phase difference,
-         dW_l = (r_{l+1}^+ - r_{l+1}^-) r_l^{-T},          db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (5)
-     ``--midpoint``: r_l^- replaced by (r_l^+ + r_l^-)/2; ``--symmetric``: the update of the
-     reverse connection added, (r_{l+1}^- or its midpoint) (r_l^+ - r_l^-)^T, so that W stays
-     symmetric. Symmetric + midpoint is exactly CHL (O'Reilly 1996).             Eq. (6)
-   - EP (Scellier & Bengio 2017):
-         dW_l = (r_{l+1}^b r_l^{bT} - r_{l+1}^0 r_l^{0T}) / beta  (b = beta)           Eq. (7)
-     the same with the biases; as beta -> 0 this is -dC/dW_l at the free fixed point.
-   - EP symmetric (Laborieux et al. 2021): the difference of the two nudged phases,
-         dW_l = (r_{l+1}^{+b} r_l^{+bT} - r_{l+1}^{-b} r_l^{-bT}) / (2 beta)            Eq. (8)
-     whose bias is O(beta^2) instead of O(beta).
-   For the output layer with no hidden layer below, CHL and GeneRec are the delta rule
-   dW = (d - y) x^T = delta_L x^T of Box 2.
-4. p.grad = -alpha_l dW_l: the paper's per-layer learning rates are a scale of the
-   pseudo-gradient, so ``SGD(lr=1)`` takes the paper's step W_l += alpha_l dW_l exactly (and
-   ``SGD(lr=eta)`` takes eta alpha_l dW_l). Without ``--layer-lrs`` every alpha_l = 1 and the
-   optimizer's learning rate is the paper's alpha.
-5. Testing: the prediction is the output of the free phase from zero states (``model(x)``).
+    1. Free phase: relax ds/dt = -dE/ds for T steps of size eps (from 0, or from the example's
+       persistent particle) to the free fixed point s^- (EP: s^0).                   Eq. (1)
+    2. Second phase, from s^-:
+       - ``chl``, ``generec``: the output is clamped to the target, s_L = d; the hidden layers
+         relax for K steps to s^+.                                                   Eq. (2)
+       - ``ep``: weakly clamped (nudged) phase, F = E + beta C, K steps to s^beta; the sign of
+         beta drawn at random per batch with ``--random-sign``.                       Eq. (3)
+       - ``ep-sym``: two nudged phases from s^0, with +beta and -beta, to s^{+beta}, s^{-beta}.
+    3. Weight change, for the connection W_l from layer l (pre, rate r_l = rho(s_l), r_0 = x) to
+       layer l+1 (post, rate r_{l+1}) and its bias b_l, averaged over the batch:
+       - CHL (Movellan 1991): Hebbian in the clamped phase, anti-Hebbian in the free phase
+             dW_l = r_{l+1}^+ r_l^{+T} - r_{l+1}^- r_l^{-T},   db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (4)
+       - GeneRec (O'Reilly 1996): the sending unit's minus-phase rate times the receiving unit's
+         phase difference,
+             dW_l = (r_{l+1}^+ - r_{l+1}^-) r_l^{-T},          db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (5)
+         ``--midpoint``: r_l^- replaced by (r_l^+ + r_l^-)/2; ``--symmetric``: the update of the
+         reverse connection added, (r_{l+1}^- or its midpoint) (r_l^+ - r_l^-)^T, so that W stays
+         symmetric. Symmetric + midpoint is exactly CHL (O'Reilly 1996).             Eq. (6)
+       - EP (Scellier & Bengio 2017):
+             dW_l = (r_{l+1}^b r_l^{bT} - r_{l+1}^0 r_l^{0T}) / beta  (b = beta)           Eq. (7)
+         the same with the biases; as beta -> 0 this is -dC/dW_l at the free fixed point.
+       - EP symmetric (Laborieux et al. 2021): the difference of the two nudged phases,
+             dW_l = (r_{l+1}^{+b} r_l^{+bT} - r_{l+1}^{-b} r_l^{-bT}) / (2 beta)            Eq. (8)
+         whose bias is O(beta^2) instead of O(beta).
+       For the output layer with no hidden layer below, CHL and GeneRec are the delta rule
+       dW = (d - y) x^T = delta_L x^T of Box 2.
+    4. p.grad = -alpha_l dW_l: the paper's per-layer learning rates are a scale of the
+       pseudo-gradient, so ``SGD(lr=1)`` takes the paper's step W_l += alpha_l dW_l exactly (and
+       ``SGD(lr=eta)`` takes eta alpha_l dW_l). Without ``--layer-lrs`` every alpha_l = 1 and the
+       optimizer's learning rate is the paper's alpha.
+    5. Testing: the prediction is the output of the free phase from zero states (``model(x)``).
 
 Convolutional network (``--model cnn``, ``ep`` and ``ep-sym``): the primitive-function form
 s <- rho(dPhi/ds) of Laborieux et al. 2021 (Eq. 6-7 of :mod:`bionn.functional.energy`); the
@@ -65,7 +65,8 @@ Cross-entropy output (``--output ce``; Laborieux et al. 2021): the output layer 
 dynamics, the class scores are the readout W_L rho(s_{L-1}) + b_L and C = CE; the readout is
 learned with -dC/dW_L at the nudged state (the mean of the two nudged states for ``ep-sym``).
 
-Symbols -> code:
+Symbols -> code::
+
     s^-, s^0          free                 free fixed point (list of states s_1 .. s_L)
     s^+, s^beta       second               clamped / nudged fixed point
     r_l = rho(s_l)    rates                firing rates (r_0 = x)

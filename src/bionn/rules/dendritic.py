@@ -20,11 +20,13 @@ numbered (1)-(10) in the order of the paper's main text; this module's own numbe
    ``simplified`` (the paper's MNIST dynamics): the compartments' steady states layer by
    layer, a bottom-up pass and then a top-down relaxation (``sweeps`` times);
    ``ode``: ``presentation_steps`` Euler steps of size dt with noise sigma, from rest.
-3. Plasticity at the current potentials (batch means), Eqs. (6)-(9):
+3. Plasticity at the current potentials (batch means), Eqs. (6)-(9)::
+
        dW_k      = eta_k   (phi(u_k) - phi(v^_B,k)) r_{k-1}^T                       Eq. (6)
        dW^IP_k   = eta_IP  (phi(u^I_k) - phi(v^I^_k)) r_k^T                         Eq. (7)
        dW^PI_k   = eta_PI  (v_rest - v_A,k) (r^I_k)^T,  v_rest = 0                  Eq. (8)
        dW^down_k = eta_down (phi(u_k) - phi(W^down_k r_{k+1})) r_{k+1}^T  (learned) Eq. (9)
+
    with v^_B,k = g_B / (g_lk + g_B + g_A) v_B,k and v^I^_k = g_D / (g_lk + g_D) v^I_k.
 4. In the ODE the increments are low-pass filtered, tau_w dD/dt = -D + dW, and the weights
    move by D dt                                                                      Eq. (10)
@@ -41,8 +43,10 @@ Rule ``dendritic-box4`` (Whittington & Bogacz 2019, Box 4):
 
 1. Value nodes x_0 = input (clamped), x_1 .. x_{L-1} start at the feed-forward values, the output
    is nudged x_L = mu_L + lambda (t - mu_L) (lambda = 1 clamps it), t = onehot(y).
-2. The hidden layers relax for T Euler steps of size gamma along
+2. The hidden layers relax for T Euler steps of size gamma along::
+
        dx_l/dt = -x_l + W_{l-1} x_{l-1} + W_l^T x_{l+1} - W_l^T W_l x_l                Eq. (B4.1)
+
    (decay, basal feed-forward input, apical top-down input, interneuron inhibition); this is
    -delta_l + W_l^T delta_{l+1} with delta_l = x_l - W_{l-1} x_{l-1}.                 Eq. (B4.2)
 3. dW_{l-1} = delta_l x_{l-1}^T, db_{l-1} = delta_l (the soma minus its basal prediction,
