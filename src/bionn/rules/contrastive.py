@@ -35,10 +35,10 @@ both phases. The equation numbers below are this module's own, in the order of B
     3. Weight change, for the connection W_l from layer l (pre, rate r_l = rho(s_l), r_0 = x) to
        layer l+1 (post, rate r_{l+1}) and its bias b_l, averaged over the batch:
        - CHL (Movellan 1991): Hebbian in the clamped phase, anti-Hebbian in the free phase
-             dW_l = r_{l+1}^+ r_l^{+T} - r_{l+1}^- r_l^{-T},   db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (4)
+             dW_l = r_{l+1}^+ r_l^{+T} - r_{l+1}^- r_l^{-T}, db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (4)
        - GeneRec (O'Reilly 1996): the sending unit's minus-phase rate times the receiving unit's
          phase difference,
-             dW_l = (r_{l+1}^+ - r_{l+1}^-) r_l^{-T},          db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (5)
+             dW_l = (r_{l+1}^+ - r_{l+1}^-) r_l^{-T}, db_l = r_{l+1}^+ - r_{l+1}^-   Eq. (5)
          ``--midpoint``: r_l^- replaced by (r_l^+ + r_l^-)/2; ``--symmetric``: the update of the
          reverse connection added, (r_{l+1}^- or its midpoint) (r_l^+ - r_l^-)^T, so that W stays
          symmetric. Symmetric + midpoint is exactly CHL (O'Reilly 1996).             Eq. (6)
