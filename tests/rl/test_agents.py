@@ -25,16 +25,6 @@ from bionn.rl.agents import (
 from bionn.rl.loop import TaskSpec, make_agent, run_episode
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread for these long simulations of small tensors (restored afterwards, so the
-    rest of the suite keeps its own thread count)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _train_td(config, gamma, trials, lr=0.5):
     task = envs.ConditioningTask(1, config)
     agent = TDDelayLine(1, config.n_features, config=TDConfig(lr=lr, gamma=gamma))

@@ -18,16 +18,6 @@ from bionn.rl.fit import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread for these long simulations of small tensors (restored afterwards, so the
-    rest of the suite keeps its own thread count)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _reference_nll(alpha_pos, alpha_neg, beta, choices, rewards, new_block, q0=0.5):
     # a hand-written Rescorla-Wagner likelihood over one subject's trials (two options)
     q = [q0, q0]
