@@ -6,7 +6,7 @@ without a screen. The names below are re-exported so ``from bionn.plots import N
 every figure.
 """
 
-from bionn.plots.common import plot_learning_curves
+from bionn.plots.common import plot_angles_per_layer, plot_learning_curves
 from bionn.plots.contrastive import (
     plot_contrastive_angle,
     plot_contrastive_energy,
@@ -39,6 +39,7 @@ from bionn.plots.temporal_credit import (
 __all__ = [
     "plot_accuracy_vs_shift",
     "plot_alignment",
+    "plot_angles_per_layer",
     "plot_apical_error",
     "plot_class_images",
     "plot_contrastive_angle",

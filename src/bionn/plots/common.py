@@ -56,3 +56,29 @@ def plot_learning_curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_angles_per_layer(
+    history: Sequence[Mapping[str, Any]], path: str | Path, title: str
+) -> Path:
+    """The angle between a rule's update and a reference gradient against epoch: the whole
+    network (``angle_to_backprop_deg``) and each layer (``angle_per_layer_deg``)."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    epochs = [r["epoch"] for r in history]
+    overall = [r.get("angle_to_backprop_deg") for r in history]
+    ax.plot(epochs, [float("nan") if a is None else a for a in overall], marker="o",
+            color="black", label="all layers")
+    layers = (history[-1].get("angle_per_layer_deg") or {}) if history else {}
+    for layer in layers:
+        values = [(r.get("angle_per_layer_deg") or {}).get(layer) for r in history]
+        ax.plot(epochs, [float("nan") if a is None else a for a in values], marker=".",
+                alpha=0.7, label=layer)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("angle to backprop (degrees)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

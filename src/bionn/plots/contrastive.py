@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bionn.plots.common import plt
+from bionn.plots.common import plot_angles_per_layer, plt
 
 
 def plot_contrastive_energy(
@@ -53,25 +53,7 @@ def plot_contrastive_angle(
     history: Sequence[Mapping[str, Any]], path: str | Path, name: str
 ) -> Path:
     """The angle between the rule's update and backprop through time, against epoch."""
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    epochs = [r["epoch"] for r in history]
-    overall = [r.get("angle_to_backprop_deg") for r in history]
-    ax.plot(epochs, [float("nan") if a is None else a for a in overall], marker="o",
-            color="black", label="all layers")
-    layers = (history[-1].get("angle_per_layer_deg") or {}) if history else {}
-    for layer in layers:
-        values = [(r.get("angle_per_layer_deg") or {}).get(layer) for r in history]
-        ax.plot(epochs, [float("nan") if a is None else a for a in values], marker=".",
-                alpha=0.7, label=layer)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("angle to backprop (degrees)")
-    ax.set_title(f"{name}: update vs the gradient of C")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_angles_per_layer(history, path, f"{name}: update vs the gradient of C")
 
 
 def plot_ep_estimate_error(

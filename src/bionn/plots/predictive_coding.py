@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bionn.plots.common import plt
+from bionn.plots.common import plot_angles_per_layer, plt
 
 
 def plot_pc_energy(history: Sequence[Mapping[str, Any]], path: str | Path, name: str) -> Path:
@@ -46,25 +46,7 @@ def plot_pc_energy(history: Sequence[Mapping[str, Any]], path: str | Path, name:
 
 def plot_pc_angle(history: Sequence[Mapping[str, Any]], path: str | Path, name: str) -> Path:
     """Angle between the rule's update and the backprop gradient against epoch, per layer."""
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    epochs = [r["epoch"] for r in history]
-    overall = [r.get("angle_to_backprop_deg") for r in history]
-    ax.plot(epochs, [float("nan") if a is None else a for a in overall], marker="o",
-            color="black", label="all layers")
-    layers = history[-1].get("angle_per_layer_deg") or {} if history else {}
-    for layer in layers:
-        values = [(r.get("angle_per_layer_deg") or {}).get(layer) for r in history]
-        ax.plot(epochs, [float("nan") if a is None else a for a in values], marker=".",
-                alpha=0.7, label=layer)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("angle to backprop (degrees)")
-    ax.set_title(f"{name}: update vs backprop gradient")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_angles_per_layer(history, path, f"{name}: update vs backprop gradient")
 
 
 def plot_class_images(images: Any, labels: Sequence[int], path: str | Path) -> Path:

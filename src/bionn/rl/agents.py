@@ -87,6 +87,7 @@ Deviations from the papers:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -323,6 +324,17 @@ class Agent(nn.Module):
             raise ConfigError(f"the number of experiments must be positive, got {n}")
         self.n, self.n_states, self.n_actions, self.config = n, n_states, n_actions, config
 
+    def _register_parameters(self, keys: Sequence[str], params: dict[str, torch.Tensor]) -> None:
+        """One (E,) buffer per name in ``keys``: the given per-experiment tensor, or the
+        config's value for every experiment; a name not in ``keys`` is a ConfigError."""
+        for key in keys:
+            value = params.pop(key, None)
+            if value is None:
+                value = torch.full((self.n,), float(getattr(self.config, key)))
+            self.register_buffer(key, value.detach().float().reshape(self.n).clone())
+        if params:
+            raise ConfigError(f"unknown per-experiment parameters {sorted(params)}")
+
     def begin_episode(self, fresh: bool) -> None:  # noqa: B027 - a hook with a default
         """Nothing by default."""
 
@@ -367,12 +379,7 @@ class RescorlaWagner(Agent):
         config = config or RWConfig()
         super().__init__(n, n_states, n_actions, config)
         self.register_buffer("Q", torch.full((n, n_states, n_actions), config.q0))
-        for key in ("alpha_pos", "alpha_neg", "beta"):
-            value = params.pop(key, None)
-            value = torch.full((n,), float(getattr(config, key))) if value is None else value
-            self.register_buffer(key, value.detach().float().reshape(n).clone())
-        if params:
-            raise ConfigError(f"unknown per-experiment parameters {sorted(params)}")
+        self._register_parameters(("alpha_pos", "alpha_neg", "beta"), params)
 
     def begin_episode(self, fresh: bool) -> None:
         if fresh:
@@ -413,12 +420,7 @@ class TwoTimescale(Agent):
         super().__init__(n, n_states, n_actions, config)
         self.register_buffer("Q_fast", torch.full((n, n_states, n_actions), config.q0))
         self.register_buffer("Q_slow", torch.full((n, n_states, n_actions), config.q0))
-        for key in self.PARAMS:
-            value = params.pop(key, None)
-            value = torch.full((n,), float(getattr(config, key))) if value is None else value
-            self.register_buffer(key, value.detach().float().reshape(n).clone())
-        if params:
-            raise ConfigError(f"unknown per-experiment parameters {sorted(params)}")
+        self._register_parameters(self.PARAMS, params)
 
     def begin_episode(self, fresh: bool) -> None:
         if fresh:
