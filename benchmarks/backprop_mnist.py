@@ -4,7 +4,7 @@ Runs ``bionn train --rule bp --dataset mnist --epochs E --model M --seed S`` (th
 library, same code path) for each model and seed, and writes the test accuracies as JSON.
 
     python benchmarks/backprop_mnist.py --data-dir DATA [--epochs 5] [--seeds 0,1,2]
-        [--models mlp:1000,cnn] [--out FILE.json]
+        [--models mlp:1000,cnn] [--threads 1] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--models", default="mlp:1000,cnn")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default="benchmarks/results/backprop_mnist.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []
@@ -39,6 +41,7 @@ def main() -> None:
             for seed in seeds:
                 config = TrainConfig(rule="bp", dataset="mnist", model=model, epochs=args.epochs,
                                      seed=seed, data_dir=args.data_dir, device=args.device,
+                                     threads=args.threads,
                                      out=str(Path(tmp) / f"{model}-{seed}"))
                 summary = run_training(config, progress=False, plot=False)
                 row = {k: summary[k] for k in ("model", "seed", "epochs", "test_accuracy",

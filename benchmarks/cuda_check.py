@@ -81,8 +81,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--rules", default=None, help="comma-separated; default every rule")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default="benchmarks/results/cuda_check.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device is visible to torch")
     rules = args.rules.split(",") if args.rules else rule_names()
@@ -98,7 +100,7 @@ def main() -> None:
     print(json.dumps({"krotov_parity": results["krotov_parity"]}), flush=True)
     results["environment"] = {
         "torch": torch.__version__, "python": sys.version.split()[0],
-        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "epochs": EPOCHS, "dataset": "digits",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -364,7 +364,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--out", default=None, help="JSON file (default under results/)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1; speed always times one thread each)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.epochs is None:
         args.epochs = {"accuracy": 20, "cnn": 5}.get(args.part, 0)
     result = {"accuracy": part_accuracy, "cnn": part_cnn, "speed": part_speed}[args.part](args)

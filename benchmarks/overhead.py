@@ -11,15 +11,28 @@ alternately in one process (bionn, hand, bionn, hand, ...) so that machine noise
 alike, after one unmeasured warm-up epoch each; the result is the median of the per-pair
 ratios.
 
-    python benchmarks/overhead.py --data-dir DATA [--repeats 15] [--out FILE.json]
+A ratio near 1.0 is at the level of the machine's noise, so the ``profile`` section also runs
+one Trainer epoch (the same network, data and settings, progress bar on) under ``cProfile``
+and sorts every function's own time by where its code lives: bionn's own Python (``src/bionn``,
+the target is under 3% of the epoch), tqdm (the progress bar), torch's Python layer (the
+optimizer's and the modules' Python code), and the C/C++ calls (the kernels, the autograd
+engine). cProfile adds a fixed cost to every Python call, so the shares of the Python parts are
+upper bounds; the epoch is also timed without the profiler.
+
+    python benchmarks/overhead.py --data-dir DATA [--sections ratio,profile] [--repeats 15]
+        [--threads 1] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import platform
+import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import bionn
 from bionn.core.models import MLP
 from bionn.core.rule import Backprop
 from bionn.core.trainer import Trainer
@@ -51,17 +65,152 @@ def hand_epoch(model, opt, x, y, xt, yt, batch_size, generator):
     return correct / len(xt)
 
 
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor()
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _command() -> str:
+    shown = list(sys.argv[1:])
+    for flag, placeholder in (("--data-dir", "DATA"), ("--out", "OUT")):
+        if flag in shown[:-1]:
+            shown[shown.index(flag) + 1] = placeholder
+    return "python benchmarks/overhead.py " + " ".join(shown)
+
+
+BIONN_DIR = str(Path(bionn.__file__).resolve().parent)
+TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+
+
+def _where(filename: str) -> str:
+    """Which part of the stack a profiled function's code belongs to."""
+    if filename.startswith("~") or filename.startswith("<built-in"):
+        return "c_calls"  # built-in functions and methods: torch's kernels, autograd, ...
+    path = str(Path(filename).resolve()) if filename.startswith("/") else filename
+    if path.startswith(BIONN_DIR):
+        return "bionn"
+    if path.startswith(TORCH_DIR):
+        return "torch_python"
+    if "/tqdm/" in path:
+        return "tqdm"
+    return "other_python"
+
+
+def profile_section(x, y, xt, yt) -> dict:
+    """One Trainer epoch of backprop timed, then profiled, with each function's own time
+    sorted by where its code lives."""
+    def fresh_trainer(run_dir):
+        run_dir.mkdir(parents=True)
+        torch.manual_seed(0)
+        model = MLP(784, [1000], 10)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        return Trainer(model, Backprop(), opt, (x, y), (xt, yt), batch_size=100,
+                       run_dir=run_dir, progress=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = fresh_trainer(Path(tmp) / "plain")
+        trainer.run_epoch(1, 3)  # warm-up
+        start = time.perf_counter()
+        trainer.run_epoch(2, 3)
+        plain = time.perf_counter() - start
+        trainer = fresh_trainer(Path(tmp) / "profiled")
+        trainer.run_epoch(1, 3)  # warm-up
+        profiler = cProfile.Profile()
+        start = time.perf_counter()
+        profiler.enable()
+        trainer.run_epoch(2, 3)
+        profiler.disable()
+        profiled = time.perf_counter() - start
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())  # own time of every function
+    parts: dict[str, float] = {}
+    bionn_rows = []
+    cumulative = {}
+    for (filename, line, name), (_, calls, own, cum, _) in stats.stats.items():
+        part = _where(filename)
+        parts[part] = parts.get(part, 0.0) + own
+        if part == "bionn":
+            where = f"{Path(filename).resolve().relative_to(BIONN_DIR)}:{line} {name}"
+            bionn_rows.append({"function": where, "calls": calls, "own_s": own,
+                               "share_of_epoch": own / total})
+            cumulative[where] = cum
+    bionn_rows.sort(key=lambda r: -r["own_s"])
+    def cum_of(suffix: str) -> float | None:
+        return next((v for k, v in cumulative.items() if k.endswith(suffix)), None)
+    steps = len(trainer.loader)
+    return {
+        "epoch_s_without_profiler": plain,
+        "epoch_s_with_profiler": profiled,
+        "profiled_own_time_s": total,
+        "own_time_s_by_part": parts,
+        "share_by_part": {k: v / total for k, v in parts.items()},
+        "bionn_share_of_epoch": parts.get("bionn", 0.0) / total,
+        "bionn_own_us_per_step": 1e6 * parts.get("bionn", 0.0) / steps,
+        "target_bionn_share_at_most": 0.03,
+        "passed": parts.get("bionn", 0.0) / total < 0.03,
+        "steps": steps,
+        "top_bionn_functions": bionn_rows[:12],
+        "cumulative_s": {
+            "train_epoch": cum_of(" train_epoch"),
+            "evaluate (test accuracy, angle to backprop)": cum_of(" evaluate"),
+            "save_checkpoint": cum_of(" save_checkpoint"),
+            "check_divergence": cum_of(" check_divergence"),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="data root (default $BIONN_DATA)")
+    parser.add_argument("--sections", default="ratio,profile",
+                        help="comma-separated: ratio (bionn against a hand loop), profile")
     parser.add_argument("--repeats", type=int, default=15, help="epochs measured per side")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
     args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - {"ratio", "profile"})
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose ratio, profile")
+    torch.set_num_threads(args.threads)
 
     train = load_dataset("mnist", args.data_dir, train=True)
     test = load_dataset("mnist", args.data_dir, train=False)
     x, y = train.normalized(), train.targets
     xt, yt = test.normalized(), test.targets
+    result = {
+        "benchmark": "overhead",
+        "model": "784-1000-10 relu",
+        "batch_size": 100,
+        "optimizer": "adam lr 1e-3",
+        "dataset": "mnist",
+        "cpu": _cpu_model(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "command": _command(),
+    }
+    if "profile" in sections:
+        result["profile"] = profile_section(x, y, xt, yt)
+        p = result["profile"]
+        print(f"profile: bionn's own code {100 * p['bionn_share_of_epoch']:.2f}% of the epoch "
+              f"({p['bionn_own_us_per_step']:.0f} us per step; target < 3%)", flush=True)
+    if "ratio" in sections:
+        result.update(ratio_section(args, x, y, xt, yt))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def ratio_section(args, x, y, xt, yt) -> dict:
+    """bionn's Trainer epochs against a hand loop's, alternating in one process."""
 
     torch.manual_seed(0)
     bionn_model = MLP(784, [1000], 10)
@@ -114,11 +263,6 @@ def main() -> None:
 
     ratios = [b / h for b, h in zip(bionn_times, hand_times, strict=True)]
     result = {
-        "benchmark": "overhead",
-        "model": "784-1000-10 relu",
-        "batch_size": 100,
-        "optimizer": "adam lr 1e-3",
-        "dataset": "mnist",
         "repeats": args.repeats,
         "bionn_epoch_s": bionn_times,
         "hand_epoch_s": hand_times,
@@ -129,19 +273,12 @@ def main() -> None:
         "test_accuracy": accs,
         "loader_epoch_s": statistics.median(loader_times),
         "loader_share_of_epoch": statistics.median(loader_times) / statistics.median(bionn_times),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
     }
     result["passed"] = result["median_ratio"] <= 1.05
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"median ratio bionn / hand = {result['median_ratio']:.3f} (target <= 1.05)")
     print(f"data loading: {result['loader_epoch_s']:.3f} s per epoch "
           f"({100 * result['loader_share_of_epoch']:.1f}% of a bionn epoch)")
-    print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -36,7 +36,24 @@ def _kernel_cache(tmp_path_factory):
     del os.environ["BIONN_CACHE_DIR"]
 
 
+def _test_threads() -> int:
+    """The suite's torch threads: ``BIONN_TEST_THREADS``, else one. Its tensors are small, so
+    more threads buy little, and on a machine shared with other work an OpenMP thread waiting
+    for a busy core slows every step (see docs/performance.md)."""
+    value = os.environ.get("BIONN_TEST_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        raise pytest.UsageError(
+            f"BIONN_TEST_THREADS must be a positive integer, got {value!r}"
+        ) from None
+    if threads <= 0:
+        raise pytest.UsageError(f"BIONN_TEST_THREADS must be a positive integer, got {value!r}")
+    return threads
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
+    torch.set_num_threads(_test_threads())
     yield

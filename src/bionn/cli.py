@@ -60,6 +60,11 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=s, help="random seed (default 0)")
     p.add_argument("--device", default=s, help="cpu (default), cuda or cuda:N")
+    p.add_argument(
+        "--threads", type=int, default=s, metavar="N",
+        help="CPU threads (default: torch's, less the cores other processes keep busy by the "
+        "load average; lower it on a busy machine)",
+    )
     p.add_argument("--out", default=s, help="run folder (default runs/<name>-<time>)")
     p.add_argument("--data-dir", default=s, help="data root (default $BIONN_DATA or user cache)")
     p.add_argument(
@@ -232,6 +237,17 @@ def _json_row(summary: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _with_threads(config: Any, values: dict[str, Any]) -> Any:
+    """``config`` with the default thread count when neither --threads nor the TOML gave one."""
+    if values.get("threads") is not None:
+        return config
+    from bionn.core.resources import default_threads
+
+    threads = default_threads()
+    logging.getLogger("bionn").info("using %d CPU thread(s) (no --threads given)", threads)
+    return config.replace(threads=threads)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from bionn.core.config import CONFIG_KEYS, TrainConfig
     from bionn.core.run import resume_config, run_training
@@ -245,6 +261,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(**values)
         if "rule" not in values:  # said first, on stdout: stderr is kept for errors
             print(f"no --rule given: training {config.rule} (backprop), the default", flush=True)
+    config = _with_threads(config, values)
     summary = run_training(config, resume=args.resume, progress=not args.no_progress)
     print(
         f"{summary['rule']} on {summary['dataset']} ({summary['model']}, {summary['epochs']} "
@@ -287,7 +304,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         rules = [r.strip() for r in str(rules_value).split(",") if r.strip()]
     if not rules:
         raise ConfigError("--rules is empty; give comma-separated rule names")
-    config = TrainConfig(**values)
+    config = _with_threads(TrainConfig(**values), values)
     summaries, plot = run_compare(config, rules, progress=not args.no_progress)
     header = ("rule", "test acc", "train acc", "angle to bp", "wall time")
     rows = [

@@ -1,12 +1,23 @@
-"""Memory guards. Oracle: sizes computed by hand; the allocator's real error message."""
+"""Memory guards and thread counts. Oracle: sizes computed by hand; the allocator's real error
+message; the thread counts worked out by hand from the cores and the load."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 from bionn.core.models import MLP, build_model
-from bionn.core.resources import allocation_failure, available_memory, check_memory, format_bytes
+from bionn.core.resources import (
+    allocation_failure,
+    available_cores,
+    available_memory,
+    check_memory,
+    default_threads,
+    format_bytes,
+    use_threads,
+)
 from bionn.errors import ResourceError
 
 
@@ -48,3 +59,39 @@ def test_allocation_failure_turns_the_allocators_error_into_one_line():
     assert "\n" not in str(error)
     assert allocation_failure(RuntimeError("size mismatch")) is None
     assert allocation_failure(ValueError("can't allocate memory")) is None
+
+
+# -- threads ------------------------------------------------------------------------------------
+def test_default_threads_leaves_the_busy_cores_to_the_other_processes(monkeypatch):
+    """Oracle: torch's count and the cores this process may use, less the load, by hand."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert available_cores() == cores
+    torch.set_num_threads(cores)
+    assert default_threads(load=0.0) == cores  # an idle machine: torch's own default
+    assert default_threads(load=0.4) == cores  # less than half a core busy
+    assert default_threads(load=1.0) == max(1, cores - 1)
+    assert default_threads(load=cores + 0.6) == 1  # at least one thread, however busy
+    assert default_threads(load=float("nan")) == cores
+    torch.set_num_threads(1)
+    assert default_threads(load=0.0) == 1  # never more than torch would use
+    assert 1 <= default_threads() <= cores  # the system's own load average
+
+
+def test_default_threads_keeps_an_explicit_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    assert default_threads(load=0.0) == 1
+    assert default_threads(load=50.0) == 1
+
+
+def test_use_threads_sets_the_count_for_the_block_and_restores_it():
+    torch.set_num_threads(1)
+    with use_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1
+    with pytest.raises(KeyboardInterrupt), use_threads(2):
+        raise KeyboardInterrupt
+    assert torch.get_num_threads() == 1
+    with use_threads(None):
+        assert torch.get_num_threads() == 1

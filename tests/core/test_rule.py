@@ -42,9 +42,16 @@ def test_fill_grads_gives_every_parameter_a_finite_grad_of_its_shape_and_leaves_
     torch.manual_seed(1)
     model = MLP(12, [7, 6], 5)
     before = [p.detach().clone() for p in model.parameters()]
-    metrics = Backprop().fill_grads(model, *_batch())
+    x, y = _batch()
+    metrics = Backprop().fill_grads(model, x, y)
     assert set(metrics) >= {"loss", "accuracy"}
-    assert all(isinstance(v, float) for v in metrics.values())
+    # 0-d tensors, left on the device for the Trainer to convert when it logs
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad
+               for v in metrics.values())
+    with torch.no_grad():  # oracle: the loss and accuracy computed here
+        out = model(x)
+        assert float(metrics["loss"]) == torch.nn.functional.cross_entropy(out, y).item()
+        assert float(metrics["accuracy"]) == (out.argmax(1) == y).float().mean().item()
     for p, b in zip(model.parameters(), before, strict=True):
         assert p.grad is not None and p.grad.shape == p.shape
         assert torch.isfinite(p.grad).all()

@@ -38,6 +38,9 @@ class TrainConfig:
             ``linear`` (a straight line towards 0) or ``constant``.
         seed: seeds weights and shuffling.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch's CPU threads for the run (> 0); None leaves the process's count as it
+            is (the command line then picks :func:`bionn.core.resources.default_threads`).
+            Lower it on a machine other work keeps busy (see docs/performance.md).
         out: run folder; None makes ``runs/<rule>-<dataset>-<time>``.
         data_dir: data root; None falls back to ``BIONN_DATA``, then the user cache.
         download: fetch a missing data set from its canonical mirrors.
@@ -62,6 +65,7 @@ class TrainConfig:
     schedule: str = "cosine"
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
     out: str | None = None
     data_dir: str | None = None
     download: bool = False
@@ -80,6 +84,13 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int)
+            or not 0 < self.threads <= 4096
+        ):
+            raise ConfigError(
+                f"--threads must be a positive integer (at most 4096), got {self.threads!r}"
+            )
         if (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, int)

@@ -2,9 +2,11 @@
 
 A rule turns a batch into pseudo-gradients: ``fill_grads(model, x, y)`` sets
 ``p.grad = -delta_p`` for every trainable parameter ``p``, where ``delta_p`` is the paper's
-update without its learning rate, and returns a dict of float metrics. It never steps an
-optimizer and never writes ``p.data``; so ``torch.optim.SGD(lr=eta)`` reproduces the paper and
-any other optimizer, scheduler or gradient clipping works unchanged.
+update without its learning rate, and returns a dict of metrics: Python floats or 0-d tensors
+(which may stay on the device: the Trainer converts them only when it logs, so a step need not
+wait for the device). It never steps an optimizer and never writes ``p.data``; so
+``torch.optim.SGD(lr=eta)`` reproduces the paper and any other optimizer, scheduler or gradient
+clipping works unchanged.
 
 A rule that updates several times per example (DECOLLE learns at every time step) overrides
 :meth:`LearningRule.updates`, which yields once per update; the Trainer steps the optimizer
@@ -33,6 +35,13 @@ from torch.nn import functional as F
 from bionn.errors import ConfigError
 
 PHASE_OPTIMIZERS = ("adam", "sgd")
+
+Metrics = dict[str, float | torch.Tensor]
+"""What ``fill_grads`` returns: metric name -> a Python float or a 0-d tensor.
+
+A 0-d tensor may stay on the device: the Trainer converts it to a float only when it logs
+(every ``log_every`` updates and at the end of an epoch), so a step does not wait for the
+device; ``float(v)`` converts one where a caller needs a number at once."""
 PHASE_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -109,13 +118,14 @@ class LearningRule:
     normalize_inputs: ClassVar[bool] = True
     time_major: ClassVar[bool] = False
 
-    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Set ``p.grad = -delta_p`` for every trainable parameter; return metrics."""
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Metrics:
+        """Set ``p.grad = -delta_p`` for every trainable parameter; return metrics (floats or
+        0-d tensors, see :data:`Metrics`)."""
         raise NotImplementedError
 
     def updates(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> Iterator[dict[str, float]]:
+    ) -> Iterator[Metrics]:
         """Yield once per parameter update; the caller steps its optimizer after each yield."""
         yield self.fill_grads(model, x, y)
 
@@ -223,12 +233,13 @@ class Backprop(LearningRule):
     def __init__(self, config: BackpropConfig | None = None) -> None:
         self.config = config or BackpropConfig()
 
-    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Metrics:
         return backprop_grads(self, model, x, y)
 
 
-def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """``loss`` and the accuracy of ``output`` on labels ``y``, in one host transfer.
+def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> Metrics:
+    """``loss`` and the accuracy of ``output`` on labels ``y``, as 0-d tensors on their device
+    (no host transfer: the Trainer converts them when it logs).
 
     ``y`` may also be sequence targets (see :mod:`bionn.functional.targets`).
     """
@@ -237,13 +248,12 @@ def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> 
     with torch.no_grad():
         hits, count = count_correct(output, y)
         accuracy = hits.to(loss.dtype) / count.clamp(min=1).to(loss.dtype)
-        loss_value, accuracy_value = torch.stack((loss.detach(), accuracy)).tolist()
-    return {"loss": loss_value, "accuracy": accuracy_value}
+    return {"loss": loss.detach(), "accuracy": accuracy}
 
 
 def backprop_grads(
     rule: LearningRule, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, float]:
+) -> Metrics:
     """Set ``p.grad`` to autograd's gradient of ``rule.loss(model(x), y)``; return its metrics.
 
     Rules whose update is a custom backward pass inside the model's layers (feedback alignment)

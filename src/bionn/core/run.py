@@ -26,6 +26,7 @@ from bionn.core.checkpoint import (
 )
 from bionn.core.config import DEFAULT_LR, TrainConfig
 from bionn.core.registry import make_rule
+from bionn.core.resources import use_threads
 from bionn.core.rule import Phase
 from bionn.core.trainer import StepInfo, Trainer
 from bionn.data.augment import make_augmentation
@@ -157,13 +158,13 @@ def make_scheduler(
 def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The configuration stored in ``out``'s checkpoint, with ``overrides`` applied.
 
-    Only ``epochs`` (to train longer), ``device``, ``data_dir`` and ``download`` may change
-    on resume; anything else would make it a different run.
+    Only ``epochs`` (to train longer), ``device``, ``threads``, ``data_dir`` and ``download``
+    may change on resume; anything else would make it a different run.
     """
     path = Path(out) / CHECKPOINT_NAME
     state = check_checkpoint(load_checkpoint(path), path)
     saved = {k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__}
-    changeable = {"epochs", "device", "data_dir", "download"}
+    changeable = {"epochs", "device", "threads", "data_dir", "download"}
     for key, value in (overrides or {}).items():
         if key == "options":
             old = saved.get("options", {})
@@ -204,8 +205,20 @@ def run_training(
 
     The rule's phases (:meth:`~bionn.core.rule.LearningRule.phases`) run one after the other in
     the same run folder, each with a fresh optimizer and its own schedule. ``plot`` draws the
-    learning curves; the rule's own figures are always drawn.
+    learning curves; the rule's own figures are always drawn. The run uses ``config.threads``
+    torch threads (the count is put back afterwards); None keeps the process's count.
     """
+    with use_threads(config.threads):
+        return _run_training(config, resume, progress, plot, callbacks)
+
+
+def _run_training(
+    config: TrainConfig,
+    resume: bool,
+    progress: bool,
+    plot: bool,
+    callbacks: Sequence[Callable[[StepInfo], None]],
+) -> dict[str, Any]:
     rule = make_rule(config.rule, config.options)
     from bionn.data import dataset_batch_dims  # sequences are batched along dimension 1
 

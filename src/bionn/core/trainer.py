@@ -2,11 +2,14 @@
 
 For each batch the Trainer iterates ``rule.updates(model, x, y)`` (by default one
 ``fill_grads`` call) and steps the optimizer after each update; it never asks which rule is
-running. After each epoch it evaluates on the test set, measures the angle between the rule's
-update and the backprop gradient, appends a line to ``metrics.jsonl`` and writes a checkpoint
-atomically. A run folder can be resumed: the checkpoint holds the model, the optimizer, the
-rule's state, the epoch and every random state, so a resumed run ends with the same weights,
-bit for bit on the CPU, as an uninterrupted one.
+running. The metrics a rule returns may be 0-d tensors on the device: the Trainer keeps them
+there and converts them to floats only when it logs, every ``log_every`` updates and at the end
+of an epoch, so a step does not wait for the device; a non-finite loss found then stops the run
+with the update it appeared at named. After each epoch it evaluates on the test set, measures
+the angle between the rule's update and the backprop gradient, appends a line to
+``metrics.jsonl`` and writes a checkpoint atomically. A run folder can be resumed: the
+checkpoint holds the model, the optimizer, the rule's state, the epoch and every random state,
+so a resumed run ends with the same weights, bit for bit on the CPU, as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from bionn.core.checkpoint import (
     set_rng_state,
 )
 from bionn.core.divergence import check_divergence, format_duration
-from bionn.core.rule import LearningRule
+from bionn.core.rule import LearningRule, Metrics
 from bionn.data.loader import TensorLoader
 from bionn.errors import ConfigError, TrainingDiverged
 
@@ -49,12 +52,72 @@ SUMMARY_NAME = "summary.json"
 
 @dataclass(frozen=True)
 class StepInfo:
-    """What a step callback receives after each optimizer step."""
+    """What a step callback receives after each optimizer step.
+
+    ``metrics`` reads as floats; a rule's 0-d tensors are converted (waiting for the device)
+    only when the callback reads one.
+    """
 
     epoch: int
     step: int
     global_step: int
-    metrics: dict[str, float]
+    metrics: Mapping[str, float]
+
+
+def metrics_to_floats(entries: Sequence[Metrics]) -> list[dict[str, float]]:
+    """Each dict of ``entries`` with its values as Python floats, in its own key order.
+
+    0-d tensors are gathered into one tensor per device and dtype and copied to the host once
+    (``tolist`` gives the same floats as ``.item()`` one by one); floats stay as they are.
+    """
+    out: list[dict[str, Any]] = [dict.fromkeys(metrics) for metrics in entries]
+    groups: dict[tuple[torch.device, torch.dtype], list[tuple[int, str, torch.Tensor]]] = {}
+    for i, metrics in enumerate(entries):
+        for key, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise ValueError(
+                        f"metric {key!r} is a tensor of shape {tuple(value.shape)}; a rule's "
+                        "metrics are floats or 0-d tensors"
+                    )
+                groups.setdefault((value.device, value.dtype), []).append((i, key, value))
+            else:
+                out[i][key] = float(value)
+    for items in groups.values():
+        values = torch.stack(
+            [v if v.dim() == 0 and not v.requires_grad else v.detach().reshape(())
+             for _, _, v in items]
+        ).tolist()
+        for (i, key, _), value in zip(items, values, strict=True):
+            out[i][key] = float(value)
+    return out
+
+
+class _LazyFloats(Mapping[str, float]):
+    """One update's metrics as floats, converted from the rule's tensors when first read."""
+
+    __slots__ = ("_floats", "_raw")
+
+    def __init__(self, raw: Metrics) -> None:
+        self._raw = raw
+        self._floats: dict[str, float] | None = None
+
+    def _values(self) -> dict[str, float]:
+        if self._floats is None:
+            self._floats = metrics_to_floats([self._raw])[0]
+        return self._floats
+
+    def __getitem__(self, key: str) -> float:
+        return self._values()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return repr(self._values())
 
 
 class Trainer:
@@ -85,6 +148,10 @@ class Trainer:
             before the rule sees it; its ``state_dict()`` (the state of its random generator)
             is checkpointed, so a resumed run draws what an uninterrupted one draws. Batches
             of inputs handed over by a phase (``set_train_inputs``) are not augmented.
+        log_every: the rule's metrics (0-d tensors, possibly on the device) are converted to
+            floats, checked for a non-finite loss and shown on the progress bar every this many
+            updates and at the end of each epoch; 1 converts after every update, which makes
+            every step wait for the device.
     """
 
     def __init__(
@@ -104,7 +171,11 @@ class Trainer:
         scheduler: Any | None = None,
         batch_dims: tuple[int, int] = (0, 0),
         augment: Any | None = None,
+        log_every: int = 50,
     ) -> None:
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every <= 0:
+            raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
+        self.log_every = log_every
         self.model = model
         self.rule = rule
         self.optimizer = optimizer
@@ -234,6 +305,37 @@ class Trainer:
             file=sys.stderr,
             mininterval=0.5,
         )
+        # (step, global step, metrics) of the updates not yet logged: the metrics stay as the
+        # rule returned them (0-d tensors on the device) until the next log point
+        pending: list[tuple[int, int, Metrics]] = []
+
+        def log_pending(refresh: bool) -> None:
+            nonlocal count
+            for (at, global_at, _), metrics in zip(
+                pending, metrics_to_floats([m for _, _, m in pending]), strict=True
+            ):
+                loss = metrics.get("loss")
+                if loss is not None and not math.isfinite(loss):
+                    kept = (
+                        f"the last good checkpoint ({self.checkpoint_path}, epoch "
+                        f"{self.epoch}) is kept"
+                        if self.checkpoint_path is not None and self.epoch > 0
+                        else "no checkpoint was written yet"
+                    )
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {epoch}, step {at} (global step "
+                        f"{global_at}); stopped, {kept}. Try a smaller learning rate."
+                    )
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+            pending.clear()
+            if count:
+                bar.set_postfix(
+                    {k: f"{sums[k] / count:.4f}" for k in ("loss", "accuracy") if k in sums},
+                    refresh=refresh,
+                )
+
         try:
             self.rule.attach_optimizer(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
@@ -241,37 +343,18 @@ class Trainer:
                 if self.augment is not None and self.loader.x is self.train_x:
                     xb = self.augment(xb)
                 for metrics in self.rule.updates(self.model, xb, yb):
-                    loss = metrics.get("loss")
-                    if loss is not None and not math.isfinite(loss):
-                        kept = (
-                            f"the last good checkpoint ({self.checkpoint_path}, epoch "
-                            f"{self.epoch}) is kept"
-                            if self.checkpoint_path is not None and self.epoch > 0
-                            else "no checkpoint was written yet"
-                        )
-                        raise TrainingDiverged(
-                            f"loss became {loss} at epoch {epoch}, step {step + 1} (global "
-                            f"step {self.global_step + 1}); stopped, {kept}. Try a smaller "
-                            "learning rate."
-                        )
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.global_step += 1
-                    for key, value in metrics.items():
-                        sums[key] = sums.get(key, 0.0) + value
-                    count += 1
-                    for callback in self.callbacks:
-                        callback(StepInfo(epoch, step + 1, self.global_step, metrics))
+                    pending.append((step + 1, self.global_step, metrics))
+                    if self.callbacks:
+                        info = StepInfo(epoch, step + 1, self.global_step, _LazyFloats(metrics))
+                        for callback in self.callbacks:
+                            callback(info)
+                    if len(pending) >= self.log_every:
+                        log_pending(refresh=False)
                 bar.update(1)
-                if step % 20 == 0 and count:
-                    bar.set_postfix(
-                        {k: f"{sums[k] / count:.4f}" for k in ("loss", "accuracy") if k in sums},
-                        refresh=False,
-                    )
-            if count:
-                bar.set_postfix(
-                    {k: f"{sums[k] / count:.4f}" for k in ("loss", "accuracy") if k in sums}
-                )
+            log_pending(refresh=True)
         finally:
             self.rule.attach_optimizer(None)
             bar.close()
@@ -367,6 +450,7 @@ class Trainer:
                 "test_accuracy": last.get("test_accuracy"),
                 "train_accuracy": train_acc,
                 "wall_time_s": self.elapsed,
+                "threads": torch.get_num_threads(),
                 "angle_to_backprop_deg": last.get("angle_to_backprop_deg"),
                 "angle_per_layer_deg": last.get("angle_per_layer_deg"),
                 "run_dir": str(self.run_dir) if self.run_dir is not None else None,

@@ -456,7 +456,7 @@ class DECOLLE(_SpikingRule):
             yield grads, metrics
 
     @staticmethod
-    def _metrics(values: list[float]) -> dict[str, float]:
+    def _metrics(values: list[Any]) -> dict[str, Any]:
         out = {"loss": values[0], "accuracy": values[1]}
         for i, v in enumerate(values[2:]):
             out[f"loss_layer{i + 1}"] = v
@@ -470,7 +470,7 @@ class DECOLLE(_SpikingRule):
         for grads, metrics in self._steps(_as_network(model), x, y):
             for p, g in zip(params, grads, strict=True):
                 p.grad = None if g is None else g  # p.grad = -delta_p, Eq. (D6)
-            yield self._metrics(metrics.tolist())
+            yield self._metrics(list(metrics.unbind()))  # 0-d tensors: no wait for the device
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The sum over steps of the per-step updates at fixed weights (for the angle)."""
