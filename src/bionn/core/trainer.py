@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 # bionn.metrics imports bionn.core.rule, so the Trainer reaches it through the module at call
 # time: importing bionn.metrics first must not find bionn.core half-initialised.
 import bionn.metrics as _metrics
+from bionn.core import distributed as _distributed
 from bionn.core.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -113,9 +114,10 @@ class Trainer:
         self.test_data = test_data
         self.device = self.train_x.device
         self.batch_dims = (int(batch_dims[0]), int(batch_dims[1]))
+        shard = _distributed.context()  # this rank's share of every batch under torchrun
         self.loader = TensorLoader(
             self.train_x, self.train_y, batch_size=batch_size, shuffle=True, seed=seed,
-            batch_dims=self.batch_dims,
+            batch_dims=self.batch_dims, rank=shard.rank, world_size=shard.world_size,
         )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = dict(config or {})
@@ -203,9 +205,9 @@ class Trainer:
         ``metrics.jsonl`` is cut back to the checkpoint; ``optimizer`` is passed to
         :meth:`load_state_dict`.
         """
-        if self.checkpoint_path is None:
-            raise ValueError("resume needs a run_dir")
         if state is None:
+            if self.checkpoint_path is None:
+                raise ValueError("resume needs a run_dir")
             state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         self.load_state_dict(state, optimizer=optimizer)
         if self.run_dir is not None:
@@ -241,6 +243,7 @@ class Trainer:
                 if self.augment is not None and self.loader.x is self.train_x:
                     xb = self.augment(xb)
                 for metrics in self.rule.updates(self.model, xb, yb):
+                    _distributed.reduce_update(self.rule, self.model)  # under torchrun only
                     loss = metrics.get("loss")
                     if loss is not None and not math.isfinite(loss):
                         kept = (
@@ -315,7 +318,7 @@ class Trainer:
         ``evaluate=False`` leaves out the test accuracy and loss (recorded as None).
         """
         start = time.perf_counter()
-        running = self.train_epoch(epoch, epochs)
+        running = _distributed.mean_metrics(self.train_epoch(epoch, epochs))
         train_time = time.perf_counter() - start
         record: dict[str, Any] = {"phase": phase, "epoch": epoch, "step": self.global_step}
         record.update({f"train_{k}": v for k, v in running.items()})
