@@ -7,6 +7,10 @@ update and the backprop gradient, appends a line to ``metrics.jsonl`` and writes
 atomically. A run folder can be resumed: the checkpoint holds the model, the optimizer, the
 rule's state, the epoch and every random state, so a resumed run ends with the same weights,
 bit for bit on the CPU, as an uninterrupted one.
+
+Under torchrun (see :mod:`bionn.core.distributed`) each process trains on its share of every
+batch, the rule's ``reduce_grads`` combines the shares' updates before each step, and the
+epoch's running metrics are averaged over the processes; give ``run_dir`` to rank 0 only.
 """
 
 from __future__ import annotations
