@@ -8,7 +8,8 @@
     bionn rl fit CHOICES.csv [--model rw|two-timescale] [--restarts N] [--out FILE] [--json]
 
 Bad input (an unknown rule, a bad flag value, a missing data set, ...) prints one line on
-stderr and exits with status 2; a run whose loss diverges exits with status 1.
+stderr and exits with status 2; a run whose loss diverges, or a data-parallel run (under
+torchrun) one of whose processes fails, exits with status 1.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from bionn import __version__
+from bionn.core import distributed
 from bionn.errors import BionnError, ConfigError, TrainingDiverged
 
 EXIT_USAGE = 2
@@ -83,6 +85,11 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         default=s,
         help="at the end, test accuracy under shift 0.25, rotation 45 deg, noise 0.15 and a "
         "quadrant swap",
+    )
+    p.add_argument(
+        "--dist-timeout", type=float, default=s, metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others before it stops with "
+        "an error (default 300)",
     )
     p.add_argument("--config", metavar="FILE.toml", help="read any of these flags from TOML")
     _add_rule_option_flags(p)
@@ -259,10 +266,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(values["out"], values)
     else:
         config = TrainConfig(**values)
-        if "rule" not in values:  # said first, on stdout: stderr is kept for errors
+        if "rule" not in values and distributed.env_rank() == 0:  # said first, on stdout
             print(f"no --rule given: training {config.rule} (backprop), the default", flush=True)
     config = _with_threads(config, values)
     summary = run_training(config, resume=args.resume, progress=not args.no_progress)
+    if not distributed.context().is_main:
+        return 0  # rank 0 of a torchrun run reports
     print(
         f"{summary['rule']} on {summary['dataset']} ({summary['model']}, {summary['epochs']} "
         f"epochs): test accuracy {_fmt_pct(summary['test_accuracy'])}, train accuracy "
@@ -306,6 +315,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("--rules is empty; give comma-separated rule names")
     config = _with_threads(TrainConfig(**values), values)
     summaries, plot = run_compare(config, rules, progress=not args.no_progress)
+    if not distributed.context().is_main:
+        return 0  # rank 0 of a torchrun run reports
     header = ("rule", "test acc", "train acc", "angle to bp", "wall time")
     rows = [
         (s["rule"], _fmt_pct(s["test_accuracy"]), _fmt_pct(s["train_accuracy"]),
@@ -529,8 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return COMMANDS[args.command](args)
-    except TrainingDiverged as exc:
+        status = COMMANDS[args.command](args)
+        distributed.shutdown()
+        return status
+    except (TrainingDiverged, distributed.DistributedError) as exc:
         print(f"bionn: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_DIVERGED
     except BionnError as exc:

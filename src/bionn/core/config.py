@@ -50,6 +50,9 @@ class TrainConfig:
         robustness: at the end of the run, measure the test accuracy on shifted (0.25),
             rotated (45 degrees), noisy (Gaussian, std 0.15 of the intensity range) and
             quadrant-swapped test images (:func:`bionn.metrics.robustness_report`).
+        dist_timeout: seconds a process of a data-parallel run (under torchrun) waits for
+            the others at the rendezvous and at every collective before it stops with an
+            error (see :mod:`bionn.core.distributed`); unused in a 1-process run.
         options: the rule's own hyperparameters, field -> value (the fields of its
             ``config_class``; ``bionn rules`` lists them); checked when the rule is built.
     """
@@ -71,6 +74,7 @@ class TrainConfig:
     download: bool = False
     augment: str | None = None
     robustness: bool = False
+    dist_timeout: float = 300.0
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +113,9 @@ class TrainConfig:
             raise ConfigError(f"download must be true or false, got {self.download!r}")
         if not isinstance(self.robustness, bool):
             raise ConfigError(f"robustness must be true or false, got {self.robustness!r}")
+        from bionn.core.distributed import check_timeout
+
+        object.__setattr__(self, "dist_timeout", check_timeout(self.dist_timeout))
         if self.augment is not None:
             from bionn.data.augment import make_augmentation
 

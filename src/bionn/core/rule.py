@@ -17,7 +17,8 @@ its hyperparameters (``config_class``, a frozen dataclass the command line turns
 network it trains (:meth:`LearningRule.build_model`), whether it sees normalised inputs
 (``normalize_inputs``), training in several phases (:meth:`LearningRule.phases`,
 :meth:`LearningRule.set_phase`), extra numbers logged after every epoch
-(:meth:`LearningRule.epoch_metrics`) and its own figures (:meth:`LearningRule.plots`).
+(:meth:`LearningRule.epoch_metrics`), how the ranks of a data-parallel run combine their
+updates (:meth:`LearningRule.reduce_grads`) and its own figures (:meth:`LearningRule.plots`).
 """
 
 from __future__ import annotations
@@ -196,6 +197,21 @@ class LearningRule:
         (a sparse gradient for plain SGD, say); with None it must fill ordinary dense
         gradients, because any optimizer may step them.
         """
+
+    def reduce_grads(self, model: nn.Module, reducer: Any) -> None:
+        """Combine this rank's pseudo-gradients with the other ranks' in a data-parallel run.
+
+        Called after every update (every yield of :meth:`updates`) and before the optimizer
+        steps, only under torchrun; ``reducer`` is a :class:`bionn.core.distributed.Reducer`
+        (``sum``, ``mean``, ``max`` over the ranks, ``world_size``). Each rank has filled
+        ``.grad`` from its equal share of the global batch. The default replaces every filled
+        ``.grad`` by its mean over the ranks, which is the update of the whole global batch
+        for a rule whose update is a mean over examples. A rule whose update is not (a sum
+        normalised afterwards, say) overrides this.
+        """
+        params = [p for p in trainable_parameters(model) if p.grad is not None]
+        for p, grad in zip(params, reducer.mean([p.grad for p in params]), strict=True):
+            p.grad = grad
 
     def plots(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bionn.core import distributed
 from bionn.core.checkpoint import (
     CHECKPOINT_NAME,
     check_checkpoint,
@@ -164,7 +165,7 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
     path = Path(out) / CHECKPOINT_NAME
     state = check_checkpoint(load_checkpoint(path), path)
     saved = {k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__}
-    changeable = {"epochs", "device", "threads", "data_dir", "download"}
+    changeable = {"epochs", "device", "threads", "data_dir", "download", "dist_timeout"}
     for key, value in (overrides or {}).items():
         if key == "options":
             old = saved.get("options", {})
@@ -234,12 +235,20 @@ def _run_training(
     if not phases or len(set(names)) != len(names):
         raise ConfigError(f"rule {config.rule!r} gave phases {names}; names must be unique")
     device = resolve_device(config.device)
+    ctx = distributed.init(config.dist_timeout, device)  # under torchrun: join the others
+    device = distributed.rank_device(device)
+    distributed.check_batch_size(config.batch_size, ctx)
     run_dir = Path(config.out) if config.out else default_run_dir(f"{config.rule}-{config.dataset}")
     state = None
     if resume:
-        prepare_run_dir(run_dir, resume)
         path = run_dir / CHECKPOINT_NAME
-        state = check_checkpoint(load_checkpoint(path, map_location=device), path)
+
+        def read_checkpoint() -> dict[str, Any]:
+            prepare_run_dir(run_dir, resume)
+            where = "cpu" if ctx.enabled else device  # rank 0 sends it to the others
+            return check_checkpoint(load_checkpoint(path, map_location=where), path)
+
+        state = distributed.on_main(read_checkpoint)
         if state["epoch"] > sum(phase.epochs for phase in phases):
             raise ConfigError(
                 f"--epochs {config.epochs} is below the {state['epoch']} epochs the run in "
@@ -250,6 +259,7 @@ def _run_training(
     )
     torch.manual_seed(config.seed)
     model = rule.build_model(config.model, input_shape, num_classes, config.activation).to(device)
+    distributed.broadcast_model(model)  # every rank starts from rank 0's weights
     ends = list(itertools.accumulate(phase.epochs for phase in phases))
     first = 0
     if state is not None:
@@ -257,8 +267,8 @@ def _run_training(
         done = int(state["epoch"])
         first = next((i for i, end in enumerate(ends) if end > done), len(phases) - 1)
     optimizer = make_optimizer(config, model, phases[first])
-    # the folder is made only once the data and the model are known to be good
-    run_dir = prepare_run_dir(run_dir, resume)
+    # the folder is made only once the data and the model are known to be good (by rank 0)
+    run_dir = distributed.on_main(lambda: prepare_run_dir(run_dir, resume))
     trainer = Trainer(
         model,
         rule,
@@ -266,11 +276,11 @@ def _run_training(
         train_xy,
         test_xy,
         batch_size=config.batch_size,
-        run_dir=run_dir,
+        run_dir=run_dir if ctx.is_main else None,  # only rank 0 writes
         seed=config.seed,
         config={**config.replace(out=str(run_dir)).to_dict(),
                 "model": rule.model_name(config.model, model)},
-        progress=progress,
+        progress=progress and ctx.is_main,
         callbacks=callbacks,
         scheduler=make_scheduler(config, optimizer, phases[first]),
         batch_dims=batch_dims,
@@ -290,6 +300,8 @@ def _run_training(
         trainer.set_train_inputs(rule.phase_inputs(model, phase.name, trainer.train_x))
         summary = trainer.fit(ends[i], phase=phase.name, evaluate=phase.evaluate)
     trainer.set_train_inputs(None)
+    if not ctx.is_main:  # the other ranks trained the same weights; rank 0 reports them
+        return summary
     if config.robustness:
         summary["robustness"] = _robustness(config, rule, model, test_xy)
         (run_dir / "robustness.json").write_text(json.dumps(summary["robustness"], indent=2))
@@ -369,10 +381,10 @@ def run_compare(
     repeated = sorted({name for name in rules if list(rules).count(name) > 1})
     if repeated:
         raise ConfigError(f"--rules names {', '.join(repeated)} more than once")
-    resolve_device(config.device)
+    ctx = distributed.init(config.dist_timeout, resolve_device(config.device))
     out = Path(config.out) if config.out else default_run_dir(f"compare-{config.dataset}")
     existed = out.exists()
-    out = prepare_run_dir(out, resume=False, command="compare")
+    out = distributed.on_main(lambda: prepare_run_dir(out, resume=False, command="compare"))
     summaries = []
     histories: dict[str, list[dict[str, Any]]] = {}
     for name in rules:
@@ -380,13 +392,17 @@ def run_compare(
         try:
             summary = run_training(rule_config, progress=progress, plot=False)
         except BionnError:
-            if not summaries and not existed and not any(out.iterdir()):
+            if ctx.is_main and not summaries and not existed and not any(out.iterdir()):
                 out.rmdir()  # bad input found before anything was trained: leave no trace
             raise
         summaries.append(summary)
+        if not ctx.is_main:
+            continue  # only rank 0 has the run folders
         histories[name] = [
             json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()
         ]
+    if not ctx.is_main:
+        return summaries, out / "compare.png"
     plot = plot_learning_curves(histories, out / "compare.png")
     (out / "compare.json").write_text(json.dumps(summaries, indent=2) + "\n")
     return summaries, plot

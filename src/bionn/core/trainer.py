@@ -10,6 +10,10 @@ the angle between the rule's update and the backprop gradient, appends a line to
 ``metrics.jsonl`` and writes a checkpoint atomically. A run folder can be resumed: the
 checkpoint holds the model, the optimizer, the rule's state, the epoch and every random state,
 so a resumed run ends with the same weights, bit for bit on the CPU, as an uninterrupted one.
+
+Under torchrun (see :mod:`bionn.core.distributed`) each process trains on its share of every
+batch, the rule's ``reduce_grads`` combines the shares' updates before each step, and the
+epoch's running metrics are averaged over the processes; give ``run_dir`` to rank 0 only.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 # bionn.metrics imports bionn.core.rule, so the Trainer reaches it through the module at call
 # time: importing bionn.metrics first must not find bionn.core half-initialised.
 import bionn.metrics as _metrics
+from bionn.core import distributed as _distributed
 from bionn.core.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -184,9 +189,10 @@ class Trainer:
         self.test_data = test_data
         self.device = self.train_x.device
         self.batch_dims = (int(batch_dims[0]), int(batch_dims[1]))
+        shard = _distributed.context()  # this rank's share of every batch under torchrun
         self.loader = TensorLoader(
             self.train_x, self.train_y, batch_size=batch_size, shuffle=True, seed=seed,
-            batch_dims=self.batch_dims,
+            batch_dims=self.batch_dims, rank=shard.rank, world_size=shard.world_size,
         )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = dict(config or {})
@@ -274,9 +280,9 @@ class Trainer:
         ``metrics.jsonl`` is cut back to the checkpoint; ``optimizer`` is passed to
         :meth:`load_state_dict`.
         """
-        if self.checkpoint_path is None:
-            raise ValueError("resume needs a run_dir")
         if state is None:
+            if self.checkpoint_path is None:
+                raise ValueError("resume needs a run_dir")
             state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         self.load_state_dict(state, optimizer=optimizer)
         if self.run_dir is not None:
@@ -343,6 +349,7 @@ class Trainer:
                 if self.augment is not None and self.loader.x is self.train_x:
                     xb = self.augment(xb)
                 for metrics in self.rule.updates(self.model, xb, yb):
+                    _distributed.reduce_update(self.rule, self.model)  # under torchrun only
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.global_step += 1
@@ -398,7 +405,7 @@ class Trainer:
         ``evaluate=False`` leaves out the test accuracy and loss (recorded as None).
         """
         start = time.perf_counter()
-        running = self.train_epoch(epoch, epochs)
+        running = _distributed.mean_metrics(self.train_epoch(epoch, epochs))
         train_time = time.perf_counter() - start
         record: dict[str, Any] = {"phase": phase, "epoch": epoch, "step": self.global_step}
         record.update({f"train_{k}": v for k, v in running.items()})

@@ -27,6 +27,12 @@ class TensorLoader:
         seed: seed of the generator created when ``generator`` is None.
         drop_last: skip a final incomplete batch.
         batch_dims: the dimension of ``x`` and of ``y`` that indexes the examples.
+        rank, world_size: this process's share of every batch in a data-parallel run (see
+            :mod:`bionn.core.distributed`): examples ``rank, rank + world_size, ...`` of each
+            batch of ``batch_size`` (a multiple of ``world_size``). A last, incomplete batch
+            is first cut to a multiple of ``world_size`` (skipped if that leaves none). All
+            ranks draw the same permutation, so the union of their shares is the batch a
+            1-process loader gives. The defaults (0, 1) give whole batches.
     """
 
     def __init__(
@@ -39,6 +45,8 @@ class TensorLoader:
         seed: int = 0,
         drop_last: bool = False,
         batch_dims: tuple[int, int] = (0, 0),
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.batch_dims = (int(batch_dims[0]), int(batch_dims[1]))
         if x.shape[self.batch_dims[0]] != y.shape[self.batch_dims[1]]:
@@ -48,6 +56,12 @@ class TensorLoader:
             )
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise ConfigError(f"rank {rank} of {world_size} processes cannot share batches of "
+                              f"{batch_size} equally; the batch size must be a multiple of "
+                              f"{world_size}")
+        self.rank = rank
+        self.world_size = world_size
         self.x = x
         self.y = y
         self.batch_size = batch_size
@@ -60,15 +74,22 @@ class TensorLoader:
 
     def __len__(self) -> int:
         n = self.x.shape[self.batch_dims[0]]
-        if self.drop_last:
+        if self.drop_last or n % self.batch_size < self.world_size:
             return n // self.batch_size
         return (n + self.batch_size - 1) // self.batch_size
+
+    def _share(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's examples of the batch ``idx`` (all of it with one process)."""
+        if self.world_size == 1:
+            return idx
+        usable = len(idx) - len(idx) % self.world_size
+        return idx[:usable][self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         dx, dy = self.batch_dims
         n = self.x.shape[dx]
         stop = n - n % self.batch_size if self.drop_last else n
-        if not self.shuffle:
+        if not self.shuffle and self.world_size == 1:
             for start in range(0, stop, self.batch_size):
                 size = min(self.batch_size, n - start)
                 yield self.x.narrow(dx, start, size), self.y.narrow(dy, start, size)
@@ -76,7 +97,12 @@ class TensorLoader:
         # Gather each batch with index_select rather than permuting the whole tensor up front:
         # the same bytes move, but without allocating and first-touching a full copy of the
         # data set every epoch (several times faster on MNIST).
-        order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        else:
+            order = torch.arange(n, device=self.x.device)
         for start in range(0, stop, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            idx = self._share(order[start : start + self.batch_size])
+            if len(idx) == 0:
+                break  # a last batch smaller than the number of processes
             yield self.x.index_select(dx, idx), self.y.index_select(dy, idx.to(self.y.device))

@@ -76,6 +76,11 @@ Deviations from the paper:
   between currents go to the lower unit index in the kernel; torch.topk leaves their order
   unspecified.
 - A non-finite update (NaN or inf in the inputs or in W) stops the run with TrainingDiverged.
+- Data-parallel training (torchrun): each rank computes ds of Eq. (3) on its share of the
+  minibatch; the shares are summed across the ranks and only then normalised by max|ds|
+  (``reduce_grads``), so the step is the one of the whole minibatch. ``minibatch`` must then
+  be a multiple of the number of processes (each rank takes minibatch / N of every one).
+  The supervised phase's gradients are averaged, like any rule's.
 - In a run, the supervised phase gets the frozen features h of the whole training set, computed
   once when the phase starts (``phase_inputs``, ``cache_features``), instead of computing them
   for every batch of every epoch.
@@ -94,6 +99,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bionn.core import distributed
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.rule import LearningRule, Phase, batch_metrics
 from bionn.errors import ConfigError, TrainingDiverged
@@ -387,6 +393,7 @@ class KrotovHopfield(LearningRule):
         # which units won for at least one example since the last epoch_metrics call
         self._won: torch.Tensor | None = None
         self._warned_kernel = False
+        self._last_scale = 1.0  # max|ds| of the last unsupervised update (for reduce_grads)
         # whether the Trainer's batches in this phase are features h (see phase_inputs)
         self._feature_inputs = False
 
@@ -441,6 +448,11 @@ class KrotovHopfield(LearningRule):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> Iterator[dict[str, float]]:
         size = self.config.minibatch
+        world = distributed.context().world_size
+        if world > 1 and size % world:
+            raise ConfigError(f"--minibatch {size} does not split across {world} processes; "
+                              f"choose a multiple of {world}")
+        size //= world  # this rank's share of each minibatch (batches are shared by stride)
         if self.phase != "unsupervised" or size == 0 or size >= len(x):
             yield self.fill_grads(model, x, y)
             return
@@ -452,6 +464,33 @@ class KrotovHopfield(LearningRule):
         if self.phase == "unsupervised":
             return self._fill_unsupervised(model, x)
         return self._fill_supervised(model, x, y)
+
+    def reduce_grads(self, model: nn.Module, reducer: Any) -> None:
+        """Sum the ranks' ds of Eq. (3), then normalise by the largest entry of the sum.
+
+        Each rank's ``W.grad`` is -ds_r / max|ds_r| for its share of the minibatch; the step of
+        the whole minibatch is -sum_r ds_r / max|sum_r ds_r|, which a mean of the ranks'
+        normalised steps is not. The supervised phase averages (the default).
+        """
+        if self.phase != "unsupervised":
+            super().reduce_grads(model, reducer)
+            return
+        W = model.W
+        grad = W.grad
+        with torch.no_grad():
+            local = (grad.to_dense() if grad.is_sparse else grad) * -self._last_scale
+            (ds,) = reducer.sum([local])  # Eq. (3): the sum over the whole minibatch
+            scale = ds.abs().amax().clamp_min(self.config.prec)  # max|ds|
+            rows = ds.abs().amax(1).nonzero().flatten()  # the units any rank changes
+            step = ds.index_select(0, rows).div_(scale).neg_()
+            if grad.is_sparse:
+                W.grad = torch.sparse_coo_tensor(
+                    rows[None], step, W.shape, is_coalesced=True, check_invariants=False
+                )
+            else:
+                W.grad = ds.div_(scale).neg_()
+        self._stepped_rows = rows  # sign(W)|W|^(p-1) is refreshed on these rows
+        self._last_scale = float(scale)
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
         """With plain SGD stepping W (the unsupervised phase of a run), the step is sparse.
@@ -545,6 +584,7 @@ class KrotovHopfield(LearningRule):
                     "hold NaN or inf values. Check the data, or try a smaller --eps0."
                 )
             self._stepped_rows = rows
+            self._last_scale = scale
             if sparse:
                 grad = torch.sparse_coo_tensor(
                     rows[None], step, W.shape, is_coalesced=True, check_invariants=False
