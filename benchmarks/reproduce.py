@@ -68,6 +68,11 @@ def main() -> None:
                   {args.data_dir: "DATA", args.runs_dir: "RUNS"}.get(a, a)
                   for a in sys.argv[1:]),
               "papers": {}}
+    if out.exists():  # a run of some papers updates their entries and keeps the others'
+        try:
+            record["papers"] = json.loads(out.read_text()).get("papers", {})
+        except (OSError, ValueError):
+            pass
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.runs_dir) if args.runs_dir else Path(tmp)
         for name in names:
@@ -81,6 +86,7 @@ def main() -> None:
             print(f"{name}: {wall:.0f} s wall, {cpu:.0f} s of CPU (expected "
                   f"{summary['expected_s']:.0f} s)\n", flush=True)
             record["papers"][name] = {
+                "command": record["command"],
                 "budget": summary["budget"], "expected_s": summary["expected_s"],
                 "wall_time_s": wall, "cpu_time_s": cpu,
                 "load_average_1min": _load(), "rows": summary["rows"],

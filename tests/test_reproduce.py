@@ -245,7 +245,9 @@ def test_a_tiny_profile_end_to_end(capsys, tmp_path, tiny_paper):
                          "--out", out_dir)
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0].startswith("tiny-test-paper (quick): digits")
+    assert lines[0] == f"run folder: {out_dir}  (report: bionn report {out_dir})"
+    assert lines[1].startswith("tiny-test-paper (quick): digits")
+    assert lines[-2].startswith("test accuracy, bp")  # the table ends the output
     result = json.loads(lines[-1])
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["kind"] == "reproduce" and summary["profile"] == "quick"
@@ -270,6 +272,14 @@ def test_a_tiny_profile_end_to_end(capsys, tmp_path, tiny_paper):
     # the table printed: one line per claim, with the paper's number and the verdict
     table = [line for line in lines if line.startswith("test ")]
     assert len(table) == 3 and "101.00%" in table[-1] and "below" in table[-1]
+    # bionn report reads the folder: the table's rows and every figure, embedded
+    page = tmp_path / "report.html"
+    assert cli(capsys, "report", out_dir, "-o", page)[0] == 0
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == len(list(out_dir.rglob("*.png"))) >= 3
+    below = sum(r["verdict"] == "below" for r in result["rows"])
+    assert "reproduce tiny-test-paper (quick)" in text
+    assert text.count('class="below"') == below >= 1
 
 
 def test_train_size_slices_the_training_set(tmp_path):

@@ -545,8 +545,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     summary = run_reproduction(args.paper, args.profile, out=args.out, data_dir=args.data_dir,
                                device=args.device, progress=not args.no_progress,
                                download=args.download)
-    print(format_table(summary))
     print(f"run folder: {summary['run_dir']}  (report: bionn report {summary['run_dir']})")
+    print(format_table(summary))  # the table last (before the JSON line, with --json)
     if args.json:
         keys = ("paper", "profile", "budget", "wall_time_s", "expected_s", "rows", "run_dir")
         print(json.dumps({k: summary[k] for k in keys}))

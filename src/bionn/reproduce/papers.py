@@ -130,7 +130,7 @@ register_paper(Paper(
               10.0, "deg"),
     ),
     profiles={
-        "quick": Profile(_pc_runs(1, 6000), _budget(1, 6000, "bp, pc, pc-fixed"), 90.0),
+        "quick": Profile(_pc_runs(1, 6000), _budget(1, 6000, "bp, pc, pc-fixed"), 30.0),
         "full": Profile(_pc_runs(10, None), _budget(10, None, "bp, pc, pc-fixed (the budget "
                         "of benchmarks/predictive_coding.py)"), 1200.0),
     },
@@ -216,8 +216,8 @@ register_paper(Paper(
               "lower", 1.5, "points"),
     ),
     profiles={
-        "quick": Profile(_decolle_runs(1, 5000), _budget(1, 5000, "decolle and snn-bptt, "
-                         "batch 128"), 150.0),
+        "quick": Profile(_decolle_runs(1, 20000), _budget(1, 20000, "decolle and snn-bptt, "
+                         "batch 128"), 120.0),
         "full": Profile(_decolle_runs(6, None), _budget(6, None, "decolle and snn-bptt, batch "
                         "128 (the budget of benchmarks/decolle.py)"), 3500.0),
     },
@@ -249,7 +249,7 @@ register_paper(Paper(
               "Scellier & Bengio 2017, Sec. 5 (one hidden layer: about 2-3%)", "lower", 0.5),
     ),
     profiles={
-        "quick": Profile(_ep_runs(1, 6000), _budget(1, 6000), 120.0),
+        "quick": Profile(_ep_runs(2, None), _budget(2, None), 150.0),
         "full": Profile(_ep_runs(25, None), _budget(25, None, "(the budget of "
                         "benchmarks/contrastive.py; the paper trains on 50000)"), 9000.0),
     },
@@ -297,8 +297,8 @@ register_paper(Paper(
               "higher", 2.0),
     ),
     profiles={
-        "quick": Profile(_tc_runs(4, 512, 10), "delayed recall: 4 epochs on 512 training "
-                         "sequences; JapaneseVowels: 10 epochs", 120.0),
+        "quick": Profile(_tc_runs(8, 512, 10), "delayed recall: 8 epochs on 512 training "
+                         "sequences; JapaneseVowels: 10 epochs", 30.0),
         "full": Profile(_tc_runs(8, 1024, 20), "delayed recall: 8 epochs on 1024 training "
                         "sequences; JapaneseVowels: 20 epochs (the budgets of "
                         "benchmarks/temporal_credit.py)", 600.0),
@@ -353,7 +353,7 @@ register_paper(Paper(
     ),
     profiles={
         "quick": Profile(_fc_runs(1, 4000), _budget(1, 4000, "Adam 1e-3 constant, batch 128; "
-                         "the paper: up to 250 epochs with early stopping"), 120.0),
+                         "the paper: up to 250 epochs with early stopping"), 90.0),
         "full": Profile(_fc_runs(3, 6000), _budget(3, 6000, "the budget of "
                         "benchmarks/free_convolution.py (reduced: the paper trains up to 250 "
                         "epochs)"), 600.0),
@@ -421,7 +421,7 @@ register_paper(Paper(
     ),
     profiles={
         "quick": Profile(_rl_runs(1000), "300 conditioning trials; 1000 simulated experiments "
-                         "of one 80-trial reversal block per learner", 30.0),
+                         "of one 80-trial reversal block per learner", 20.0),
         "full": Profile(_rl_runs(10000), "300 conditioning trials; 10000 simulated experiments "
                         "of one 80-trial reversal block per learner", 120.0),
     },
@@ -455,7 +455,7 @@ register_paper(Paper(
     ),
     profiles={
         "quick": Profile(_dendritic_runs(1, 6000), _budget(1, 6000, "dendritic and bp"),
-                         90.0),
+                         30.0),
         "full": Profile(_dendritic_runs(8, None), _budget(8, None, "dendritic and bp (the "
                         "budget of benchmarks/dendritic.py)"), 1200.0),
     },
