@@ -208,7 +208,7 @@ def _config(run: dict[str, Any]) -> dict[str, Any]:
 def _environment(run: dict[str, Any]) -> tuple[dict[str, Any], str]:
     summary = run["summary"]
     if isinstance(summary.get("environment"), dict):
-        return summary["environment"], "recorded by the run"
+        return {**summary["environment"], "seed": summary.get("seed")}, "recorded by the run"
     from bionn.reproduce.runner import environment
 
     source = summary["rules"][0] if run["kind"] == "compare" and summary["rules"] else summary
@@ -264,7 +264,7 @@ def render(runs: Sequence[dict[str, Any]]) -> str:
             f"<h3>Configuration</h3><pre>"
             f"{html.escape(json.dumps(_config(run), indent=2, default=str))}</pre>"
             f"<h3>Environment</h3><p>{html.escape(note)}</p>"
-            + _table(("", ""), sorted(env.items()))
+            + _table(("item", "value"), sorted(env.items()))
             + f"<h3>Figures</h3>{figures}</section>"
         )
     toc = "".join(f'<li><a href="#run-{i}">{html.escape(_title(r))}</a></li>'
