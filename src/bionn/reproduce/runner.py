@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def run_reproduction(
     results: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     bar = tqdm(spec.runs, desc=f"reproduce {paper.name} ({profile})", unit="run",
-               disable=not progress, file=__import__("sys").stderr, leave=False)
+               disable=not progress, file=sys.stderr, leave=False)
     try:
         for run in bar:
             bar.set_postfix_str(run.label)
