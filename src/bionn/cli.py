@@ -6,6 +6,8 @@
     bionn data download NAME | bionn data verify NAME | bionn data list
     bionn rl --agent A --task T [--episodes N] [--seed S] [--out DIR] [--resume] [--json]
     bionn rl fit CHOICES.csv [--model rw|two-timescale] [--restarts N] [--out FILE] [--json]
+    bionn reproduce PAPER [--profile quick|full] [--json] | bionn reproduce --list [--json]
+    bionn report RUN_DIR... [-o report.html]
 
 Bad input (an unknown rule, a bad flag value, a missing data set, ...) prints one line on
 stderr and exits with status 2; a run whose loss diverges, or a data-parallel run (under
@@ -160,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("name", help="mnist, fashion-mnist or cifar10")
         q.add_argument("--data-dir", default=None, help="data root")
     _add_rl_parser(sub)
+    _add_reproduce_parsers(sub)
     return parser
 
 
@@ -522,6 +525,74 @@ def _cmd_rl_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bionn reproduce and bionn report (bionn.reproduce, bionn.report) -------------------------
+def _add_reproduce_parsers(sub: Any) -> None:
+    """``bionn reproduce PAPER`` / ``--list`` and ``bionn report RUN_DIR...``."""
+    p = sub.add_parser("reproduce", help="run a paper's benchmark and compare with its numbers")
+    p.add_argument("paper", nargs="?", default=None, help="paper (see --list)")
+    p.add_argument("--list", action="store_true", help="list the papers and their profiles")
+    p.add_argument("--profile", default="quick",
+                   help="quick (minutes on a laptop CPU, reduced budget; default) or full "
+                   "(the paper's budget)")
+    p.add_argument("--out", default=None, help="run folder (default runs/reproduce-<paper>-...)")
+    p.add_argument("--data-dir", default=None, help="data root (default $BIONN_DATA or cache)")
+    p.add_argument("--download", action="store_true", help="download a missing data set")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = sub.add_parser("report", help="write one self-contained HTML page for run folders")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="train, compare, rl or reproduce run folders")
+    q.add_argument("-o", "--output", default="report.html", help="the page (default "
+                   "report.html)")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from bionn.reproduce import PROFILES, all_papers, format_table, run_reproduction
+
+    if args.list:
+        if args.paper is not None:
+            raise ConfigError("--list takes no paper; give one or the other")
+        rows = [{"name": p.name, "aliases": list(p.aliases), "citation": p.citation,
+                 "setting": p.setting, "docs": f"docs/rules/{p.family}.md",
+                 "profiles": {k: {"budget": p.profiles[k].budget,
+                                  "expected_s": p.profiles[k].expected_s} for k in PROFILES}}
+                for p in all_papers().values()]
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        for row in rows:
+            also = f" (also: {', '.join(row['aliases'])})" if row["aliases"] else ""
+            print(f"{row['name']}{also}")
+            print(f"    {row['citation']}")
+            for name, prof in row["profiles"].items():
+                print(f"    {name:<5} about {_minutes(prof['expected_s'])}: {prof['budget']}")
+        return 0
+    if args.paper is None:
+        raise ConfigError("bionn reproduce needs a paper (see `bionn reproduce --list`)")
+    summary = run_reproduction(args.paper, args.profile, out=args.out, data_dir=args.data_dir,
+                               device=args.device, progress=not args.no_progress,
+                               download=args.download)
+    print(f"run folder: {summary['run_dir']}  (report: bionn report {summary['run_dir']})")
+    print(format_table(summary))  # the table last (before the JSON line, with --json)
+    if args.json:
+        keys = ("paper", "profile", "budget", "wall_time_s", "expected_s", "rows", "run_dir")
+        print(json.dumps({k: summary[k] for k in keys}))
+    return 0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bionn.report import write_report
+
+    path = write_report(args.run_dirs, args.output)
+    print(f"report: {path} ({len(args.run_dirs)} run folder(s))")
+    return 0
+
+
 def _one_line(exc: Exception) -> str:
     """The error message on a single line (some wrap details from torch or urllib)."""
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -529,6 +600,8 @@ def _one_line(exc: Exception) -> str:
 
 COMMANDS = {"rules": _cmd_rules, "train": _cmd_train, "compare": _cmd_compare, "data": _cmd_data}
 COMMANDS["rl"] = _cmd_rl
+COMMANDS["reproduce"] = _cmd_reproduce
+COMMANDS["report"] = _cmd_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

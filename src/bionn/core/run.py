@@ -201,6 +201,7 @@ def run_training(
     progress: bool = True,
     plot: bool = True,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    train_size: int | None = None,
 ) -> dict[str, Any]:
     """Train one rule as ``config`` says; return the summary written to ``summary.json``.
 
@@ -208,9 +209,15 @@ def run_training(
     the same run folder, each with a fresh optimizer and its own schedule. ``plot`` draws the
     learning curves; the rule's own figures are always drawn. The run uses ``config.threads``
     torch threads (the count is put back afterwards); None keeps the process's count.
+    ``train_size`` trains on a random slice of that many training examples, drawn from
+    ``config.seed`` (``bionn reproduce``'s reduced budgets); it is recorded in the summary and is
+    not a resumable setting.
     """
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(
+            train_size, int) or train_size <= 0):
+        raise ConfigError(f"train_size must be a positive integer, got {train_size!r}")
     with use_threads(config.threads):
-        return _run_training(config, resume, progress, plot, callbacks)
+        return _run_training(config, resume, progress, plot, callbacks, train_size)
 
 
 def _run_training(
@@ -219,6 +226,7 @@ def _run_training(
     progress: bool,
     plot: bool,
     callbacks: Sequence[Callable[[StepInfo], None]],
+    train_size: int | None,
 ) -> dict[str, Any]:
     rule = make_rule(config.rule, config.options)
     from bionn.data import dataset_batch_dims  # sequences are batched along dimension 1
@@ -257,6 +265,8 @@ def _run_training(
     train_xy, test_xy, input_shape, num_classes = load_data(
         config, device, normalize=rule.normalize_inputs
     )
+    if train_size is not None:
+        train_xy = _slice_examples(train_xy, batch_dims, train_size, config.seed)
     torch.manual_seed(config.seed)
     model = rule.build_model(config.model, input_shape, num_classes, config.activation).to(device)
     distributed.broadcast_model(model)  # every rank starts from rank 0's weights
@@ -279,7 +289,9 @@ def _run_training(
         run_dir=run_dir if ctx.is_main else None,  # only rank 0 writes
         seed=config.seed,
         config={**config.replace(out=str(run_dir)).to_dict(),
-                "model": rule.model_name(config.model, model)},
+                "model": rule.model_name(config.model, model),
+                **({} if train_size is None
+                   else {"train_size": int(train_xy[1].shape[batch_dims[1]])})},
         progress=progress and ctx.is_main,
         callbacks=callbacks,
         scheduler=make_scheduler(config, optimizer, phases[first]),
@@ -320,6 +332,17 @@ def _run_training(
     if extra:
         summary["plots"] = [str(path) for path in extra]
     return summary
+
+
+def _slice_examples(xy, batch_dims, size: int, seed: int):
+    """A random slice of ``size`` examples of ``xy`` (all of them if there are fewer)."""
+    x, y = xy
+    n = x.shape[batch_dims[0]]
+    if size >= n:
+        return xy
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+    order = order.to(x.device)
+    return x.index_select(batch_dims[0], order), y.index_select(batch_dims[1], order)
 
 
 def resume_from(trainer: Trainer, state: dict[str, Any], path: Path, optimizer: bool) -> None:

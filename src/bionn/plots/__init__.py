@@ -29,6 +29,7 @@ from bionn.plots.reinforcement import (
     plot_reversal_grid,
     plot_rpe_heatmap,
 )
+from bionn.plots.reproduce import plot_claims
 from bionn.plots.temporal_credit import (
     plot_cost_per_step,
     plot_credit_horizon,
@@ -41,6 +42,7 @@ __all__ = [
     "plot_alignment",
     "plot_angles_per_layer",
     "plot_apical_error",
+    "plot_claims",
     "plot_class_images",
     "plot_contrastive_angle",
     "plot_contrastive_energy",
