@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -41,9 +42,22 @@ ACCURACY_RULES = ("bp", "fa", "usf", "brsf", "frsf", "dfa")
 TARGETS = {"fa": 0.005, "usf": 0.003, "brsf": 0.003, "frsf": 0.003, "dfa": 0.007}
 
 
+def cpu_model() -> str:
+    """lscpu's "Model name" (ratios against peers differ between CPU makers)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def _machine() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "python": platform.python_version()}
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+            "machine": platform.machine(), "python": platform.python_version(),
+            "load_average_1_5_15_min": list(os.getloadavg())}
 
 
 def _out_path(args) -> Path:
@@ -213,7 +227,7 @@ PEER_SCRIPT = textwrap.dedent(
     from torch import nn
     from torch.nn import functional as F
     from biotorch.module.biomodule import BioModule
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(sys.argv[4]))
     torch.manual_seed(0)
     sizes = [int(v) for v in sys.argv[1].split(",")]
     batch, mode = int(sys.argv[2]), sys.argv[3]
@@ -272,9 +286,9 @@ def _bionn_stepper(rule_name: str, batch: int):
     return run
 
 
-def _peer_stepper(python: str, mode: str, batch: int, procs: list):
+def _peer_stepper(python: str, mode: str, batch: int, procs: list, threads: int = 1):
     proc = subprocess.Popen(
-        [python, "-c", PEER_SCRIPT, ",".join(map(str, SIZES)), str(batch), mode],
+        [python, "-c", PEER_SCRIPT, ",".join(map(str, SIZES)), str(batch), mode, str(threads)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     procs.append(proc)
@@ -291,14 +305,15 @@ def _peer_stepper(python: str, mode: str, batch: int, procs: list):
 
 
 def part_speed(args) -> dict:
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     modes = args.modes.split(",") if args.modes else list(SPEED_MODES)
     procs: list = []
     sides = {"bionn_bp": _bionn_stepper("bp", args.batch)}
     for mode in modes:
         sides[f"bionn_{mode}"] = _bionn_stepper(mode, args.batch)
         if args.peer_python:
-            sides[f"biotorch_{mode}"] = _peer_stepper(args.peer_python, mode, args.batch, procs)
+            sides[f"biotorch_{mode}"] = _peer_stepper(args.peer_python, mode, args.batch, procs,
+                                                      args.threads)
     try:
         for run in sides.values():  # warm-up
             run(args.steps)
@@ -326,13 +341,19 @@ def part_speed(args) -> dict:
     if "fa_over_bp" in median_ratios:
         checks["fa_over_bp_max"] = 1.10
         checks["fa_over_bp_met"] = median_ratios["fa_over_bp"] <= 1.10
+    if "brsf_over_bp" in median_ratios:
+        checks["brsf_over_bp_max"] = 1.15
+        checks["brsf_over_bp_met"] = median_ratios["brsf_over_bp"] <= 1.15
+    if "brsf_over_biotorch_brsf" in median_ratios:
+        checks["brsf_below_biotorch_brsf_met"] = median_ratios["brsf_over_biotorch_brsf"] < 1.0
     if "fa_over_biotorch_fa" in median_ratios:
         checks["fa_over_biotorch_fa_max"] = 0.8
         checks["fa_over_biotorch_fa_met"] = median_ratios["fa_over_biotorch_fa"] <= 0.8
     return {
         "benchmark": "feedback_alignment_speed",
         "network": f"784-256-256-10 relu, batch {args.batch}, Adam, synthetic inputs",
-        "config": {"rounds": args.rounds, "steps_per_round": args.steps, "threads_each": 1},
+        "config": {"rounds": args.rounds, "steps_per_round": args.steps,
+                   "threads_each": args.threads},
         "median_step_ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
         "median_ratio": median_ratios,
         "ratio_range": {k: [min(v), max(v)] for k, v in ratios.items()},
@@ -363,6 +384,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (speed: on each side; lower it on a busy machine)")
     parser.add_argument("--out", default=None, help="JSON file (default under results/)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1; speed always times one thread each)")
@@ -370,6 +393,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.epochs is None:
         args.epochs = {"accuracy": 20, "cnn": 5}.get(args.part, 0)
+    torch.set_num_threads(args.threads)
     result = {"accuracy": part_accuracy, "cnn": part_cnn, "speed": part_speed}[args.part](args)
     if args.merge:
         result["merged_from"] = [

@@ -45,7 +45,12 @@ from bionn.core.run import run_training
 from bionn.core.trainer import Trainer
 from bionn.data import load_dataset
 from bionn.errors import TrainingDiverged
-from bionn.rules.krotov_hopfield import KrotovConfig, KrotovHopfield, synapse_norms
+from bionn.rules.krotov_hopfield import (
+    KrotovConfig,
+    KrotovHopfield,
+    synapse_norms,
+    use_numpy_product,
+)
 
 PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}
 
@@ -95,6 +100,18 @@ elapsed = time.perf_counter() - start
 finite = bool(np.isfinite(scope["synapses"]).all())
 print(json.dumps({"seconds": elapsed, "synapses_finite": finite}))
 """
+
+
+def cpu_model() -> str:
+    """lscpu's "Model name" (the ratio to NumPy's OpenBLAS differs between CPU makers)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def mnist_pixels(data_dir: str | None, name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,6 +216,8 @@ def section_speed(args: argparse.Namespace) -> dict[str, Any]:
     x, _ = mnist_pixels(args.data_dir)
     x = x[: args.speed_examples]
     config = KrotovConfig(**PAPER, eps0=0.04, kernel="native")
+    # the same epoch with torch's own product (MKL): what the product's BLAS is worth here
+    torch_product = KrotovConfig(**PAPER, eps0=0.04, kernel="native", product="torch")
     peer_params = {"hid": config.hidden, "p": config.p, "k": config.k, "delta": config.delta,
                    "Num": config.minibatch, "eps0": config.eps0, "Nep": 1, "mu": 0.0,
                    "sigma": config.init_sigma, "prec": config.prec}
@@ -212,22 +231,28 @@ def section_speed(args: argparse.Namespace) -> dict[str, Any]:
                    OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         for repeat in range(args.repeats):
             ours = unsupervised_epoch(x, config, seed=repeat)
+            ours_torch = unsupervised_epoch(x, torch_product, seed=repeat)
             out = subprocess.run(
                 [args.peer_python, str(driver), args.peer_notebook, str(data_file),
                  json.dumps(peer_params)],
                 check=True, capture_output=True, text=True, env=env,
             )
             peer = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"bionn_epoch_s": ours, "reference_epoch_s": peer["seconds"],
+            rows.append({"bionn_epoch_s": ours, "bionn_torch_product_epoch_s": ours_torch,
+                         "reference_epoch_s": peer["seconds"],
                          "reference_finite": peer["synapses_finite"]})
             print(json.dumps(rows[-1]), flush=True)
     ratio = [r["reference_epoch_s"] / r["bionn_epoch_s"] for r in rows]
     best = min(r["reference_epoch_s"] for r in rows) / min(r["bionn_epoch_s"] for r in rows)
+    ratio_torch = [r["reference_epoch_s"] / r["bionn_torch_product_epoch_s"] for r in rows]
     return {
         "setup": {**PAPER, "minibatch": config.minibatch, "examples": len(x), "epochs": 1,
-                  "kernel": config.kernel},
+                  "kernel": config.kernel, "product": config.product,
+                  "product_used": "numpy" if use_numpy_product(config.product, torch.zeros(1))
+                  else "torch"},
         "runs": rows,
         "speedup_median": float(np.median(ratio)),
+        "speedup_median_torch_product": float(np.median(ratio_torch)),
         "speedup_min": float(min(ratio)),
         "speedup_of_best_times": float(best),
         "target": "bionn unsupervised epoch >= 10x faster than the authors' NumPy loop",
@@ -426,6 +451,11 @@ def main() -> None:
         result["section_wall_time_s"] = time.perf_counter() - start
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result["threads"] = args.threads
+        result["cpu"] = cpu_model()
+        result["load_average_1_5_15_min"] = list(os.getloadavg())
+        result["command"] = "python benchmarks/krotov_hopfield.py " + " ".join(
+            "PATH" if prev in ("--peer-python", "--peer-notebook", "--data-dir", "--out") else a
+            for prev, a in zip([""] + sys.argv[1:-1], sys.argv[1:], strict=True))
         results[name + args.tag] = result
         results["environment"] = {
             "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),

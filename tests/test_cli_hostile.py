@@ -247,3 +247,10 @@ def test_detach_reset_is_a_switch_of_snn_bptt(capsys, tmp_path):
     assert args.opt__detach_reset == "no"
     refused(capsys, "train", "--rule", "decolle", "--detach-reset", "--out", tmp_path / "r",
             "--no-progress", needle="--detach-reset does not apply to rule 'decolle'")
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp:500,500"])
+def test_krotov_refuses_a_model_other_than_its_own(capsys, tmp_path, model):
+    line = refused(capsys, "train", "--rule", "krotov", "--dataset", "digits", "--model", model,
+                   "--hidden", 10, "--no-progress", "--out", tmp_path / "r", needle="--model")
+    assert "its own network" in line and model in line

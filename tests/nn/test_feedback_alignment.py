@@ -7,6 +7,8 @@ Oracles: autograd through ``torch.nn.functional.linear`` / ``conv2d`` with the s
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -301,3 +303,60 @@ def test_feedback_is_drawn_like_the_default_weights_and_scaled():
     assert layer.B.abs().max() <= bound
     assert layer.B.abs().max() > 0.99 * bound
     assert abs(layer.B.mean()) < 0.01 * bound
+
+
+def _brsf_draws(seed, batches, in_features=400, out_features=300):
+    """The magnitudes |R| a BRSFLinear used on ``batches`` batches (one forward each)."""
+    torch.manual_seed(seed)
+    layer = BRSFLinear(in_features, out_features)
+    draws = []
+    for _ in range(batches):
+        x = torch.randn(2, in_features, requires_grad=True)
+        layer(x).sum().backward()
+        draws.append(layer.B.abs())
+    return layer, draws
+
+
+def test_brsf_magnitudes_follow_the_documented_uniform_law():
+    # |R| with R uniform in +-b, b = 1/sqrt(fan_in) (feedback_scale 1): |R| ~ U(0, b), mean
+    # b/2, variance b^2/12. Oracle: those closed forms; tolerance 5 standard errors of the
+    # sample mean (sd b/sqrt(12 N)) and of the sample variance (sd b^2 sqrt(1/80 - 1/144)/sqrt N)
+    # over N = 240,000 draws, and the Kolmogorov-Smirnov distance below its 1% critical value.
+    layer, draws = _brsf_draws(0, 2)
+    b = 1.0 / math.sqrt(layer.in_features)
+    m = torch.cat([d.flatten() for d in draws]).double()
+    n = m.numel()
+    assert 0.0 <= m.min() and m.max() <= b
+    assert abs(m.mean().item() - b / 2) <= 5 * b / math.sqrt(12 * n)
+    var_sd = b * b * math.sqrt(1 / 80 - 1 / 144) / math.sqrt(n)
+    assert abs(m.var().item() - b * b / 12) <= 5 * var_sd
+    u = torch.sort(m / b).values
+    grid = torch.arange(1, n + 1, dtype=torch.float64) / n
+    ks = torch.maximum((grid - u).abs(), (grid - 1 / n - u).abs()).max().item()
+    assert ks <= 1.63 / math.sqrt(n)
+
+
+def test_brsf_draws_afresh_every_batch_and_reproducibly_from_the_seed():
+    _, draws = _brsf_draws(3, 3, 40, 30)
+    _, again = _brsf_draws(3, 3, 40, 30)
+    _, other = _brsf_draws(4, 3, 40, 30)
+    for a, b in zip(draws, again, strict=True):
+        assert torch.equal(a, b)  # same seed, same draws
+    assert not torch.equal(draws[0], other[0])
+    # consecutive batches: independent draws (correlation of 1200 pairs within 5 / sqrt(1200))
+    for a, b in zip(draws[:-1], draws[1:], strict=True):
+        r = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(r) <= 5 / math.sqrt(a.numel())
+
+
+def test_brsf_layer_fed_data_draws_nothing_and_gets_autograds_weight_gradient():
+    torch.manual_seed(0)
+    layer = BRSFLinear(7, 5, dtype=torch.float64)
+    x = torch.randn(4, 7, dtype=torch.float64)  # the data: no input gradient asked for
+    state = torch.get_rng_state()
+    out = layer(x)
+    assert torch.equal(torch.get_rng_state(), state)  # no draw spent on an unused B
+    delta = torch.randn_like(out)
+    out.backward(delta)
+    torch.testing.assert_close(layer.weight.grad, delta.T @ x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.bias.grad, delta.sum(0), rtol=1e-12, atol=1e-12)

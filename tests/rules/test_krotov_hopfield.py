@@ -26,7 +26,9 @@ from bionn.rules.krotov_hopfield import (
     CompetingHiddenUnits,
     KrotovConfig,
     KrotovHopfield,
+    lp_currents,
     synapse_norms,
+    use_numpy_product,
 )
 
 
@@ -527,3 +529,58 @@ def test_run_stopped_in_the_supervised_phase_resumes_identical(tmp_path):
     assert a["epoch"] == b["epoch"] == 5
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_blas_currents_equal_the_float64_product(dtype):
+    # oracle: the float64 product sum_i W'_mu,i v_i, computed by NumPy in float64
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(37, 50, generator=g, dtype=dtype)
+    weights = torch.randn(41, 50, generator=g, dtype=dtype)
+    oracle = v.double().numpy() @ weights.double().numpy().T
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for numpy_blas in (False, True):
+        got = lp_currents(v, weights, numpy_blas)
+        assert got.dtype == dtype and got.shape == (37, 41)
+        np.testing.assert_allclose(got.double().numpy(), oracle, rtol=tol, atol=tol)
+    # a strided (non-contiguous) minibatch, as a slice of a larger batch may be
+    wide = torch.rand(37, 100, generator=g, dtype=dtype)[:, ::2]
+    np.testing.assert_allclose(lp_currents(wide, weights, True).double().numpy(),
+                               wide.double().numpy() @ weights.double().numpy().T,
+                               rtol=tol, atol=tol)
+
+
+def test_product_option_chooses_the_blas_and_refuses_other_values():
+    W = torch.zeros(3, 4)
+    assert not use_numpy_product("torch", W)
+    assert use_numpy_product("numpy", W)
+    assert not use_numpy_product("numpy", W.requires_grad_())  # autograd: torch's product
+    assert not use_numpy_product("auto", torch.zeros(3, 4, dtype=torch.float16))
+    with pytest.raises(ConfigError, match="--product"):
+        KrotovConfig(product="mkl")
+
+
+def test_an_unsupervised_step_is_the_same_update_with_either_blas():
+    # oracle: the NumPy reference update of this file, for both choices of the product
+    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    grads = {}
+    for product in ("torch", "numpy"):
+        rule = make_rule("krotov", {"hidden": 30, "product": product})
+        torch.manual_seed(0)
+        model = rule.build_model("mlp", (1, 8, 8), 10, "relu").double()
+        rule.fill_grads(model, x.double(), None)
+        grads[product] = model.W.grad.to_dense()
+        W = model.W.detach().double().numpy()
+        cfg = rule.config
+        expected = numpy_reference_update(W, x.flatten(1).double().numpy(), cfg.p, cfg.k,
+                                          cfg.delta, cfg.radius)
+        np.testing.assert_allclose(grads[product].numpy(), -expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads["torch"], grads["numpy"], rtol=1e-10, atol=1e-12)
+
+
+def test_the_rule_refuses_another_network_spec():
+    rule = make_rule("krotov", {"hidden": 10})
+    for own in ("mlp", "mlp:1000"):  # its own network; mlp:1000 is the run's default
+        assert rule.build_model(own, (1, 8, 8), 10, "relu").W.shape == (10, 64)
+    with pytest.raises(ConfigError, match="its own network"):
+        rule.build_model("cnn", (1, 8, 8), 10, "relu")

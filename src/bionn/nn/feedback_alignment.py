@@ -414,7 +414,9 @@ class BRSFLinear(_FeedbackLinear):
 
     R is redrawn (like the layer's initial weights, times ``feedback_scale``) on every forward
     pass that builds a graph, so every mini-batch gets new magnitudes; the signs follow W.
-    ``B`` is the matrix of the last draw.
+    ``B`` is the matrix of the last draw. A forward pass whose input needs no gradient (the
+    first layer of a network, fed the data) sends no error down, so it draws nothing: drawing
+    |R| costs more than the layer's products, and the first layer holds most of the weights.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
@@ -436,11 +438,15 @@ class BRSFLinear(_FeedbackLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_exact_backward or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
+        if not x.requires_grad:  # no input gradient is asked for: B is never used, not drawn
+            self._magnitude = None
+            return F.linear(x, self.weight, self.bias)
         return _BRSFLinearFn.apply(x, self.weight, self.bias, self._draw())
 
 
 class BRSFConv2d(_FeedbackConv2d):
-    """brSF convolution: B = |R| * sign(W), R redrawn on every forward pass with a graph."""
+    """brSF convolution: B = |R| * sign(W), R redrawn on every forward pass with a graph whose
+    input needs a gradient (see :class:`BRSFLinear`)."""
 
     def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -459,6 +465,9 @@ class BRSFConv2d(_FeedbackConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_exact_backward or not torch.is_grad_enabled():
+            return super().forward(x)
+        if not x.requires_grad:  # no input gradient is asked for: B is never used, not drawn
+            self._magnitude = None
             return super().forward(x)
         return self._apply_fn(_BRSFConv2dFn, x, self._draw())
 
@@ -888,7 +897,8 @@ class USFFreeConv2d(_FeedbackFreeConv2d):
 
 
 class BRSFFreeConv2d(_FeedbackFreeConv2d):
-    """brSF free convolution: B = |R| * sign(W), R redrawn on every forward pass with a graph."""
+    """brSF free convolution: B = |R| * sign(W), R redrawn on every forward pass with a graph
+    whose input needs a gradient (see :class:`~bionn.nn.feedback_alignment.BRSFLinear`)."""
 
     def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -907,6 +917,9 @@ class BRSFFreeConv2d(_FeedbackFreeConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_exact_backward or not torch.is_grad_enabled():
+            return super().forward(x)
+        if not x.requires_grad:  # no input gradient is asked for: B is never used, not drawn
+            self._magnitude = None
             return super().forward(x)
         return self._apply_fn(_BRSFFreeConv2dFn, x, self.weight_matrix(self._draw()))
 
