@@ -258,9 +258,19 @@ def eprop_gradients(
         count = int(mask.sum())
         has_target = mask.reshape(steps, -1).any(1).tolist()
         state = model.initial_state(x)
-        traces = eprop_initial_traces(batch, n, f_in + n, x, adaptive=model.n_alif)
-        g = x.new_zeros(n, f_in + n)
-        e_sum = x.new_zeros(n, f_in + n)
+        pre_n = f_in + n
+        lo = n - model.n_alif  # the ALIF neurons are lo .. n-1
+        exact = total_signal is not None
+        if exact:
+            traces = eprop_initial_traces(batch, n, pre_n, x, adaptive=model.n_alif)
+        # the traces of the update, neuron-major: eps_a (N_a, B, P), ebar (N, B, P)
+        zbar = x.new_zeros(batch, pre_n)
+        eps_a = x.new_zeros(n - lo, batch, pre_n)
+        ebar = x.new_zeros(n, batch, pre_n)
+        psi_prev = x.new_zeros(batch, n)
+        beta_a = params.beta[lo:]
+        g = x.new_zeros(n, pre_n)
+        e_sum = x.new_zeros(n, pre_n)
         g_out = torch.zeros_like(w_out)
         g_bout = torch.zeros_like(b_out)
         z_count = x.new_zeros(n)
@@ -273,26 +283,40 @@ def eprop_gradients(
             z, psi, state = eprop_step(x[t], state, w_in, w_rec, params)  # Eqs. (M1)-(M5)
             out_y = readout_step(z, state.y, w_out, kappa)  # Eq. (M6)
             state = state._replace(y=out_y)
-            e, traces = eprop_trace_step(
-                traces, pre, psi, params, filter_readout=total_signal is None
-            )  # Eqs. (M7)-(M10)
             out = out_y + b_out
             outputs.append(out)
             zbar_out = kappa * zbar_out + (1.0 - kappa) * z
-            if total_signal is not None:
+            if exact:
+                e, traces = eprop_trace_step(traces, pre, psi, params, filter_readout=False)
                 g += torch.einsum("bj,bji->ji", total_signal[t], e)  # Eq. (1)
-            elif reg_weight:
-                e_sum += e.sum(0)
-                z_count += z.sum(0)
+            else:
+                # Eqs. (M7)-(M10) in place, the same recursion as eprop_trace_step
+                psi_t = psi.T  # (N, B)
+                if lo < n:
+                    pa = psi_prev[:, lo:].T
+                    decay = (params.rho - pa * beta_a[:, None])[:, :, None]
+                    eps_a.mul_(decay).addcmul_(pa[:, :, None], zbar[None])  # Eq. (M8)
+                zbar = params.alpha * zbar + pre  # Eq. (M7)
+                # ebar = kappa ebar + (1 - kappa) psi (zbar - beta eps_a)   Eqs. (M9), (M10)
+                ebar.mul_(kappa).addcmul_(psi_t[:, :, None], zbar[None], value=1.0 - kappa)
+                if lo < n:
+                    pb = psi_t[lo:] * beta_a[:, None]
+                    ebar[lo:].addcmul_(pb[:, :, None], eps_a, value=-(1.0 - kappa))
+                if reg_weight:
+                    e_sum += psi_t @ zbar  # sum_b e^t, Eq. (M9)
+                    if lo < n:
+                        e_sum[lo:] -= torch.bmm(pb[:, None, :], eps_a)[:, 0]
+                    z_count += z.sum(0)
+                psi_prev = psi
             if has_target[t]:
                 loss_t, err = step_loss_and_error(out, targets[t], count)  # e^t = dE/dy^t
                 total += loss_t
                 g_out += err.T @ zbar_out
                 g_bout += err.sum(0)
-                if total_signal is None:
+                if not exact:
                     signal = err @ b_fb.T  # Eq. (4): L^t = B e^t
-                    g += torch.einsum("bj,bji->ji", signal, traces.ebar)  # Eq. (3)
-        if total_signal is None and reg_weight:
+                    g += torch.bmm(signal.T[:, None, :], ebar)[:, 0]  # Eq. (3)
+        if not exact and reg_weight:
             rate = z_count / (steps * batch)
             factor = 2.0 * reg_weight * (rate - reg_rate / 1000.0) / (steps * batch)
             g += factor[:, None] * e_sum  # Eq. (REG)
