@@ -10,8 +10,8 @@ Sections, each writing its own JSON file in ``benchmarks/results/`` (the budget 
   so a run stopped early (``--max-minutes``) keeps its curve.
 - ``pattern``: pattern generation (frozen Poisson input, sum of four sines; 100 LIF neurons,
   the authors' tutorial settings), normalised mean squared error for e-prop and BPTT.
-- ``memory``: peak tensor memory of one update (torch profiler's memory events) for trial
-  lengths 500..4000, e-prop against BPTT; a figure.
+- ``memory``: peak allocator memory of one update (glibc ``mallinfo2``, sampled every step)
+  for trial lengths 500..4000, e-prop against BPTT; a figure.
 - ``speed``: one training iteration of bionn's e-prop against the PyTorch port of e-prop
   (ChFrenkel/eprop-PyTorch, ``--peer-src``, run by ``--peer-python`` in its own environment)
   on the same LIF network, task and batch.
@@ -25,6 +25,7 @@ Sections, each writing its own JSON file in ``benchmarks/results/`` (the budget 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import platform
@@ -161,7 +162,7 @@ def section_pattern(args) -> dict[str, Any]:
         "network": "100 inputs (frozen Poisson, 50 Hz), 100 LIF, 1 output", "options": opts,
         "optimizer": "Adam", "lr": args.pattern_lr, "iterations": args.pattern_iterations,
         "trial_steps": args.length}, "rules": {}}
-    for name in ("eprop", "eprop-random", "rsnn-bptt"):
+    for name in args.rules:
         torch.manual_seed(args.seed)
         rule = make_rule(name, opts | ({"feedback_scale": 1.0} if name == "eprop-random" else {}))
         model = rule.build_model("rsnn:100+0", (x.shape[-1],), 1, "relu")
@@ -172,7 +173,7 @@ def section_pattern(args) -> dict[str, Any]:
             opt.zero_grad()
             rule.fill_grads(model, x, y)
             opt.step()
-            if it % 25 == 0 or it == args.pattern_iterations - 1:
+            if it % 10 == 0 or it == args.pattern_iterations - 1:
                 with torch.no_grad():
                     out = model(x)
                 nmse = float(((out - y) ** 2).mean() / y.var())
@@ -184,37 +185,55 @@ def section_pattern(args) -> dict[str, Any]:
     return results
 
 
-def memory_point(rule_name: str, steps: int, batch: int) -> dict[str, float]:
-    """Peak tensor memory (bytes above the start) of one update, from the profiler."""
-    from torch.profiler import ProfilerActivity, profile
+class _MallInfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
 
+
+def allocator_bytes() -> int:
+    """Bytes the C allocator holds for the process's live allocations (glibc ``mallinfo2``:
+    ``uordblks + hblkhd``), where torch's CPU tensors live; exact to the byte, unlike RSS."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def memory_point(rule_name: str, steps: int, batch: int) -> dict[str, float]:
+    """Peak allocator memory (bytes above the start) of one update, sampled at every step of
+    the network and after the update."""
+    import bionn.nn.eprop as nn_eprop
+    import bionn.rules.eprop as rules_eprop
     from bionn.core.registry import make_rule
     from bionn.data.sequences import EvidenceAccumulation
 
     torch.manual_seed(0)
     rule = make_rule(rule_name)
     model = rule.build_model("rsnn:50+50", (40,), 2, "relu")
-    delay = steps - 7 * 150 - 150
-    spec = dict(delay=delay) if delay >= 0 else dict(cues=1, spacing=100, cue_steps=100,
-                                                       delay=steps - 250)
-    data = EvidenceAccumulation(train=True, n_train=batch, seed=1, **spec)
+    data = EvidenceAccumulation(train=True, n_train=batch, seed=1,
+                                delay=steps - 7 * 150 - 150)
     x, y = data.data, data.targets
     assert x.shape[0] == steps
-    start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    peak = [0]
+    original = nn_eprop.eprop_step
+
+    def sampled(*a, **k):
+        out = original(*a, **k)
+        peak[0] = max(peak[0], allocator_bytes())
+        return out
+
+    nn_eprop.eprop_step, rules_eprop.eprop_step = sampled, sampled
+    try:
+        base = allocator_bytes()
+        peak[0] = base
+        start = time.perf_counter()
         rule.fill_grads(model, x, y)
-    wall = time.perf_counter() - start
-    # replay the allocation events: the running total's maximum is the peak
-    events = []
-    for evt in prof.events():
-        if evt.cpu_memory_usage:
-            events.append((evt.time_range.start, evt.cpu_memory_usage))
-    events.sort()
-    total = peak = 0
-    for _, delta in events:
-        total += delta
-        peak = max(peak, total)
-    return {"peak_bytes": float(peak), "wall_s": wall}
+        wall = time.perf_counter() - start
+        peak[0] = max(peak[0], allocator_bytes())
+    finally:
+        nn_eprop.eprop_step, rules_eprop.eprop_step = original, original
+    return {"peak_bytes": float(peak[0] - base), "wall_s": wall}
 
 
 def section_memory(args) -> dict[str, Any]:
@@ -223,8 +242,9 @@ def section_memory(args) -> dict[str, Any]:
     lengths = args.lengths
     results: dict[str, Any] = {**header(args), "section": "memory", "settings": {
         "network": "40 inputs, 50 LIF + 50 ALIF, 2 outputs", "batch": args.mem_batch,
-        "measure": "peak of the running sum of the torch profiler's CPU memory events "
-                   "(tensor allocations and frees) during one fill_grads call"},
+        "measure": "peak of the C allocator's live bytes (glibc mallinfo2 uordblks + hblkhd, "
+                   "where torch's CPU tensors live) above the start, sampled after every "
+                   "network step and after the update, during one fill_grads call"},
         "lengths": lengths, "rules": {}}
     for name in ("eprop", "rsnn-bptt"):
         points = []
@@ -326,6 +346,8 @@ def main() -> None:
     ap.add_argument("--reg", type=float, default=300.0)
     ap.add_argument("--pattern-lr", type=float, default=3e-3)
     ap.add_argument("--pattern-iterations", type=int, default=300)
+    ap.add_argument("--rules", type=lambda s: s.split(","),
+                    default=["eprop", "eprop-random", "rsnn-bptt"])
     ap.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")],
                     default=[500, 1000, 2000, 4000])
     ap.add_argument("--mem-batch", type=int, default=16)
