@@ -15,11 +15,14 @@ Sections, each writing its own JSON file in ``benchmarks/results/`` (the budget 
 - ``speed``: one training iteration of bionn's e-prop against the PyTorch port of e-prop
   (ChFrenkel/eprop-PyTorch, ``--peer-src``, run by ``--peer-python`` in its own environment)
   on the same LIF network, task and batch.
+- ``figures``: the learning curves and the angle to BPTT from the ``evidence`` JSON files, and
+  a spike raster of one evidence trial at initialisation.
 
     python benchmarks/eprop.py --section evidence --rule eprop --threads 1 --max-minutes 60
     python benchmarks/eprop.py --section pattern --threads 1
     python benchmarks/eprop.py --section memory --threads 1
     python benchmarks/eprop.py --section speed --peer-python PEER/bin/python --peer-src PEER/src
+    python benchmarks/eprop.py --section figures
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ def section_pattern(args) -> dict[str, Any]:
         results["rules"][name] = {"nmse": curve[-1][1], "curve": curve,
                                   "wall_s": time.perf_counter() - start}
         print(name, "NMSE", curve[-1][1], flush=True)
-    write(Path(args.out or RESULTS / "eprop_pattern.json"), results)
+        write(Path(args.out or RESULTS / "eprop_pattern.json"), results)
     return results
 
 
@@ -211,8 +214,10 @@ def memory_point(rule_name: str, steps: int, batch: int) -> dict[str, float]:
     torch.manual_seed(0)
     rule = make_rule(rule_name)
     model = rule.build_model("rsnn:50+50", (40,), 2, "relu")
-    data = EvidenceAccumulation(train=True, n_train=batch, seed=1,
-                                delay=steps - 7 * 150 - 150)
+    cues = min(7, max(1, (steps - 300) // 150))
+    cues -= 1 - cues % 2  # odd: 7 cues from 1350 steps on, fewer for shorter trials
+    data = EvidenceAccumulation(train=True, n_train=batch, seed=1, cues=cues,
+                                delay=steps - cues * 150 - 150)
     x, y = data.data, data.targets
     assert x.shape[0] == steps
     peak = [0]
@@ -330,10 +335,40 @@ def section_speed(args) -> dict[str, Any]:
     return results
 
 
+def section_figures(args) -> dict[str, Any]:
+    """Learning curves and angles from the ``evidence`` JSON files; a raster of one trial."""
+    from bionn.core.registry import make_rule
+    from bionn.data.sequences import EvidenceAccumulation
+    from bionn.plots.eprop import plot_eprop_angle, plot_eprop_learning_curves, plot_rsnn_raster
+
+    curves, angles, its = {}, {}, []
+    for name in ("eprop", "eprop-random", "rsnn-bptt"):
+        path = RESULTS / f"eprop_evidence_{name}.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        curves[f"{name} (batch)"] = (rec["iteration"], [100 * e for e in rec["batch_error"]])
+        if rec["angle_to_bptt"]["iteration"]:
+            its = rec["angle_to_bptt"]["iteration"]
+            angles[name] = rec["angle_to_bptt"]["degrees"]
+    made = [plot_eprop_learning_curves(curves, RESULTS / "eprop_evidence_curves.png",
+                                       target=100 * EVIDENCE_TARGET)]
+    if angles:
+        made.append(plot_eprop_angle(its, angles, RESULTS / "eprop_evidence_angle.png"))
+    torch.manual_seed(args.seed)
+    model = make_rule("eprop").build_model("rsnn:50+50", (40,), 2, "relu")
+    trial = EvidenceAccumulation(train=True, n_train=1, seed=args.seed)
+    with torch.no_grad():
+        record = model.simulate(trial.data)
+    made.append(plot_rsnn_raster(record, 50, RESULTS / "eprop_raster.png", x=trial.data))
+    print("\n".join(str(m) for m in made))
+    return {"figures": [str(m) for m in made]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--section", required=True,
-                    choices=["evidence", "pattern", "memory", "speed"])
+                    choices=["evidence", "pattern", "memory", "speed", "figures"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -358,7 +393,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"evidence": section_evidence, "pattern": section_pattern, "memory": section_memory,
-     "speed": section_speed}[args.section](args)
+     "speed": section_speed, "figures": section_figures}[args.section](args)
 
 
 if __name__ == "__main__":
