@@ -212,3 +212,60 @@ def test_loader_batches_time_major_sequences_along_dimension_1():
         assert [b[0].shape[1] for b in plain] == [3, 3, 1]
     with pytest.raises(ConfigError, match="differ in length"):
         TensorLoader(x, torch.arange(5), batch_size=2, batch_dims=(1, 0))
+
+
+def test_evidence_accumulation_label_is_the_side_with_more_cues():
+    """Oracle: count the spikes of the left and right groups in every cue window."""
+    from bionn.data.sequences import EvidenceAccumulation
+
+    d = EvidenceAccumulation(train=True, n_train=32, n_test=4, seed=3, cues=5, cue_steps=30,
+                             spacing=40, delay=50, recall=20, channels=40, rate=200.0)
+    t_total = 5 * 40 + 50 + 20
+    assert d.data.shape == (t_total, 32, 40) and d.batch_dims == (1, 1)
+    assert set(d.data.unique().tolist()) <= {0.0, 1.0}
+    for b in range(32):
+        right = 0
+        for c in range(5):
+            window = d.data[c * 40 + 10 : c * 40 + 40, b]
+            left_spikes, right_spikes = window[:, :10].sum(), window[:, 10:20].sum()
+            assert (left_spikes == 0) != (right_spikes == 0)
+            right += int(right_spikes > 0)
+        label = int(right > 2)
+        assert (d.targets[-20:, b] == label).all()
+        assert (d.targets[:-20, b] == -100).all()
+        assert d.data[-20:, b, 20:30].sum() > 0 and d.data[:-20, b, 20:30].sum() == 0
+    again = EvidenceAccumulation(train=True, n_train=32, n_test=4, seed=3, cues=5, cue_steps=30,
+                                 spacing=40, delay=50, recall=20, channels=40, rate=200.0)
+    assert torch.equal(again.data, d.data)
+
+
+def test_evidence_accumulation_refuses_bad_parameters():
+    from bionn.data.sequences import EvidenceAccumulation
+
+    with pytest.raises(ConfigError, match="odd"):
+        EvidenceAccumulation(cues=4)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        EvidenceAccumulation(channels=10)
+
+
+def test_poisson_pattern_is_frozen_and_a_sum_of_four_sines():
+    import math
+
+    from bionn.data.sequences import PoissonPattern
+
+    tr = PoissonPattern(train=True, n_train=3, seed=1)
+    te = PoissonPattern(train=False, n_test=2, seed=1)
+    assert tr.data.shape == (1000, 3, 100) and tr.targets.shape == (1000, 3, 1)
+    assert torch.equal(tr.data[:, 0], te.data[:, 1]) and torch.equal(tr.data[:, 0], tr.data[:, 2])
+    y = tr.targets[:, 0, 0].double()
+    assert y[0] == 0 and math.isclose(float(y.abs().max()), 1.0, rel_tol=1e-6)
+    # least squares on the four sines (and their cosines) and a constant explains it exactly
+    t = torch.arange(1000, dtype=torch.float64)
+    cols = [torch.ones_like(t)]
+    for period in (1000.0, 500.0, 333.0, 200.0):
+        cols += [torch.sin(2 * math.pi * t / period), torch.cos(2 * math.pi * t / period)]
+    a = torch.stack(cols, 1)
+    coef = torch.linalg.lstsq(a, y[:, None]).solution
+    assert float((a @ coef - y[:, None]).abs().max()) < 1e-5
+    rate = tr.data[:, 0].mean().item() * 1000
+    assert 40 < rate < 60

@@ -44,10 +44,12 @@ __all__ = [
     "AddTask",
     "BasicMotions",
     "CopyTask",
+    "EvidenceAccumulation",
     "GunPoint",
     "ItalyPowerDemand",
     "JapaneseVowels",
     "PatternGeneration",
+    "PoissonPattern",
     "SEQUENCE_DATASETS",
     "SequenceDataset",
     "SyntheticSequences",
@@ -569,6 +571,137 @@ class PatternGeneration(SyntheticSequences):
         return x, targets, torch.ones(t_total, n, dtype=torch.bool)
 
 
+class EvidenceAccumulation(SyntheticSequences):
+    """Evidence accumulation (Bellec et al. 2020, Fig. 3; the authors' ``click`` task).
+
+    ``channels`` Poisson input channels in four equal groups: during each of ``cues`` cue
+    windows (``cue_steps`` long, at the end of every ``spacing`` steps) the channels of group 0
+    (left) or group 1 (right) fire at ``rate`` Hz; group 2 fires during the last ``recall``
+    steps (the recall cue), and group 3 fires at ``rate / 4`` all the time (background). The
+    side of each cue is drawn with probability ``1 - p_minority`` for the side chosen (fairly)
+    per trial. The target, during the ``recall`` last steps, is the side with more cues (class
+    1: right). ``T = cues * spacing + delay + recall`` steps of 1 ms. Chance is 50%.
+    """
+
+    name = "evidence"
+    description = "evidence accumulation: the side with more cues, after a delay (Poisson spikes)"
+    parameters = (
+        DatasetParameter("cues", int, 7, "cues per trial (odd)"),
+        DatasetParameter("cue_steps", int, 100, "steps each cue lasts"),
+        DatasetParameter("spacing", int, 150, "steps from one cue to the next"),
+        DatasetParameter("delay", int, 1050, "steps from the end of the cues to the recall"),
+        DatasetParameter("recall", int, 150, "steps of the recall cue (the target steps)"),
+        DatasetParameter("channels", int, 40, "input channels (four groups)"),
+        DatasetParameter("rate", float, 40.0, "firing rate of an active channel (Hz)"),
+        DatasetParameter("p_minority", float, 0.3, "probability of a cue on the minority side"),
+        DatasetParameter("n_train", int, 256, "training trials"),
+        DatasetParameter("n_test", int, 64, "test trials"),
+        DatasetParameter("seed", int, 0, "seed the trials are generated from"),
+    )
+    classes = ["left", "right"]
+    num_classes = 2
+
+    def _validate(self, values: dict[str, Any]) -> None:
+        if values["cues"] % 2 == 0:
+            raise ConfigError(f"evidence: cues must be odd (no ties), got {values['cues']}")
+        if values["cue_steps"] > values["spacing"]:
+            raise ConfigError(
+                f"evidence: cue_steps ({values['cue_steps']}) must be at most spacing "
+                f"({values['spacing']})"
+            )
+        if values["channels"] < 4 or values["channels"] % 4:
+            raise ConfigError(
+                f"evidence: channels must be a positive multiple of 4, got {values['channels']}"
+            )
+        if not 0.0 < values["rate"] < 1000.0:
+            raise ConfigError(f"evidence: rate must lie in (0, 1000) Hz, got {values['rate']}")
+        if not 0.0 <= values["p_minority"] <= 0.5:
+            raise ConfigError(
+                f"evidence: p_minority must lie in [0, 0.5], got {values['p_minority']}"
+            )
+        self.input_shape = (values["channels"],)
+
+    def _generate(self, n, gen, values):
+        k, spacing, cue = values["cues"], values["spacing"], values["cue_steps"]
+        recall, channels = values["recall"], values["channels"]
+        t_total = k * spacing + values["delay"] + recall
+        group = channels // 4
+        p = values["rate"] / 1000.0
+        majority = torch.randint(2, (n,), generator=gen)
+        minority_cue = torch.rand(k, n, generator=gen) < values["p_minority"]
+        sides = torch.where(minority_cue, 1 - majority, majority)  # (cues, N)
+        prob = torch.zeros(t_total, n, channels)
+        for c in range(k):
+            start = c * spacing + spacing - cue
+            for side in (0, 1):
+                on = (sides[c] == side).to(prob.dtype)
+                prob[start : start + cue, :, side * group : (side + 1) * group] += (
+                    p * on[None, :, None]
+                )
+        prob[-recall:, :, 2 * group : 3 * group] = p
+        prob[:, :, 3 * group :] = p / 4.0
+        x = (torch.rand(t_total, n, channels, generator=gen) < prob).to(torch.float32)
+        label = (sides.sum(0) > k // 2).to(torch.int64)
+        y = torch.full((t_total, n), IGNORE_INDEX, dtype=torch.int64)
+        y[-recall:] = label
+        return x, y, torch.ones(t_total, n, dtype=torch.bool)
+
+
+class PoissonPattern(SyntheticSequences):
+    """Pattern generation from frozen Poisson input (Bellec et al. 2020, Fig. 2 / S1).
+
+    One frozen Poisson spike pattern of ``channels`` channels at ``rate`` Hz (the same for every
+    sequence of both splits) and, for each of ``outputs`` readouts, a target that is a sum of
+    four sines of periods 1000, 500, 333 and 200 ms (steps of 1 ms), amplitudes drawn uniformly
+    in [0.5, 2] and phases in [0, 2 pi), shifted to start at 0 and scaled to ``max |y| = 1``
+    (the authors' ``sum_of_sines_target``). All drawn once from ``seed``. A regression: the
+    normalised mean squared error is the measure (``bionn.rules.eprop``).
+    """
+
+    name = "poisson-pattern"
+    description = "pattern generation: a sum of four sines from frozen Poisson input spikes"
+    parameters = (
+        DatasetParameter("length", int, 1000, "sequence length T (ms)"),
+        DatasetParameter("channels", int, 100, "input channels"),
+        DatasetParameter("rate", float, 50.0, "input firing rate (Hz)"),
+        DatasetParameter("outputs", int, 1, "target curves (readouts)"),
+        DatasetParameter("n_train", int, 1, "training sequences (copies of the pattern)"),
+        DatasetParameter("n_test", int, 1, "test sequences (copies of the pattern)"),
+        DatasetParameter("seed", int, 0, "seed the input and the target are drawn from"),
+    )
+    periods = (1000.0, 500.0, 333.0, 200.0)
+
+    def _validate(self, values: dict[str, Any]) -> None:
+        if not 0.0 < values["rate"] < 1000.0:
+            raise ConfigError(
+                f"poisson-pattern: rate must lie in (0, 1000) Hz, got {values['rate']}"
+            )
+        self.input_shape = (values["channels"],)
+        self.num_classes = values["outputs"]
+        self.classes = [f"y{i}" for i in range(values["outputs"])]
+
+    def _generate(self, n, gen, values):
+        t_total, channels, outputs = values["length"], values["channels"], values["outputs"]
+        frozen = torch.Generator().manual_seed(values["seed"])  # same in both splits
+        spikes = (torch.rand(t_total, channels, generator=frozen)
+                  < values["rate"] / 1000.0).to(torch.float32)
+        t = torch.arange(t_total, dtype=torch.float64)[:, None]
+        curves = []
+        for _ in range(outputs):
+            amps = 0.5 + 1.5 * torch.rand(len(self.periods), generator=frozen, dtype=torch.float64)
+            phases = 2 * math.pi * torch.rand(len(self.periods), generator=frozen,
+                                              dtype=torch.float64)
+            periods = torch.tensor(self.periods, dtype=torch.float64)
+            y = (amps * torch.sin(2 * math.pi * t / periods + phases)).sum(1)
+            y = y - y[0]
+            curves.append(y / y.abs().max().clamp(min=1e-6))
+        target = torch.stack(curves, 1).float()  # (T, C)
+        self.pattern = target
+        x = spikes[:, None, :].expand(t_total, n, channels).clone()
+        targets = target[:, None, :].expand(t_total, n, outputs).clone()
+        return x, targets, torch.ones(t_total, n, dtype=torch.bool)
+
+
 SEQUENCE_DATASETS: dict[str, type[SequenceDataset]] = {
     "jvowels": JapaneseVowels,
     "gunpoint": GunPoint,
@@ -577,4 +710,6 @@ SEQUENCE_DATASETS: dict[str, type[SequenceDataset]] = {
     "copy": CopyTask,
     "add": AddTask,
     "pattern": PatternGeneration,
+    "evidence": EvidenceAccumulation,
+    "poisson-pattern": PoissonPattern,
 }

@@ -2,6 +2,7 @@
 converter."""
 
 from bionn.nn.convert import FREE_MODES, MODES, ConversionReport, convert
+from bionn.nn.eprop import RecurrentSpikingNetwork, RSNNRecord
 from bionn.nn.feedback_alignment import (
     BRSFConv2d,
     BRSFFreeConv2d,
@@ -47,6 +48,8 @@ __all__ = [
     "LIFLinear",
     "LIFNetwork",
     "OutputError",
+    "RSNNRecord",
+    "RecurrentSpikingNetwork",
     "USFConv2d",
     "USFFreeConv2d",
     "USFLinear",

@@ -14,6 +14,12 @@ from bionn.plots.contrastive import (
 )
 from bionn.plots.decolle import plot_local_losses, plot_spike_raster
 from bionn.plots.dendritic import plot_alignment, plot_apical_error, plot_interneuron_error
+from bionn.plots.eprop import (
+    plot_eprop_angle,
+    plot_eprop_learning_curves,
+    plot_memory_vs_length,
+    plot_rsnn_raster,
+)
 from bionn.plots.feedback_alignment import plot_feedback_alignment
 from bionn.plots.free_convolution import (
     plot_accuracy_vs_shift,
@@ -50,12 +56,15 @@ __all__ = [
     "plot_credit_horizon",
     "plot_ep_estimate_error",
     "plot_episode_curve",
+    "plot_eprop_angle",
+    "plot_eprop_learning_curves",
     "plot_feedback_alignment",
     "plot_fit_recovery",
     "plot_interneuron_error",
     "plot_learning_curves",
     "plot_learning_curves_side_by_side",
     "plot_local_losses",
+    "plot_memory_vs_length",
     "plot_neighbouring_kernels",
     "plot_pc_angle",
     "plot_pc_energy",
@@ -63,6 +72,7 @@ __all__ = [
     "plot_reversal_curves",
     "plot_reversal_grid",
     "plot_rpe_heatmap",
+    "plot_rsnn_raster",
     "plot_sequence_outputs",
     "plot_sharing_over_training",
     "plot_spike_raster",

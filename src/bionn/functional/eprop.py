@@ -1,0 +1,239 @@
+"""The neurons of e-prop as pure step functions, and their eligibility traces.
+
+Bellec, Scherr, Subramoney, Hajek, Salaj, Legenstein & Maass 2020, "A solution to the learning
+dilemma for recurrent networks of spiking neurons", Nature Communications 11:3625,
+doi:10.1038/s41467-020-17236-y, Methods ("Neuron models", "Eligibility traces"). Equations of the
+main text keep their numbers (1)-(4); those of the Methods are labelled ``M1``... in the order
+this module lists them. Time-major (see :mod:`bionn.functional`): a step sees one slice
+``(B, N)``; time steps are dt = 1 ms.
+
+One step of the recurrent population (LIF neurons have ``beta_j = 0``, ALIF neurons
+``beta_j > 0``)::
+
+    v^{t+1} = alpha v^t + W_rec z^t + W_in x^{t+1} - v_th z^t          # Eq. (M1)
+    a^{t+1} = rho a^t + z^t                                            # Eq. (M2)
+    A^{t+1} = v_th + beta a^{t+1}                                      # Eq. (M3)
+    z^{t+1} = H(v^{t+1} - A^{t+1}), 0 while refractory                 # Eq. (M4)
+    psi^{t+1} = (gamma / v_th) max(0, 1 - |(v^{t+1} - A^{t+1}) / v_th|), 0 while refractory  # (M5)
+    y^{t+1} = kappa y^t + (1 - kappa) W_out z^{t+1}    (+ b_out, outside the filter)  # (M6)
+
+``W_rec`` has no autapses (its diagonal is held at zero). A neuron that spikes at step t is
+refractory for the ``n_ref`` steps t+1 .. t+n_ref: it cannot spike and its pseudo-derivative is
+zero. ``H`` is the Heaviside step; in the backward pass its derivative is ``psi``
+(:class:`SpikeFunction`), which is how BPTT differentiates through the spikes.
+
+Eligibility traces of a synapse j <- i with presynaptic signal ``p_i`` (``z_i^t`` for a
+recurrent synapse, ``x_i^{t+1}`` for an input one), forward in time and local to the
+synapse::
+
+    eps_v^{t+1} = alpha eps_v^t + p_i^t      (zbar_i^t, the filtered presynaptic train)  # (M7)
+    eps_a^{t+1} = psi_j^t eps_v^t + (rho - psi_j^t beta_j) eps_a^t                      # (M8)
+    e^{t+1}     = psi_j^{t+1} (eps_v^{t+1} - beta_j eps_a^{t+1})                        # (M9)
+    ebar^{t+1}  = kappa ebar^t + (1 - kappa) e^{t+1}     (the trace seen by the readout) # (M10)
+
+For LIF neurons (beta = 0) Eq. (M9) is ``e = psi_j zbar_i``; ``eps_v`` depends on the
+presynaptic neuron only, ``(B, N_pre)``, the others are per synapse, ``(B, N, N_pre)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "EpropParameters",
+    "EpropState",
+    "EpropTraces",
+    "SpikeFunction",
+    "eprop_initial_state",
+    "eprop_initial_traces",
+    "eprop_step",
+    "eprop_trace_step",
+    "pseudo_derivative",
+    "readout_step",
+]
+
+
+class EpropParameters(NamedTuple):
+    """Constants of the e-prop neurons (defaults of the authors' evidence-accumulation code).
+
+    Attributes:
+        alpha: membrane decay per step, ``exp(-dt / tau_m)``.
+        rho: threshold-adaptation decay per step, ``exp(-dt / tau_a)``.
+        kappa: readout decay per step, ``exp(-dt / tau_out)``.
+        v_th: the base threshold ``v_th``.
+        beta: adaptation strength per neuron ``(N,)``: 0 for LIF, > 0 for ALIF neurons.
+        gamma: ``gamma``, the dampening of the pseudo-derivative (0.3 in the paper).
+        n_ref: refractory steps after a spike.
+    """
+
+    alpha: float
+    rho: float
+    kappa: float
+    v_th: float
+    beta: torch.Tensor
+    gamma: float = 0.3
+    n_ref: int = 5
+
+
+class EpropState(NamedTuple):
+    """Membrane potential ``v``, adaptation ``a``, spikes ``z`` and the refractory steps left
+    ``ref`` of the recurrent neurons, and the readout ``y`` before its bias; all ``(B, N)``
+    (``y``: ``(B, C)``)."""
+
+    v: torch.Tensor
+    a: torch.Tensor
+    z: torch.Tensor
+    ref: torch.Tensor
+    y: torch.Tensor
+
+
+class EpropTraces(NamedTuple):
+    """The eligibility state of all synapses onto the recurrent neurons.
+
+    ``zbar`` ``(B, N_pre)`` is eps_v (Eq. M7); ``eps_a`` ``(B, N, N_pre)`` (Eq. M8); ``ebar``
+    ``(B, N, N_pre)`` the readout-filtered trace (Eq. M10); ``psi`` ``(B, N)`` the last
+    pseudo-derivative (it enters Eq. M8 of the next step). The presynaptic signals are the
+    inputs followed by the recurrent spikes: ``N_pre = F + N``.
+    """
+
+    zbar: torch.Tensor
+    eps_a: torch.Tensor
+    ebar: torch.Tensor
+    psi: torch.Tensor
+
+
+class SpikeFunction(torch.autograd.Function):
+    """``z = H(u)`` with ``u = (v - A) / v_th``; backward ``dz/du = gamma max(0, 1 - |u|)``.
+
+    So ``dz/dv = psi`` of Eq. (M5) once autograd adds ``du/dv = 1 / v_th``.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, gamma: float) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(u)
+        ctx.gamma = gamma
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (u,) = ctx.saved_tensors
+        return grad * ctx.gamma * (1.0 - u.abs()).clamp(min=0.0), None
+
+
+def pseudo_derivative(
+    v: torch.Tensor, threshold: torch.Tensor, params: EpropParameters, refractory: torch.Tensor
+) -> torch.Tensor:
+    """Eq. (M5): ``psi = (gamma / v_th) max(0, 1 - |(v - A) / v_th|)``, zero while refractory."""
+    u = (v - threshold) / params.v_th
+    psi = (params.gamma / params.v_th) * (1.0 - u.abs()).clamp(min=0.0)  # Eq. (M5)
+    return torch.where(refractory, torch.zeros_like(psi), psi)
+
+
+def eprop_initial_state(
+    batch: int, neurons: int, outputs: int, like: torch.Tensor
+) -> EpropState:
+    """Rest: every variable zero, no neuron refractory."""
+    zeros = like.new_zeros(batch, neurons)
+    return EpropState(zeros, zeros, zeros, zeros, like.new_zeros(batch, outputs))
+
+
+def eprop_step(
+    x_next: torch.Tensor,
+    state: EpropState,
+    w_in: torch.Tensor,
+    w_rec: torch.Tensor,
+    params: EpropParameters,
+) -> tuple[torch.Tensor, torch.Tensor, EpropState]:
+    """One step of the recurrent neurons, Eqs. (M1)-(M5) (the readout is :func:`readout_step`).
+
+    Args:
+        x_next: the input ``x^{t+1}`` ``(B, F)``.
+        state: the state at step t.
+        w_in: ``W_in`` ``(N, F)``.
+        w_rec: ``W_rec`` ``(N, N)``, its diagonal already zero.
+        params: the constants.
+
+    Returns ``(z^{t+1}, psi^{t+1}, state^{t+1})``. Differentiable: autograd through it is BPTT
+    with ``psi`` as the derivative of the spikes. The refractory counter is not differentiated.
+    """
+    v = (
+        params.alpha * state.v
+        + state.z @ w_rec.T
+        + x_next @ w_in.T
+        - params.v_th * state.z
+    )  # Eq. (M1)
+    a = params.rho * state.a + state.z  # Eq. (M2)
+    threshold = params.v_th + params.beta * a  # Eq. (M3)
+    refractory = state.ref > 0
+    u = (v - threshold) / params.v_th
+    z = SpikeFunction.apply(u, params.gamma)
+    z = torch.where(refractory, torch.zeros_like(z), z)  # Eq. (M4)
+    with torch.no_grad():
+        psi = pseudo_derivative(v, threshold, params, refractory)  # Eq. (M5)
+        ref = torch.where(
+            z.detach() > 0, torch.full_like(state.ref, float(params.n_ref)),
+            (state.ref - 1.0).clamp(min=0.0),
+        )
+    return z, psi, EpropState(v, a, z, ref, state.y)
+
+
+def readout_step(
+    z: torch.Tensor, y: torch.Tensor, w_out: torch.Tensor, kappa: float
+) -> torch.Tensor:
+    """Eq. (M6) without the bias: ``y^{t+1} = kappa y^t + (1 - kappa) W_out z^{t+1}``."""
+    return kappa * y + (1.0 - kappa) * (z @ w_out.T)  # Eq. (M6)
+
+
+def eprop_initial_traces(
+    batch: int, neurons: int, presynaptic: int, like: torch.Tensor, adaptive: int | None = None
+) -> EpropTraces:
+    """Zero traces for ``neurons`` postsynaptic and ``presynaptic`` presynaptic signals.
+
+    ``adaptive`` is how many of the neurons, the last ones, adapt (ALIF); only they carry
+    ``eps_a`` (default: all).
+    """
+    adaptive = neurons if adaptive is None else adaptive
+    return EpropTraces(
+        like.new_zeros(batch, presynaptic),
+        like.new_zeros(batch, adaptive, presynaptic),
+        like.new_zeros(batch, neurons, presynaptic),
+        like.new_zeros(batch, neurons),
+    )
+
+
+def eprop_trace_step(
+    traces: EpropTraces,
+    pre: torch.Tensor,
+    psi_next: torch.Tensor,
+    params: EpropParameters,
+    filter_readout: bool = True,
+) -> tuple[torch.Tensor, EpropTraces]:
+    """Advance the eligibility traces by one step, Eqs. (M7)-(M10).
+
+    Args:
+        traces: the traces at step t (``psi`` is psi^t). ``eps_a`` covers the last
+            ``eps_a.shape[1]`` neurons; every other neuron must have ``beta = 0`` (LIF).
+        pre: the presynaptic signal ``p^t`` ``(B, N_pre)``: ``[x^{t+1}, z^t]``.
+        psi_next: psi^{t+1} ``(B, N)``.
+        params: the constants (``alpha``, ``rho``, ``beta``, ``kappa``).
+        filter_readout: also advance ``ebar`` (Eq. M10); False leaves it as it was.
+
+    Returns ``(e^{t+1}, traces^{t+1})``, ``e`` of shape ``(B, N, N_pre)``.
+    """
+    n_a = traces.eps_a.shape[1]
+    neurons = psi_next.shape[1]
+    beta = params.beta[neurons - n_a :][None, :, None]
+    psi_t = traces.psi[:, neurons - n_a :, None]
+    # Eq. (M8) takes eps_v^t, the trace before this step's presynaptic signal
+    eps_a = (params.rho - psi_t * beta) * traces.eps_a + psi_t * traces.zbar[:, None, :]  # Eq. (M8)
+    zbar = params.alpha * traces.zbar + pre  # Eq. (M7)
+    e = psi_next[:, :, None] * zbar[:, None, :]  # Eq. (M9), the LIF part
+    if n_a:
+        adaptive = e[:, neurons - n_a :]
+        adaptive.sub_(psi_next[:, neurons - n_a :, None] * beta * eps_a)  # Eq. (M9)
+    ebar = traces.ebar
+    if filter_readout:
+        ebar = params.kappa * ebar + (1.0 - params.kappa) * e  # Eq. (M10)
+    return e, EpropTraces(zbar, eps_a, ebar, psi_next)

@@ -1,0 +1,437 @@
+"""e-prop: online learning in recurrent spiking networks with eligibility traces.
+
+Bellec, Scherr, Subramoney, Hajek, Salaj, Legenstein & Maass 2020, "A solution to the learning
+dilemma for recurrent networks of spiking neurons", Nature Communications 11:3625,
+doi:10.1038/s41467-020-17236-y; the online alternatives to BPTT in Lillicrap & Santoro 2019,
+Curr Opin Neurobiol 55:82-89. The network (:class:`bionn.nn.eprop.RecurrentSpikingNetwork`)
+and the neuron and trace equations (M1)-(M10) are in :mod:`bionn.functional.eprop`.
+
+The gradient of the loss E factorises exactly into a learning signal per neuron and an
+eligibility trace per synapse, both available forward in time except for the total
+derivative::
+
+    (1) dE/dW_ji = sum_t (dE/dz_j^t) e_ji^t,   e_ji^t = [dz_j^t / dW_ji]_local
+
+e-prop replaces the total derivative dE/dz_j^t by the partial one, dE/dz_j^t ~ L_j^t, which
+only needs the present error of the readout::
+
+    (2) L_j^t = dE/dz_j^t  (partial: through the readout only)
+    (3) DeltaW_ji = -eta sum_t L_j^t ebar_ji^t,    ebar = the readout-filtered trace (Eq. M10)
+    (4) L_j^t = sum_k B_jk dE/dy_k^t   (B_jk (y_k^t - y*_k^t) for the squared error,
+                                        B_jk (pi_k^t - pi*_k^t) for the cross-entropy)
+
+Algorithm (``eprop`` and ``eprop-random``; one pass forward in time, memory independent of T):
+
+1. Step the neurons (Eqs. M1-M5) and the readout (Eq. M6).
+2. Advance the traces of every synapse onto a recurrent neuron, input and recurrent together
+   (Eqs. M7-M10).
+3. Where the step has a target, the error at the readout e^t = dE/dy^t, and the learning
+   signal L^t = B e^t (Eq. 4): ``B = W_out^T`` (``eprop``, symmetric) or a fixed random B
+   (``eprop-random``).
+4. Accumulate -DeltaW = sum_t L^t ebar^t (Eq. 3) for W_in and W_rec; W_out and b_out by their
+   exact gradients sum_t e^t zbar_out^t and sum_t e^t (zbar_out: the spikes filtered as by the
+   readout).
+5. Firing-rate regulariser E_reg = c_reg sum_j (f_j - f_target)^2 (f_j the neuron's mean rate
+   over the batch and trial, in spikes per ms): its learning signal dE_reg/dz_j^t =
+   2 c_reg (f_j - f_target) / (T B) is the same at every step, so its update is that factor
+   times the sum of the unfiltered traces e^t, accumulated online (Eq. REG).
+6. ``p.grad = -DeltaW / eta`` for every parameter.
+
+``rsnn-bptt`` trains the same network by autograd through the unrolled trial, the spikes
+differentiated through their pseudo-derivative psi (Eq. M5), with the same regulariser.
+
+Symbols (paper -> code)
+
+| paper | code | meaning |
+| --- | --- | --- |
+| ``tau_m``, ``alpha = exp(-dt/tau_m)`` | ``tau_m`` | membrane time constant (ms) |
+| ``tau_a``, ``rho = exp(-dt/tau_a)`` | ``tau_a`` | adaptation time constant (ms) |
+| ``tau_out``, ``kappa = exp(-dt/tau_out)`` | ``tau_out`` | readout time constant (ms) |
+| ``v_th`` | ``v_th`` | base threshold |
+| ``beta`` | ``adapt_beta`` | ALIF threshold adaptation (``beta`` is taken by other rules) |
+| ``gamma_pd`` | ``gamma_pd`` | dampening of the pseudo-derivative psi |
+| ``n_ref`` | ``n_ref`` | refractory steps |
+| ``c_reg``, ``f_target`` | ``reg_weight``, ``reg_rate`` (Hz) | firing-rate regulariser |
+| ``W_in, W_rec, W_out`` | ``weight_ih, weight_hh, readout_weight`` | weights |
+| ``B`` | ``W_out^T`` / ``model.feedback`` | feedback of the learning signal |
+| ``e, ebar, eps_a, zbar`` | ``e``, ``traces.ebar``, ``traces.eps_a``, ``traces.zbar`` | traces |
+| ``L_j^t`` | ``signal`` | learning signal |
+
+Deviations from the paper
+
+- The update is accumulated over the trial and written to ``.grad`` once per batch (as the
+  authors' code does), not applied at every step; any optimizer then steps it (the paper uses
+  Adam).
+- The readout has a bias b_out added after the filter (y^t + b_out); the authors' code has none.
+- The regulariser uses the rate averaged over the whole trial (the authors' "simple" form),
+  which an online learner knows only at the trial's end; its update is still accumulated
+  online from the summed traces, so memory stays independent of T.
+- A refractory neuron is silent for the ``n_ref`` steps after its spike (the authors' code
+  silences ``n_ref - 1``).
+- Random feedback B is uniform in +-``feedback_scale`` times the range of W_out's initial
+  weights (the authors draw it from a standard normal).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bionn.core.registry import RuleInfo, register_rule
+from bionn.core.rule import LearningRule, batch_metrics, trainable_parameters
+from bionn.errors import ConfigError
+from bionn.functional.eprop import (
+    eprop_initial_traces,
+    eprop_step,
+    eprop_trace_step,
+    readout_step,
+)
+from bionn.functional.targets import (
+    sequence_loss,
+    step_loss_and_error,
+    step_targets,
+    target_mask,
+)
+from bionn.nn.eprop import RecurrentSpikingNetwork
+
+__all__ = [
+    "EProp",
+    "EPropConfig",
+    "EPropRandom",
+    "EPropRandomConfig",
+    "RSNNBPTT",
+    "build_spiking_model",
+    "eprop_gradients",
+    "rate_regulariser",
+]
+
+PAPER = "Bellec et al. 2020, Nat Commun 11:3625 (doi:10.1038/s41467-020-17236-y)"
+MODEL_FORMS = "'rsnn' (50 LIF + 50 ALIF neurons) or 'rsnn:L+A' (L LIF and A ALIF neurons)"
+RUN_DEFAULT_MODEL = "mlp:1000"  # TrainConfig's default --model: the rule's default network
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _number(name: str, value: Any, low: float, low_open: bool = True) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= low if low_open else value < low):
+        sign = ">" if low_open else ">="
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} must be a number {sign} {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EPropConfig:
+    """The spiking network and the regulariser of e-prop (defaults: the authors' evidence
+    accumulation settings, dt = 1 ms)."""
+
+    tau_m: float = field(default=20.0, metadata=_help(
+        "tau_m (ms): membrane time constant, alpha = exp(-1/tau_m) (Eq. M1)"))
+    tau_a: float = field(default=2000.0, metadata=_help(
+        "tau_a (ms): threshold-adaptation time constant, rho = exp(-1/tau_a) (Eq. M2)"))
+    tau_out: float = field(default=20.0, metadata=_help(
+        "tau_out (ms): readout time constant, kappa = exp(-1/tau_out) (Eq. M6)"))
+    v_th: float = field(default=0.6, metadata=_help("v_th: base firing threshold (Eq. M3)"))
+    adapt_beta: float = field(default=0.0174, metadata=_help(
+        "beta: threshold increase per unit of adaptation of the ALIF neurons (Eq. M3)"))
+    gamma_pd: float = field(default=0.3, metadata=_help(
+        "gamma_pd: dampening of the pseudo-derivative psi (Eq. M5)"))
+    n_ref: int = field(default=5, metadata=_help(
+        "n_ref: refractory steps after a spike, psi = 0 during them (Eq. M4)"))
+    reg_weight: float = field(default=1.0, metadata=_help(
+        "c_reg: weight of the firing-rate regulariser (Eq. REG); 0 disables it"))
+    reg_rate: float = field(default=10.0, metadata=_help(
+        "f_target (Hz): the target firing rate of the regulariser (Eq. REG)"))
+
+    def __post_init__(self) -> None:
+        for name in ("tau_m", "tau_a", "tau_out", "v_th", "gamma_pd"):
+            _number(name, getattr(self, name), 0.0)
+        for name in ("adapt_beta", "reg_weight", "reg_rate"):
+            _number(name, getattr(self, name), 0.0, low_open=False)
+        if isinstance(self.n_ref, bool) or not isinstance(self.n_ref, int) or self.n_ref < 0:
+            raise ConfigError(f"--n-ref must be an integer >= 0, got {self.n_ref!r}")
+        if self.reg_rate >= 1000.0:
+            raise ConfigError(
+                f"--reg-rate is in Hz with 1 ms steps and must be < 1000, got {self.reg_rate}"
+            )
+
+
+@dataclass(frozen=True)
+class EPropRandomConfig(EPropConfig):
+    """Random e-prop: the scale of the fixed random feedback B."""
+
+    feedback_scale: float = field(
+        default=1.0,
+        metadata=_help(
+            "scale of the feedback: B (FA), B_l (DFA), the magnitudes |R| (brSF, frSF) "
+            "and s (uSF) are drawn at feedback_scale times the range of the layer's default "
+            "initial weights",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number("feedback_scale", self.feedback_scale, 0.0)
+
+
+def build_spiking_model(
+    spec: str, input_shape: tuple[int, ...], num_classes: int, config: EPropConfig
+) -> RecurrentSpikingNetwork:
+    """The network ``spec`` names (see ``MODEL_FORMS``) for inputs of ``input_shape[-1]``
+    channels; the run's default ``--model`` gives 50 LIF + 50 ALIF neurons."""
+    if spec == RUN_DEFAULT_MODEL:
+        spec = "rsnn"
+    kind, _, size = spec.partition(":")
+    if kind != "rsnn":
+        raise ConfigError(f"unknown --model {spec!r} for a spiking recurrent rule; {MODEL_FORMS}")
+    n_lif, n_alif = 50, 50
+    if size:
+        lif, plus, alif = size.partition("+")
+        try:
+            n_lif, n_alif = int(lif), int(alif) if plus else 0
+        except ValueError:
+            raise ConfigError(f"--model {spec!r}: sizes must be integers; {MODEL_FORMS}") from None
+        if n_lif < 0 or n_alif < 0 or n_lif + n_alif == 0:
+            raise ConfigError(f"--model {spec!r}: needs at least one neuron; {MODEL_FORMS}")
+    return RecurrentSpikingNetwork(
+        int(input_shape[-1]), n_lif, n_alif, num_classes,
+        tau_m=config.tau_m, tau_a=config.tau_a, tau_out=config.tau_out, v_th=config.v_th,
+        adapt_beta=config.adapt_beta, gamma=config.gamma_pd, n_ref=config.n_ref,
+        feedback_scale=getattr(config, "feedback_scale", None),
+    )
+
+
+def rate_regulariser(z: torch.Tensor, weight: float, rate_hz: float) -> torch.Tensor:
+    """Eq. (REG): ``c_reg sum_j (f_j - f_target)^2`` with f_j the mean of the spikes z
+    ``(T, B, N)`` over time and batch (spikes per 1 ms step)."""
+    f = z.mean(dim=(0, 1))
+    return weight * ((f - rate_hz / 1000.0) ** 2).sum()  # Eq. (REG)
+
+
+def _check_model(model: nn.Module) -> RecurrentSpikingNetwork:
+    if not isinstance(model, RecurrentSpikingNetwork):
+        raise ConfigError("e-prop trains the recurrent spiking network (--model rsnn[:L+A]) only")
+    return model
+
+
+def eprop_gradients(
+    model: RecurrentSpikingNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    feedback: torch.Tensor | None = None,
+    reg_weight: float = 0.0,
+    reg_rate: float = 10.0,
+    total_signal: torch.Tensor | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Run ``model`` forward over ``x`` once and return e-prop's gradient (minus its update).
+
+    Args:
+        model: the spiking network.
+        x: inputs ``(T, B, F)``; y: targets (see :mod:`bionn.functional.targets`).
+        feedback: B ``(N, C)``; None takes ``W_out^T`` (symmetric e-prop).
+        reg_weight, reg_rate: c_reg and f_target (Hz) of the regulariser (Eq. REG).
+        total_signal: if given, a learning signal ``(T, B, N)`` to use with the *unfiltered*
+            traces e^t in place of Eqs. (3)-(4) and the regulariser: with the total
+            derivative dE/dz (the spikes' explicit effect) this is Eq. (1), BPTT's gradient.
+
+    Returns the gradients by parameter name, the task loss (Eq. 2 of the loss, without the
+    regulariser) and the outputs ``(T, B, C)``. Nothing is stored per step: memory is
+    independent of T.
+    """
+    model = _check_model(model)
+    with torch.no_grad():
+        params = model.parameters_tuple()
+        w_in, w_rec = model.weight_ih.detach(), model.recurrent_weight().detach()
+        w_out, b_out = model.readout_weight.detach(), model.readout_bias.detach()
+        b_fb = w_out.T if feedback is None else feedback
+        steps, batch, f_in = x.shape
+        n = model.hidden
+        targets = step_targets(x.new_empty(steps, batch, 1), y)
+        mask = target_mask(targets)
+        count = int(mask.sum())
+        has_target = mask.reshape(steps, -1).any(1).tolist()
+        state = model.initial_state(x)
+        pre_n = f_in + n
+        lo = n - model.n_alif  # the ALIF neurons are lo .. n-1
+        exact = total_signal is not None
+        if exact:
+            traces = eprop_initial_traces(batch, n, pre_n, x, adaptive=model.n_alif)
+        # the traces of the update, neuron-major: eps_a (N_a, B, P), ebar (N, B, P)
+        zbar = x.new_zeros(batch, pre_n)
+        eps_a = x.new_zeros(n - lo, batch, pre_n)
+        ebar = x.new_zeros(n, batch, pre_n)
+        psi_prev = x.new_zeros(batch, n)
+        beta_a = params.beta[lo:]
+        g = x.new_zeros(n, pre_n)
+        e_sum = x.new_zeros(n, pre_n)
+        g_out = torch.zeros_like(w_out)
+        g_bout = torch.zeros_like(b_out)
+        z_count = x.new_zeros(n)
+        zbar_out = x.new_zeros(batch, n)
+        total = x.new_zeros(())
+        kappa = params.kappa
+        outputs = []
+        for t in range(steps):
+            pre = torch.cat([x[t], state.z], dim=1)  # [x^{t+1}, z^t]
+            z, psi, state = eprop_step(x[t], state, w_in, w_rec, params)  # Eqs. (M1)-(M5)
+            out_y = readout_step(z, state.y, w_out, kappa)  # Eq. (M6)
+            state = state._replace(y=out_y)
+            out = out_y + b_out
+            outputs.append(out)
+            zbar_out = kappa * zbar_out + (1.0 - kappa) * z
+            if exact:
+                e, traces = eprop_trace_step(traces, pre, psi, params, filter_readout=False)
+                g += torch.einsum("bj,bji->ji", total_signal[t], e)  # Eq. (1)
+            else:
+                # Eqs. (M7)-(M10) in place, the same recursion as eprop_trace_step
+                psi_t = psi.T  # (N, B)
+                if lo < n:
+                    pa = psi_prev[:, lo:].T
+                    decay = (params.rho - pa * beta_a[:, None])[:, :, None]
+                    eps_a.mul_(decay).addcmul_(pa[:, :, None], zbar[None])  # Eq. (M8)
+                zbar = params.alpha * zbar + pre  # Eq. (M7)
+                # ebar = kappa ebar + (1 - kappa) psi (zbar - beta eps_a)   Eqs. (M9), (M10)
+                ebar.mul_(kappa).addcmul_(psi_t[:, :, None], zbar[None], value=1.0 - kappa)
+                if lo < n:
+                    pb = psi_t[lo:] * beta_a[:, None]
+                    ebar[lo:].addcmul_(pb[:, :, None], eps_a, value=-(1.0 - kappa))
+                if reg_weight:
+                    e_sum += psi_t @ zbar  # sum_b e^t, Eq. (M9)
+                    if lo < n:
+                        e_sum[lo:] -= torch.bmm(pb[:, None, :], eps_a)[:, 0]
+                    z_count += z.sum(0)
+                psi_prev = psi
+            if has_target[t]:
+                loss_t, err = step_loss_and_error(out, targets[t], count)  # e^t = dE/dy^t
+                total += loss_t
+                g_out += err.T @ zbar_out
+                g_bout += err.sum(0)
+                if not exact:
+                    signal = err @ b_fb.T  # Eq. (4): L^t = B e^t
+                    g += torch.bmm(signal.T[:, None, :], ebar)[:, 0]  # Eq. (3)
+        if not exact and reg_weight:
+            rate = z_count / (steps * batch)
+            factor = 2.0 * reg_weight * (rate - reg_rate / 1000.0) / (steps * batch)
+            g += factor[:, None] * e_sum  # Eq. (REG)
+        g_rec = g[:, f_in:] * model.autapse_mask
+    grads = {
+        "weight_ih": g[:, :f_in],
+        "weight_hh": g_rec,
+        "readout_weight": g_out,
+        "readout_bias": g_bout,
+    }
+    return grads, total, torch.stack(outputs)
+
+
+class _Spiking(LearningRule):
+    """What the three rules share: the network, the loss, the figures."""
+
+    supervised = True
+    time_major = True
+    normalize_inputs = False
+    config_class = EPropConfig
+
+    def __init__(self, config: EPropConfig | None = None) -> None:
+        self.config = config or self.config_class()
+
+    def build_model(
+        self, spec: str, input_shape: tuple[int, ...], num_classes: int, activation: str
+    ) -> nn.Module:
+        """The spiking network of ``spec`` (``rsnn`` or ``rsnn:L+A``); ``--activation`` is
+        not used (the neurons spike)."""
+        return build_spiking_model(spec, input_shape, num_classes, self.config)
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The task loss: the mean over the (step, example) entries that have a target."""
+        return sequence_loss(output, y)
+
+    def plots(
+        self,
+        model: nn.Module,
+        history: list[dict[str, Any]],
+        run_dir: Path,
+        data: tuple[torch.Tensor, torch.Tensor],
+    ) -> list[Path]:
+        """Spike rasters of the LIF and ALIF populations on the first test sequence."""
+        from bionn.plots.eprop import plot_rsnn_raster
+
+        x, _ = data
+        if x.dim() != 3 or not isinstance(model, RecurrentSpikingNetwork):
+            return []
+        with torch.no_grad():
+            record = model.simulate(x[:, :1])
+        return [plot_rsnn_raster(record, model.n_lif, Path(run_dir) / "raster.png", x=x[:, :1])]
+
+
+class EProp(_Spiking):
+    """Symmetric e-prop: learning signal through B = W_out^T."""
+
+    name = "eprop"
+
+    def feedback(self, model: RecurrentSpikingNetwork) -> torch.Tensor | None:
+        """The feedback matrix B (None: W_out^T)."""
+        return None
+
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        model = _check_model(model)
+        grads, loss, outputs = eprop_gradients(
+            model, x, y, self.feedback(model), self.config.reg_weight, self.config.reg_rate
+        )
+        named = dict(model.named_parameters())
+        for key, g in grads.items():
+            if named[key].requires_grad:
+                named[key].grad = g.clone()  # p.grad = -DeltaW / eta
+        return batch_metrics(loss, outputs, y)
+
+
+class EPropRandom(EProp):
+    """Random e-prop: learning signal through a fixed random B."""
+
+    name = "eprop-random"
+    config_class = EPropRandomConfig
+
+    def feedback(self, model: RecurrentSpikingNetwork) -> torch.Tensor | None:
+        if model.feedback is None:
+            raise ConfigError("eprop-random needs a network with a feedback matrix B")
+        return model.feedback
+
+
+class RSNNBPTT(_Spiking):
+    """BPTT through the spiking network, the spikes differentiated by their psi."""
+
+    name = "rsnn-bptt"
+
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        model = _check_model(model)
+        for p in trainable_parameters(model):
+            p.grad = None
+        record = model.simulate(x)
+        loss = sequence_loss(record.output, y)
+        total = loss
+        if self.config.reg_weight:
+            total = loss + rate_regulariser(record.z, self.config.reg_weight,
+                                            self.config.reg_rate)
+        total.backward()
+        return batch_metrics(loss, record.output, y)
+
+
+_DESCRIPTIONS = {
+    "eprop": "e-prop: eligibility traces x learning signals through W_out^T, online (spiking)",
+    "eprop-random": "random e-prop: eligibility traces x learning signals through fixed random B",
+    "rsnn-bptt": "BPTT through the e-prop spiking network (pseudo-derivative of the spikes)",
+}
+for _cls in (EProp, EPropRandom, RSNNBPTT):
+    register_rule(RuleInfo(
+        name=_cls.name,
+        factory=_cls,
+        description=_DESCRIPTIONS[_cls.name],
+        paper=PAPER,
+        config_class=_cls.config_class,
+    ))
