@@ -8,6 +8,7 @@ JapaneseVowels speakers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -359,6 +360,20 @@ def test_cli_trains_a_recurrent_rule_on_a_synthetic_task(capsys, tmp_path):
     assert code == 0, err
     assert (tmp_path / "r" / "outputs.png").is_file()
     assert '"rule": "tbptt"' in out.splitlines()[-1]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"] == (
+        "attention:8 (leaky RNN with an attention memory 9-8-4, alpha 0.5, tanh)")
+
+
+def test_summary_names_the_recurrent_network_the_default_model_builds(capsys, tmp_path):
+    code, _, err = _cli(
+        capsys, "train", "--rule", "rflo", "--dataset", "copy:delay=2,n_train=16,n_test=8",
+        "--activation", "tanh", "--epochs", 1, "--batch-size", 16, "--no-progress",
+        "--out", tmp_path / "r",
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"].startswith("rnn:64 (leaky RNN ") and "mlp" not in summary["model"]
 
 
 def test_cli_refuses_mismatched_data_and_rules(capsys, tmp_path):
@@ -382,3 +397,5 @@ def test_cli_data_list_names_every_sequence_set_and_its_parameters(capsys):
     for name in ("jvowels", "gunpoint", "italypower", "basicmotions", "copy", "add", "pattern"):
         assert name in out
     assert "delay=20" in out and "distractors=1" in out
+    assert ":class:" not in out and ":func:" not in out and "``" not in out
+    assert "the same files and images as MNIST." in out

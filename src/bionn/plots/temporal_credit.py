@@ -46,11 +46,13 @@ def plot_cost_per_step(
     memory: Mapping[str, Mapping[int, float]],
     time: Mapping[str, Mapping[int, float]],
     path: str | Path,
+    memory_label: str = "peak memory per update (MiB)",
 ) -> Path:
-    """Peak memory (MiB) and time (ms) per training step against the sequence length T."""
+    """Peak memory (MiB, log scale) and time (ms) per training step against the sequence
+    length T."""
     path = Path(path)
     fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, table, label in ((ax_mem, memory, "peak memory per update (MiB)"),
+    for ax, table, label in ((ax_mem, memory, memory_label),
                              (ax_time, time, "time per step (ms)")):
         for name, points in table.items():
             lengths = sorted(points)
@@ -60,6 +62,7 @@ def plot_cost_per_step(
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    ax_mem.set_yscale("log")
     ax_mem.set_title("memory against T")
     ax_time.set_title("time per step against T")
     fig.savefig(path, dpi=110)

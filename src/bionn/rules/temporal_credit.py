@@ -100,14 +100,14 @@ from bionn.core.rule import LearningRule, backprop_grads, batch_metrics, trainab
 from bionn.errors import ConfigError
 from bionn.functional.recurrent import (
     ACTIVATIONS,
-    activation_derivative,
-    rflo_step,
+    phi_and_derivative,
+    rflo_step_,
     rtrl_step,
-    uoro_step,
+    uoro_step_,
 )
 from bionn.functional.targets import (
+    IGNORE_INDEX,
     sequence_loss,
-    step_loss_and_error,
     step_targets,
     target_mask,
 )
@@ -251,6 +251,14 @@ class _Recurrent(LearningRule):
             attention=self.attention,
         )
 
+    def model_name(self, spec: str, model: nn.Module) -> str:
+        """The network built, e.g. ``'rnn:64 (leaky RNN 12-64-9, alpha 0.5, tanh)'``; the
+        run's default ``--model`` is recorded as the leaky RNN it gives, not as an MLP."""
+        kind = "attention" if isinstance(model, AttentionRNN) else "rnn"
+        what = "leaky RNN with an attention memory" if kind == "attention" else "leaky RNN"
+        return (f"{kind}:{model.hidden} ({what} {model.in_features}-{model.hidden}-"
+                f"{model.out_features}, alpha {model.alpha:g}, {model.activation})")
+
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Eq. (2): the mean loss over the (step, example) entries that have a target."""
         return sequence_loss(output, y)
@@ -318,6 +326,26 @@ class TBPTT(_Recurrent):
         return batch_metrics(total, torch.cat(outputs), targets)
 
 
+def _step_errors(
+    targets: torch.Tensor, count: int, dtype: torch.dtype
+) -> tuple[Any, ...]:
+    """What e_t = dL/dy_t needs besides y_t, per step (views of the sequence's targets).
+
+    Classes: the target index (0 where none) and keep / count, so that
+    ``e_t = (softmax(y_t) - onehot) * keep / count``. Values: the target (0 where none) and
+    2 keep / count, so that ``e_t = (y_t - target) * 2 keep / count``. Both are the size of
+    the targets themselves; nothing here grows with the network.
+    """
+    count = max(count, 1)
+    if targets.is_floating_point():
+        keep = ~torch.isnan(targets)
+        return (torch.nan_to_num(targets).unbind(0),
+                (keep.to(targets.dtype) * (2.0 / count)).unbind(0))
+    keep = targets != IGNORE_INDEX
+    index = torch.where(keep, targets, torch.zeros_like(targets))[:, :, None]
+    return index.unbind(0), (keep[:, :, None].to(dtype) / count).unbind(0)
+
+
 def online_gradients(
     model: LeakyRNN,
     x: torch.Tensor,
@@ -328,8 +356,14 @@ def online_gradients(
     """Run ``model`` forward over ``x`` once and return the ``method``'s gradient of Eq. (2).
 
     ``method`` is ``rtrl``, ``uoro`` or ``rflo``. Returns the gradients by parameter name, the
-    loss and the outputs (T, B, C). Nothing is stored per step: memory is independent of T.
+    loss and the outputs (T, B, C). Nothing of size N is stored per step: the traces, the state
+    and the accumulated gradients live in buffers allocated once, so memory is independent of
+    T except for the outputs (T B C numbers, returned for the loss and the metrics).
     ``generator`` draws UORO's random signs (torch's default generator when None).
+
+    Each step is a fixed, short list of fused in-place operations (``mm``/``addmm`` with
+    ``out=``, ``baddbmm_`` for the rank-one trace updates, ``lerp`` for the leak), so a
+    single sequence (batch 1) costs a few dozen tensor operations per step, whatever N.
     """
     if not isinstance(model, LeakyRNN) or isinstance(model, AttentionRNN):
         raise ConfigError(f"{method} trains the leaky RNN (--model rnn[:N]) only")
@@ -339,62 +373,82 @@ def online_gradients(
         w, u, b = model.weight_hh.detach(), model.weight_ih.detach(), model.bias.detach()
         w_out, b_out = model.readout.weight.detach(), model.readout.bias.detach()
         theta = torch.cat([w, u, b[:, None]], dim=1)  # Theta = [W | U | b], (N, D)
+        w = theta[:, : w.shape[1]]
+        theta_t, w_out_t = theta.T, w_out.T
         alpha, name = model.alpha, model.activation
-        phi = ACTIVATIONS[name]
-        steps, batch, _ = x.shape
+        steps, batch, f = x.shape
         n, d = theta.shape
+        classes = w_out.shape[0]
         targets = step_targets(x.new_empty(steps, batch, 1), y)
         mask = target_mask(targets)
         count = int(mask.sum())
         has_target = mask.reshape(steps, -1).any(1).tolist()
-        a = x.new_zeros(batch, n)
+        regression = targets.is_floating_point()
+        goal, scale = _step_errors(targets, count, x.dtype)
+        # buffers, allocated once: z_t = [a_{t-1}; x_t; 1] (two, alternating), h_t, phi(h_t),
+        # phi'(h_t), the outputs, e_t, and the accumulated gradients
+        zs = (x.new_zeros(batch, d), x.new_zeros(batch, d))
+        zs[0][:, -1] = 1.0
+        zs[1][:, -1] = 1.0
+        h, act, dphi = (x.new_empty(batch, n) for _ in range(3))
+        outputs = x.new_empty(steps, batch, classes)
+        out_steps = outputs.unbind(0)
+        e = x.new_empty(batch, classes)
+        minus_one = x.new_full((batch, 1), -1.0)
+        c = x.new_empty(batch, n)
         if method == "rtrl":
             m = x.new_zeros(batch, n, n, d)
         elif method == "uoro":
             a_tilde = x.new_zeros(batch, n)
             theta_tilde = x.new_zeros(batch, n, d)
+            nu = x.new_empty(batch, n)
+            scale_b = x.new_empty(batch)
         else:
             p = x.new_zeros(batch, n, d)
+            feedback_t = model.feedback.T
         g_theta = torch.zeros_like(theta)
+        g_flat = g_theta.view(1, n * d)
         g_wout = torch.zeros_like(w_out)
         g_bout = torch.zeros_like(b_out)
-        total = x.new_zeros(())
-        ones = x.new_ones(batch, 1)
-        outputs = []
-        for t in range(steps):
-            z = torch.cat([a, x[t], ones], dim=1)
-            h = z @ theta.T  # Eq. (1)
-            dphi = activation_derivative(name, h)
-            a_new = (1.0 - alpha) * a + alpha * phi(h)  # Eq. (1)
+        for t, x_t in enumerate(x.unbind(0)):
+            z, z_next = zs[t % 2], zs[(t + 1) % 2]
+            z[:, n : n + f].copy_(x_t)
+            a, a_new = z[:, :n], z_next[:, :n]
+            torch.mm(z, theta_t, out=h)  # Eq. (1)
+            phi_and_derivative(name, h, act, dphi)
+            torch.lerp(a, act, alpha, out=a_new)  # Eq. (1)
             if method == "rtrl":
                 m = rtrl_step(m, dphi, z, w, alpha)  # Eq. (RTRL-M)
             elif method == "uoro":
-                nu = torch.randint(0, 2, (batch, n), generator=generator,
-                                   device=x.device if generator is None else generator.device)
-                nu = (2.0 * nu - 1.0).to(x.dtype).to(x.device)
-                a_tilde, theta_tilde = uoro_step(a_tilde, theta_tilde, dphi, z, w, alpha, nu)
+                torch.randint(0, 2, (batch, n), generator=generator, out=nu)
+                nu.mul_(2.0).sub_(1.0)
+                uoro_step_(a_tilde, theta_tilde, dphi, z, w, alpha, nu)
             else:
-                p = rflo_step(p, dphi, z, alpha)  # Eq. (15)
-            out = a_new @ w_out.T + b_out
-            outputs.append(out)
-            if has_target[t]:
-                # Eq. (2) and (3): this step's loss and e_t = dL/dy_t, (B, C)
-                loss_t, e = step_loss_and_error(out, targets[t], count)
-                total += loss_t
-                g_wout += e.T @ a_new  # Eq. (3)
-                g_bout += e.sum(0)
-                if method == "rtrl":
-                    c = e @ w_out  # dL_t/da_t = W_out^T e_t
-                    g_theta += torch.einsum("bi,bikl->kl", c, m)  # Eq. (RTRL-g)
-                elif method == "uoro":
-                    c = e @ w_out
-                    scale = (c * a_tilde).sum(1)
-                    g_theta += torch.einsum("b,bkl->kl", scale, theta_tilde)  # Eq. (UORO-g)
+                rflo_step_(p, dphi, z, alpha)  # Eq. (15)
+            out = torch.addmm(b_out, a_new, w_out_t, out=out_steps[t])
+            if not has_target[t]:
+                continue
+            # Eq. (3): e_t = dL/dy_t of this step's share of Eq. (2), (B, C)
+            if regression:
+                torch.sub(out, goal[t], out=e).mul_(scale[t])
+            else:
+                e = torch.softmax(out, 1).scatter_add_(1, goal[t], minus_one).mul_(scale[t])
+            g_wout.addmm_(e.T, a_new)  # Eq. (3)
+            g_bout.add_(e.sum(0))
+            if method == "rtrl":
+                torch.mm(e, w_out, out=c)  # dL_t/da_t = W_out^T e_t
+                g_theta += torch.einsum("bi,bikl->kl", c, m)  # Eq. (RTRL-g)
+            elif method == "uoro":
+                torch.mm(e, w_out, out=c)
+                torch.sum(c.mul_(a_tilde), 1, out=scale_b)
+                g_flat.addmm_(scale_b[None], theta_tilde.view(batch, n * d))  # Eq. (UORO-g)
+            else:
+                torch.mm(e, feedback_t, out=c)  # B e_t in place of W_out^T e_t
+                if batch == 1:
+                    g_theta.addcmul_(c[0][:, None], p[0])  # Eq. (14)
                 else:
-                    c = e @ model.feedback.T  # B e_t in place of W_out^T e_t
-                    g_theta += c[:, :, None].mul(p).sum(0)  # Eq. (14)
-            a = a_new
-    f = model.in_features
+                    g_theta += torch.einsum("bi,bid->id", c, p)  # Eq. (14)
+        total = sequence_loss(outputs, targets, count=count)  # Eq. (2), summed over t
     grads = {
         "weight_hh": g_theta[:, :n],
         "weight_ih": g_theta[:, n : n + f],
@@ -402,7 +456,7 @@ def online_gradients(
         "readout.weight": g_wout,
         "readout.bias": g_bout,
     }
-    return grads, total, torch.stack(outputs)
+    return grads, total, outputs
 
 
 class _Online(_Recurrent):
