@@ -178,13 +178,17 @@ def _rtrl_with_leak_jacobian(model, x, y, feedback):
     return grad
 
 
-def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64):
+KERNEL_CHOICES = ["native", "torch"]
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64, kernel):
     model = _net(feedback=1.0)
     x, y = _batch("steps")
     with torch.no_grad():
         model.feedback.copy_(model.readout.weight.T)
     ref = _rtrl_with_leak_jacobian(model, x, y, model.readout.weight.detach().T)
-    got = _fill("rflo", model, x, y)
+    got = _fill("rflo", model, x, y, kernel=kernel)
     assert torch.allclose(got["weight_hh"], ref[:, :N], atol=1e-12)
     assert torch.allclose(got["weight_ih"], ref[:, N:N + FEAT], atol=1e-12)
     assert torch.allclose(got["bias"], ref[:, -1], atol=1e-12)
@@ -193,15 +197,44 @@ def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64):
     assert (got["weight_hh"] - true["weight_hh"]).norm() > 1e-3 * true["weight_hh"].norm()
 
 
-def test_rflo_uses_its_random_feedback(f64):
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+def test_rflo_uses_its_random_feedback(f64, kernel):
     model = _net(feedback=1.0)
     x, y = _batch("steps")
     ref = _rtrl_with_leak_jacobian(model, x, y, model.feedback.clone())
-    got = _fill("rflo", model, x, y)
+    got = _fill("rflo", model, x, y, kernel=kernel)
     assert torch.allclose(got["weight_hh"], ref[:, :N], atol=1e-12)
 
 
-def test_uoro_is_unbiased(f64):
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+@pytest.mark.parametrize("kind", ["sequence", "values"])
+def test_rflo_equals_the_leak_jacobian_recursion_for_every_target_kind(f64, kernel, kind):
+    """The same identity as above, written out for the other target kinds: per-sequence
+    classes and per-step values with missing entries (squared error, e = 2 (y - target) / n);
+    the reference is autograd through the network with the recurrent path cut (J_t -> (1 -
+    alpha) I: the state enters the next step's pre-activation detached), the readout's error
+    sent back through W_out^T."""
+    model = _net(feedback=1.0)
+    with torch.no_grad():
+        model.feedback.copy_(model.readout.weight.T)
+    x, y = _batch(kind)
+    params = model.parameters_tuple()
+    a = torch.zeros(B, N)
+    outs = []
+    for t in range(T):
+        h = a.detach() @ params.w.T + x[t] @ params.u.T + params.b
+        a = (1 - ALPHA) * a + ALPHA * torch.tanh(h)
+        outs.append(model.readout(a))
+    loss = _oracle_loss(torch.stack(outs), y)
+    names = ["weight_hh", "weight_ih", "bias"]
+    expected = torch.autograd.grad(loss, [model.weight_hh, model.weight_ih, model.bias])
+    got = _fill("rflo", model, x, y, kernel=kernel)
+    for name, g in zip(names, expected, strict=True):
+        assert torch.allclose(got[name], g, atol=1e-12), name
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+def test_uoro_is_unbiased(f64, kernel):
     """Averaged over many draws of the random signs, UORO's estimate approaches the true
     gradient (autograd). Every copy of one sequence in a batch draws its own signs, so a batch
     of R copies gives the mean of R independent estimates; 20 batches give its standard error.
@@ -218,9 +251,9 @@ def test_uoro_is_unbiased(f64):
     means = []
     single = []
     for _ in range(batches):
-        grads, _, _ = online_gradients(model, x, y, "uoro", generator=gen)
+        grads, _, _ = online_gradients(model, x, y, "uoro", generator=gen, kernel=kernel)
         means.append(torch.cat([grads[k].flatten() for k in ("weight_hh", "weight_ih", "bias")]))
-        g1, _, _ = online_gradients(model, x1, y1, "uoro", generator=gen)
+        g1, _, _ = online_gradients(model, x1, y1, "uoro", generator=gen, kernel=kernel)
         single.append(torch.cat([g1[k].flatten() for k in ("weight_hh", "weight_ih", "bias")]))
     means = torch.stack(means)
     truth = torch.cat([true[k].flatten() for k in ("weight_hh", "weight_ih", "bias")])
@@ -281,6 +314,24 @@ def test_bad_options_and_models_are_refused():
     with pytest.raises(ConfigError):
         make_rule("bptt").build_model("rnn", (3,), 2, "gelu")
     assert isinstance(make_rule("bptt").build_model("mlp:1000", (3,), 2, "tanh"), LeakyRNN)
+
+
+def test_kernel_option_is_checked_and_native_refuses_where_it_cannot_run(monkeypatch):
+    with pytest.raises(ConfigError, match="--kernel must be one of auto, native, torch"):
+        make_rule("uoro", {"kernel": "fast"})
+    model = _net(feedback=1.0)
+    x, y = _batch("steps")
+    import bionn.native.recurrent as native
+
+    monkeypatch.setattr(native, "recurrent_kernel", lambda: None)
+    with pytest.raises(ConfigError, match="--kernel native: the C kernel is not available"):
+        online_gradients(model, x, y, "rflo", kernel="native")
+    # auto falls back to the torch code, which gives the same update as the kernel
+    fallback, _, _ = online_gradients(model, x, y, "rflo", kernel="auto")
+    monkeypatch.undo()
+    torch_code, _, _ = online_gradients(model, x, y, "rflo", kernel="torch")
+    for name, g in torch_code.items():
+        assert torch.equal(fallback[name], g), name
 
 
 # --- it learns ---------------------------------------------------------------------------

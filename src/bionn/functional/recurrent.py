@@ -147,7 +147,7 @@ def phi_and_derivative(
         torch.sigmoid(h, out=phi_out)
         torch.addcmul(phi_out, phi_out, phi_out, value=-1.0, out=dphi_out)
     elif name == "relu":
-        torch.relu(h, out=phi_out)
+        torch.clamp(h, min=0.0, out=phi_out)
         dphi_out.copy_(h > 0)
     else:
         raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")

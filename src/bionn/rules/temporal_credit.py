@@ -116,6 +116,7 @@ from bionn.nn.recurrent import AttentionRNN, LeakyRNN
 __all__ = [
     "BPTT",
     "RFLO",
+    "OnlineConfig",
     "RFLOConfig",
     "RTRL",
     "RecurrentConfig",
@@ -171,8 +172,31 @@ class TBPTTConfig(RecurrentConfig):
             raise ConfigError(f"--truncation must be a positive integer, got {self.truncation!r}")
 
 
+KERNELS = ("auto", "native", "torch")
+
+
 @dataclass(frozen=True)
-class RFLOConfig(RecurrentConfig):
+class OnlineConfig(RecurrentConfig):
+    """UORO and RFLO: which implementation of the online loop runs."""
+
+    kernel: str = field(
+        default="auto",
+        metadata=_help("the online loop (traces, errors, accumulated update): native (a C "
+                       "kernel compiled on first use), torch, or auto (native where a C "
+                       "compiler is found and the tensors are on the CPU, else torch); both "
+                       "compute the same update"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kernel not in KERNELS:
+            raise ConfigError(
+                f"--kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RFLOConfig(OnlineConfig):
     """RFLO: the scale of the fixed random feedback B."""
 
     feedback_scale: float = field(
@@ -352,6 +376,7 @@ def online_gradients(
     y: torch.Tensor,
     method: str,
     generator: torch.Generator | None = None,
+    kernel: str = "auto",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Run ``model`` forward over ``x`` once and return the ``method``'s gradient of Eq. (2).
 
@@ -364,6 +389,9 @@ def online_gradients(
     Each step is a fixed, short list of fused in-place operations (``mm``/``addmm`` with
     ``out=``, ``baddbmm_`` for the rank-one trace updates, ``lerp`` for the leak), so a
     single sequence (batch 1) costs a few dozen tensor operations per step, whatever N.
+    ``kernel`` (``auto``, ``native``, ``torch``): RFLO and UORO on CPU tensors run instead in
+    one C loop (:mod:`bionn.native.recurrent`) where it can be built (``auto``), which
+    computes the same update; ``native`` insists on it.
     """
     if not isinstance(model, LeakyRNN) or isinstance(model, AttentionRNN):
         raise ConfigError(f"{method} trains the leaky RNN (--model rnn[:N]) only")
@@ -384,6 +412,10 @@ def online_gradients(
         count = int(mask.sum())
         has_target = mask.reshape(steps, -1).any(1).tolist()
         regression = targets.is_floating_point()
+        native = _native_kernel(x, method, name, kernel)
+        if native is not None:
+            return _native_online(native, model, x, targets, mask, count, theta, method,
+                                  generator)
         goal, scale = _step_errors(targets, count, x.dtype)
         # buffers, allocated once: z_t = [a_{t-1}; x_t; 1] (two, alternating), h_t, phi(h_t),
         # phi'(h_t), the outputs, e_t, and the accumulated gradients
@@ -459,6 +491,79 @@ def online_gradients(
     return grads, total, outputs
 
 
+NATIVE_CHUNK = 64  # UORO's signs are drawn for this many steps at a time
+
+
+def _native_kernel(x: torch.Tensor, method: str, activation: str, kernel: str):
+    """The C kernel for this call, or None for the torch code (``kernel`` = auto|native|torch)."""
+    if kernel == "torch" or method not in ("rflo", "uoro"):
+        return None
+    from bionn.native import unavailable_reason
+    from bionn.native.recurrent import RecurrentKernel, recurrent_kernel
+
+    if not RecurrentKernel.supports(x, method, activation):
+        if kernel == "native":
+            raise ConfigError(f"--kernel native runs {method} on float32 or float64 CPU "
+                              f"tensors, got {x.dtype} on {x.device}")
+        return None
+    found = recurrent_kernel()
+    if found is None and kernel == "native":
+        raise ConfigError("--kernel native: the C kernel is not available: "
+                          f"{unavailable_reason('recurrent')}")
+    return found
+
+
+def _native_online(
+    native: Any, model: LeakyRNN, x: torch.Tensor, targets: torch.Tensor,
+    mask: torch.Tensor, count: int, theta: torch.Tensor, method: str,
+    generator: torch.Generator | None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """:func:`online_gradients` for RFLO and UORO in the C kernel: the same recursions,
+    Eqs. (1), (3), (14), (15) and UORO's, one C loop over the steps (``recurrent.c``)."""
+    steps, batch, f = x.shape
+    n, d = theta.shape
+    x = x.contiguous()
+    w_out = model.readout.weight.detach().contiguous()
+    b_out = model.readout.bias.detach().contiguous()
+    scale_count = 1.0 / max(count, 1)
+    if targets.is_floating_point():
+        cls = None
+        goal = torch.nan_to_num(targets).to(x.dtype).contiguous()
+        scale = (~torch.isnan(targets)).to(x.dtype).mul_(2.0 * scale_count).contiguous()
+    else:
+        goal = None
+        cls = torch.where(mask, targets, torch.full_like(targets, -1)).contiguous()
+        scale = mask.to(x.dtype).mul_(scale_count).contiguous()
+    has_target = mask.reshape(steps, -1).any(1).to(torch.uint8).contiguous()
+    feedback = model.feedback.detach().contiguous() if method == "rflo" else None
+    a = x.new_zeros(batch, n)
+    trace = x.new_zeros(batch, n, d)  # RFLO's p, or UORO's theta~
+    a_tilde = x.new_zeros(batch, n) if method == "uoro" else None
+    outputs = x.new_empty(steps, batch, w_out.shape[0])
+    g_theta, g_wout, g_bout = torch.zeros_like(theta), torch.zeros_like(w_out), \
+        torch.zeros_like(b_out)
+    chunk = NATIVE_CHUNK if method == "uoro" else max(steps, 1)
+    for t0 in range(0, steps, chunk):
+        t1 = min(t0 + chunk, steps)
+        nu = None
+        if method == "uoro":
+            nu = torch.randint(0, 2, (t1 - t0, batch, n), generator=generator,
+                               dtype=x.dtype).mul_(2.0).sub_(1.0)
+        native.run(method, x[t0:t1], None if cls is None else cls[t0:t1],
+                   None if goal is None else goal[t0:t1], scale[t0:t1], has_target[t0:t1],
+                   theta, w_out, b_out, feedback, model.alpha, model.activation, nu, 1e-7, a,
+                   trace, a_tilde, outputs[t0:t1], g_theta, g_wout, g_bout)
+    total = sequence_loss(outputs, targets, count=count)  # Eq. (2), summed over t
+    grads = {
+        "weight_hh": g_theta[:, :n],
+        "weight_ih": g_theta[:, n : n + f],
+        "bias": g_theta[:, -1],
+        "readout.weight": g_wout,
+        "readout.bias": g_bout,
+    }
+    return grads, total, outputs
+
+
 class _Online(_Recurrent):
     """An online rule: forward-mode traces, one accumulated update per batch."""
 
@@ -466,7 +571,8 @@ class _Online(_Recurrent):
     method = ""
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        grads, loss, outputs = online_gradients(model, x, y, self.method)
+        grads, loss, outputs = online_gradients(model, x, y, self.method,
+                                                kernel=getattr(self.config, "kernel", "torch"))
         named = dict(model.named_parameters())
         for key, g in grads.items():
             if named[key].requires_grad:
@@ -486,6 +592,7 @@ class UORO(_Online):
 
     name = "uoro"
     method = "uoro"
+    config_class = OnlineConfig
 
 
 class RFLO(_Online):
