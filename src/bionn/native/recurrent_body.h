@@ -34,10 +34,12 @@ int64_t NAME(bionn_online)(
     REAL *e = anew + n;        /* c */
     REAL *cv = e + c;          /* n */
     REAL *ja = cv + n;         /* n */
-    for (int64_t t = 0; t < steps; ++t) {
-        for (int64_t b = 0; b < batch; ++b) {
-            REAL *ab = a + b * n;
-            REAL *pb = trace + b * n * d;
+    /* example by example (they are independent), so that one example's trace stays in the
+     * cache for the whole stretch of steps */
+    for (int64_t b = 0; b < batch; ++b) {
+        REAL *ab = a + b * n;
+        REAL *pb = trace + b * n * d;
+        for (int64_t t = 0; t < steps; ++t) {
             const REAL *xt = x + (t * batch + b) * f;
             memcpy(z, ab, (size_t)n * sizeof(REAL));
             memcpy(z + n, xt, (size_t)f * sizeof(REAL));
