@@ -167,6 +167,45 @@ def section_runs(args) -> dict[str, Any]:
     return {"runs": results, "seed": 0, "optimizer": "adam", "activation": "tanh"}
 
 
+def _run_label(run: dict[str, Any]) -> str:
+    """``uoro (lr 0.002, 24 epochs)``: a run's rule and what differs from the sweep's budget."""
+    rule = run["rule"]
+    opts = dict(run["options"])
+    if rule == "tbptt":
+        rule = f"tbptt K={opts.pop('truncation', 10)}"
+    diff = [f"{k} {v:g}" for k, v in sorted(opts.items())]
+    if run["lr"] != 5e-3:
+        diff.append(f"lr {run['lr']:g}")
+    if run["epochs"] != 8:
+        diff.append(f"{run['epochs']} epochs")
+    return f"{rule} ({', '.join(diff)})" if diff else rule
+
+
+def section_horizon_figure(args) -> dict[str, Any]:
+    """The credit-horizon figure from the ``horizon`` sweep in ``--out`` and the single
+    delayed-recall runs in the ``--runs-json`` files (their delays added to a curve of the
+    same rule and budget)."""
+    from bionn.plots.temporal_credit import plot_credit_horizon
+
+    base = json.loads(Path(args.out).read_text())["horizon"]
+    curves = {name: {int(d): v for d, v in c.items()} for name, c in base["accuracy"].items()}
+    sources = []
+    for file in args.runs_json:
+        for key, section in json.loads(Path(file).read_text()).items():
+            if key == "machine":
+                continue
+            sources.append(f"{file}:{key}")
+            for run in section["runs"]:
+                if not run["dataset"].startswith("copy:delay="):
+                    continue
+                delay = int(run["dataset"].split("delay=")[1].split(",")[0])
+                curves.setdefault(_run_label(run), {})[delay] = run["test_accuracy"]
+    fig = plot_credit_horizon(curves, RESULTS / "temporal_credit_horizon.png", chance=0.25,
+                              truncation=args.truncation)
+    return {"accuracy": {n: {str(d): v for d, v in sorted(c.items())} for n, c in curves.items()},
+            "sources": ["horizon"] + sources, "figure": str(fig)}
+
+
 def tensor_peak_bytes(fn) -> tuple[int, int]:
     """Peak bytes held by tensors allocated while ``fn()`` runs, above what was held before,
     and what is still held when it returns: torch's profiler (``profile_memory=True``)
@@ -188,8 +227,8 @@ def tensor_peak_bytes(fn) -> tuple[int, int]:
 def memory_point(rule_name: str, length: int, hidden: int, batch: int,
                  truncation: int) -> dict[str, Any]:
     """One training update (``fill_grads``) on the add task of length T: its peak tensor
-    memory (the data, the network and last update's gradients are held before it starts)
-    and its time per step (a second, unprofiled call)."""
+    memory (the data and the network are held before it starts) and its CPU time per step
+    (a second, unprofiled call)."""
     from bionn.core.registry import make_rule
     from bionn.data import load_dataset
 
@@ -203,9 +242,9 @@ def memory_point(rule_name: str, length: int, hidden: int, batch: int,
     for p in model.parameters():
         p.grad = None
     peak, _ = tensor_peak_bytes(lambda: rule.fill_grads(model, x, y))
-    start = time.perf_counter()
+    start = time.process_time()
     rule.fill_grads(model, x, y)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     return {"peak_mib": peak / 2**20, "ms_per_step": 1e3 * elapsed / length}
 
 
@@ -233,9 +272,10 @@ def section_memory(args) -> dict[str, Any]:
                         "batch": args.mem_batch, "tbptt_truncation": k,
                         "lengths": lengths, "dtype": "float32",
                         "measure": "peak bytes held by tensors during one fill_grads call "
-                                   "above those held before it (data, network, optimizer-free), "
+                                   "above those held before it (the data and the network), "
                                    "from torch.profiler's allocation events "
-                                   "(profile_memory=True); time from a second, unprofiled call"},
+                                   "(profile_memory=True); CPU time (time.process_time) of "
+                                   "a second, unprofiled call"},
             "peak_mib": {r: {str(t): v for t, v in m.items()} for r, m in memory.items()},
             "growth_kib_per_step": growth,
             "ms_per_step": {r: {str(t): v for t, v in m.items()} for r, m in step_ms.items()},
@@ -265,7 +305,7 @@ for name, make in (("rflo", lambda: RFLO(rnn, alpha=0.5, W_FB=rng.normal(0, 1, (
     alg = make()
     best = float("inf")
     for _ in range(3):
-        start = time.perf_counter()
+        start = time.process_time()
         for t in range(steps):
             rnn.x, rnn.y = xs[t], ys[t]
             rnn.next_state(rnn.x)
@@ -273,22 +313,22 @@ for name, make in (("rflo", lambda: RFLO(rnn, alpha=0.5, W_FB=rng.normal(0, 1, (
             rnn.error = rnn.loss.f_prime(rnn.z, rnn.y)
             alg.update_learning_vars()
             alg()
-        best = min(best, (time.perf_counter() - start) / steps)
+        best = min(best, (time.process_time() - start) / steps)
     out[name] = best
 print(json.dumps(out))
 '''
 
 
 def _time_ours(model, x, y, method: str, reps: int = 3) -> float:
-    """Best of ``reps`` calls of one update over the sequence: seconds per step."""
+    """Best of ``reps`` calls of one update over the sequence: CPU seconds per step."""
     from bionn.rules.temporal_credit import online_gradients
 
     online_gradients(model, x[:5], y[:5], method)
     best = float("inf")
     for _ in range(reps):
-        start = time.perf_counter()
+        start = time.process_time()
         online_gradients(model, x, y, method)
-        best = min(best, (time.perf_counter() - start) / x.shape[0])
+        best = min(best, (time.process_time() - start) / x.shape[0])
     return best
 
 
@@ -303,8 +343,11 @@ def section_speed(args) -> dict[str, Any]:
                                           "steps": steps, "loss": "softmax cross-entropy "
                                           "at every step"},
                               "rounds": args.speed_rounds,
-                              "timing": "best of 3 passes over the sequence per round; "
-                                        "bionn and the peer alternate round by round"}
+                              "timing": "CPU time of the process (time.process_time, so "
+                                        "time the scheduler of a shared machine gives to "
+                                        "other processes is not counted), best of 3 passes "
+                                        "over the sequence per round; bionn and the peer "
+                                        "alternate round by round"}
     nets = {}
     for batch in (1, 32):
         torch.manual_seed(0)
@@ -363,7 +406,8 @@ def section_speed(args) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--section", required=True,
-                    choices=["horizon", "ucr", "memory", "speed", "runs"])
+                    choices=["horizon", "ucr", "memory", "speed", "runs",
+                             "horizon-figure"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "temporal_credit.json"))
@@ -383,12 +427,15 @@ def main() -> None:
     ap.add_argument("--speed-rounds", type=int, default=5)
     ap.add_argument("--runs", nargs="+", default=[],
                     help="rule@dataset@key=value,... (dataset options joined by ';')")
+    ap.add_argument("--runs-json", nargs="*", default=[],
+                    help="JSON files of runs sections to add to the horizon figure")
     ap.add_argument("--name", default=None, help="JSON key of this section (default: its name)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     section = {"horizon": section_horizon, "ucr": section_ucr, "memory": section_memory,
-               "speed": section_speed, "runs": section_runs}[args.section](args)
+               "speed": section_speed, "runs": section_runs,
+               "horizon-figure": section_horizon_figure}[args.section](args)
     path = Path(args.out)
     data = json.loads(path.read_text()) if path.is_file() else {}
     key = args.name or args.section

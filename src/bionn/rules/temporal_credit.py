@@ -84,6 +84,9 @@ Deviations from the papers
   the random signs come from torch's generator, so the run's seed fixes them.
 - Truncated BPTT adds the chunks' gradients into one update per batch (Williams & Peng's
   BPTT(h; h) applies one per chunk); memory is O(K N) either way.
+- RFLO and UORO run by default (``kernel = auto``) as one C loop over the steps
+  (:mod:`bionn.native.recurrent`), which computes the same recursions as the torch code here
+  (the fallback, and ``kernel = torch``); the equations' line markers are in both.
 """
 
 from __future__ import annotations
