@@ -403,6 +403,22 @@ def section_speed(args) -> dict[str, Any]:
     return result
 
 
+def _redacted(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """The command line with this machine's folders named DATA (the data) and PEER (the
+    peer's environment and sources)."""
+    folders = {}
+    if args.peer_src:
+        folders[str(Path(args.peer_src).resolve().parent)] = "PEER"
+    if args.data_dir:
+        folders[str(Path(args.data_dir).resolve())] = "DATA"
+    out = []
+    for word in argv:
+        for folder, name in sorted(folders.items(), key=lambda kv: -len(kv[0])):
+            word = word.replace(folder, name)
+        out.append(word)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--section", required=True,
@@ -440,7 +456,7 @@ def main() -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     key = args.name or args.section
     data[key] = section
-    data[key]["command"] = "python " + " ".join(sys.argv)
+    data[key]["command"] = "python " + " ".join(_redacted(sys.argv, args))
     data["machine"] = {"cpu": cpu_model(), "torch": torch.__version__,
                        "threads": args.threads}
     path.write_text(json.dumps(data, indent=2) + "\n")
