@@ -184,10 +184,11 @@ class OnlineConfig(RecurrentConfig):
 
     kernel: str = field(
         default="auto",
-        metadata=_help("the online loop (traces, errors, accumulated update): native (a C "
+        metadata=_help("which implementation runs the rule's inner loop: native (a C "
                        "kernel compiled on first use), torch, or auto (native where a C "
-                       "compiler is found and the tensors are on the CPU, else torch); both "
-                       "compute the same update"),
+                       "compiler is found, else torch); both compute the same update "
+                       "(krotov: the ranking and row update after the product; uoro, "
+                       "rflo: the online loop over the steps, on CPU tensors)"),
     )
 
     def __post_init__(self) -> None:
