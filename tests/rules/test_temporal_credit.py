@@ -266,6 +266,48 @@ def test_uoro_is_unbiased(f64, kernel):
     assert rel_mean < 0.1 and rel_single > 0.5, (rel_mean, rel_single)
 
 
+def _peak_tensor_bytes(rule, model, x, y):
+    """Peak live tensor bytes while ``rule.fill_grads(model, x, y)`` runs, from the
+    profiler's allocation and free events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        rule.fill_grads(model, x, y)
+    live = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes())
+                            for e in prof.profiler.kineto_results.events()
+                            if e.name() == "[memory]"):
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("name", ["bptt", "rflo", "uoro"])
+def test_memory_per_update_grows_with_t_for_bptt_only(name):
+    """Closed-form bounds on the growth of one update's peak tensor memory from T = 20 to
+    T = 80 (batch 8, N = 16, float32, the add task: one value to predict): BPTT stores at
+    least the (B, N) rates of every step, >= 4 B N bytes per step; the online rules store
+    nothing of size N per step (only target-sized arrays, a few B C numbers per step), so
+    they grow by less than one (B, N) state per step."""
+    batch, hidden = 8, 16
+    peaks = []
+    for length in (20, 80):
+        ds = load_dataset(f"add:length={length},n_train={batch},n_test=1")
+        torch.manual_seed(0)
+        rule = make_rule(name)
+        model = rule.build_model(f"rnn:{hidden}", ds.input_shape, ds.num_classes, "tanh")
+        rule.fill_grads(model, ds.data, ds.targets)
+        for p in model.parameters():
+            p.grad = None
+        peaks.append(_peak_tensor_bytes(rule, model, ds.data, ds.targets))
+    per_step = (peaks[1] - peaks[0]) / 60
+    state = 4 * batch * hidden
+    if name == "bptt":
+        assert per_step >= state, (per_step, state)
+    else:
+        assert per_step < state, (per_step, state)
+
+
 # --- contract ----------------------------------------------------------------------------
 
 
