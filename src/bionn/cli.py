@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -339,6 +340,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain_text(text: str) -> str:
+    """A docstring line as plain text: ``:class:`MNIST``` -> ``MNIST``, ``:func:`~a.f``` -> ``f``,
+    and no double back-quotes."""
+
+    def role(match: re.Match[str]) -> str:
+        target = match.group(2)
+        return target.rsplit(".", 1)[-1] if match.group(1) else target
+
+    return re.sub(r":[a-z]+:`(~?)([^`]*)`", role, text).replace("``", "")
+
+
 def _data_rows() -> list[dict[str, Any]]:
     from bionn.data import DATASETS
 
@@ -351,7 +363,8 @@ def _data_rows() -> list[dict[str, Any]]:
         doc = (cls.__doc__ or "").strip().splitlines()
         rows.append({
             "name": name,
-            "description": getattr(cls, "description", "") or (doc[0] if doc else ""),
+            "description": _plain_text(
+                getattr(cls, "description", "") or (doc[0] if doc else "")),
             "parameters": params,
         })
     return rows

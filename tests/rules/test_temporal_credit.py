@@ -8,6 +8,7 @@ JapaneseVowels speakers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -177,13 +178,17 @@ def _rtrl_with_leak_jacobian(model, x, y, feedback):
     return grad
 
 
-def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64):
+KERNEL_CHOICES = ["native", "torch"]
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64, kernel):
     model = _net(feedback=1.0)
     x, y = _batch("steps")
     with torch.no_grad():
         model.feedback.copy_(model.readout.weight.T)
     ref = _rtrl_with_leak_jacobian(model, x, y, model.readout.weight.detach().T)
-    got = _fill("rflo", model, x, y)
+    got = _fill("rflo", model, x, y, kernel=kernel)
     assert torch.allclose(got["weight_hh"], ref[:, :N], atol=1e-12)
     assert torch.allclose(got["weight_ih"], ref[:, N:N + FEAT], atol=1e-12)
     assert torch.allclose(got["bias"], ref[:, -1], atol=1e-12)
@@ -192,15 +197,44 @@ def test_rflo_with_b_equal_wout_transpose_is_rtrl_with_leak_jacobian(f64):
     assert (got["weight_hh"] - true["weight_hh"]).norm() > 1e-3 * true["weight_hh"].norm()
 
 
-def test_rflo_uses_its_random_feedback(f64):
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+def test_rflo_uses_its_random_feedback(f64, kernel):
     model = _net(feedback=1.0)
     x, y = _batch("steps")
     ref = _rtrl_with_leak_jacobian(model, x, y, model.feedback.clone())
-    got = _fill("rflo", model, x, y)
+    got = _fill("rflo", model, x, y, kernel=kernel)
     assert torch.allclose(got["weight_hh"], ref[:, :N], atol=1e-12)
 
 
-def test_uoro_is_unbiased(f64):
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+@pytest.mark.parametrize("kind", ["sequence", "values"])
+def test_rflo_equals_the_leak_jacobian_recursion_for_every_target_kind(f64, kernel, kind):
+    """The same identity as above, written out for the other target kinds: per-sequence
+    classes and per-step values with missing entries (squared error, e = 2 (y - target) / n);
+    the reference is autograd through the network with the recurrent path cut (J_t -> (1 -
+    alpha) I: the state enters the next step's pre-activation detached), the readout's error
+    sent back through W_out^T."""
+    model = _net(feedback=1.0)
+    with torch.no_grad():
+        model.feedback.copy_(model.readout.weight.T)
+    x, y = _batch(kind)
+    params = model.parameters_tuple()
+    a = torch.zeros(B, N)
+    outs = []
+    for t in range(T):
+        h = a.detach() @ params.w.T + x[t] @ params.u.T + params.b
+        a = (1 - ALPHA) * a + ALPHA * torch.tanh(h)
+        outs.append(model.readout(a))
+    loss = _oracle_loss(torch.stack(outs), y)
+    names = ["weight_hh", "weight_ih", "bias"]
+    expected = torch.autograd.grad(loss, [model.weight_hh, model.weight_ih, model.bias])
+    got = _fill("rflo", model, x, y, kernel=kernel)
+    for name, g in zip(names, expected, strict=True):
+        assert torch.allclose(got[name], g, atol=1e-12), name
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CHOICES)
+def test_uoro_is_unbiased(f64, kernel):
     """Averaged over many draws of the random signs, UORO's estimate approaches the true
     gradient (autograd). Every copy of one sequence in a batch draws its own signs, so a batch
     of R copies gives the mean of R independent estimates; 20 batches give its standard error.
@@ -217,9 +251,9 @@ def test_uoro_is_unbiased(f64):
     means = []
     single = []
     for _ in range(batches):
-        grads, _, _ = online_gradients(model, x, y, "uoro", generator=gen)
+        grads, _, _ = online_gradients(model, x, y, "uoro", generator=gen, kernel=kernel)
         means.append(torch.cat([grads[k].flatten() for k in ("weight_hh", "weight_ih", "bias")]))
-        g1, _, _ = online_gradients(model, x1, y1, "uoro", generator=gen)
+        g1, _, _ = online_gradients(model, x1, y1, "uoro", generator=gen, kernel=kernel)
         single.append(torch.cat([g1[k].flatten() for k in ("weight_hh", "weight_ih", "bias")]))
     means = torch.stack(means)
     truth = torch.cat([true[k].flatten() for k in ("weight_hh", "weight_ih", "bias")])
@@ -230,6 +264,48 @@ def test_uoro_is_unbiased(f64):
     rel_mean = (mean - truth).norm() / truth.norm()
     rel_single = torch.stack([(s - truth).norm() / truth.norm() for s in single]).mean()
     assert rel_mean < 0.1 and rel_single > 0.5, (rel_mean, rel_single)
+
+
+def _peak_tensor_bytes(rule, model, x, y):
+    """Peak live tensor bytes while ``rule.fill_grads(model, x, y)`` runs, from the
+    profiler's allocation and free events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        rule.fill_grads(model, x, y)
+    live = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes())
+                            for e in prof.profiler.kineto_results.events()
+                            if e.name() == "[memory]"):
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("name", ["bptt", "rflo", "uoro"])
+def test_memory_per_update_grows_with_t_for_bptt_only(name):
+    """Closed-form bounds on the growth of one update's peak tensor memory from T = 20 to
+    T = 80 (batch 8, N = 16, float32, the add task: one value to predict): BPTT stores at
+    least the (B, N) rates of every step, >= 4 B N bytes per step; the online rules store
+    nothing of size N per step (only target-sized arrays, a few B C numbers per step), so
+    they grow by less than one (B, N) state per step."""
+    batch, hidden = 8, 16
+    peaks = []
+    for length in (20, 80):
+        ds = load_dataset(f"add:length={length},n_train={batch},n_test=1")
+        torch.manual_seed(0)
+        rule = make_rule(name)
+        model = rule.build_model(f"rnn:{hidden}", ds.input_shape, ds.num_classes, "tanh")
+        rule.fill_grads(model, ds.data, ds.targets)
+        for p in model.parameters():
+            p.grad = None
+        peaks.append(_peak_tensor_bytes(rule, model, ds.data, ds.targets))
+    per_step = (peaks[1] - peaks[0]) / 60
+    state = 4 * batch * hidden
+    if name == "bptt":
+        assert per_step >= state, (per_step, state)
+    else:
+        assert per_step < state, (per_step, state)
 
 
 # --- contract ----------------------------------------------------------------------------
@@ -280,6 +356,24 @@ def test_bad_options_and_models_are_refused():
     with pytest.raises(ConfigError):
         make_rule("bptt").build_model("rnn", (3,), 2, "gelu")
     assert isinstance(make_rule("bptt").build_model("mlp:1000", (3,), 2, "tanh"), LeakyRNN)
+
+
+def test_kernel_option_is_checked_and_native_refuses_where_it_cannot_run(monkeypatch):
+    with pytest.raises(ConfigError, match="--kernel must be one of auto, native, torch"):
+        make_rule("uoro", {"kernel": "fast"})
+    model = _net(feedback=1.0)
+    x, y = _batch("steps")
+    import bionn.native.recurrent as native
+
+    monkeypatch.setattr(native, "recurrent_kernel", lambda: None)
+    with pytest.raises(ConfigError, match="--kernel native: the C kernel is not available"):
+        online_gradients(model, x, y, "rflo", kernel="native")
+    # auto falls back to the torch code, which gives the same update as the kernel
+    fallback, _, _ = online_gradients(model, x, y, "rflo", kernel="auto")
+    monkeypatch.undo()
+    torch_code, _, _ = online_gradients(model, x, y, "rflo", kernel="torch")
+    for name, g in torch_code.items():
+        assert torch.equal(fallback[name], g), name
 
 
 # --- it learns ---------------------------------------------------------------------------
@@ -359,6 +453,20 @@ def test_cli_trains_a_recurrent_rule_on_a_synthetic_task(capsys, tmp_path):
     assert code == 0, err
     assert (tmp_path / "r" / "outputs.png").is_file()
     assert '"rule": "tbptt"' in out.splitlines()[-1]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"] == (
+        "attention:8 (leaky RNN with an attention memory 9-8-4, alpha 0.5, tanh)")
+
+
+def test_summary_names_the_recurrent_network_the_default_model_builds(capsys, tmp_path):
+    code, _, err = _cli(
+        capsys, "train", "--rule", "rflo", "--dataset", "copy:delay=2,n_train=16,n_test=8",
+        "--activation", "tanh", "--epochs", 1, "--batch-size", 16, "--no-progress",
+        "--out", tmp_path / "r",
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["model"].startswith("rnn:64 (leaky RNN ") and "mlp" not in summary["model"]
 
 
 def test_cli_refuses_mismatched_data_and_rules(capsys, tmp_path):
@@ -382,3 +490,5 @@ def test_cli_data_list_names_every_sequence_set_and_its_parameters(capsys):
     for name in ("jvowels", "gunpoint", "italypower", "basicmotions", "copy", "add", "pattern"):
         assert name in out
     assert "delay=20" in out and "distractors=1" in out
+    assert ":class:" not in out and ":func:" not in out and "``" not in out
+    assert "the same files and images as MNIST." in out

@@ -18,15 +18,18 @@ def plot_credit_horizon(
     """Test accuracy against the recall delay, one line per algorithm.
 
     Args:
-        curves: algorithm -> {delay: test accuracy in [0, 1]}.
+        curves: algorithm -> {delay: test accuracy in [0, 1]}; a name with a parenthesis
+            (``"uoro (lr 0.002, 24 epochs)"``, another budget) is drawn dashed.
         chance: drawn as a dashed line.
         truncation: TBPTT's K, drawn as a vertical line.
     """
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8.5, 4), constrained_layout=True)
     for name, points in curves.items():
         delays = sorted(points)
-        ax.plot(delays, [100 * points[d] for d in delays], marker="o", label=name)
+        longer = "(" in name  # a run at another budget than the sweep's: dashed
+        ax.plot(delays, [100 * points[d] for d in delays], marker="s" if longer else "o",
+                linestyle="--" if longer else "-", label=name)
     if chance is not None:
         ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
     if truncation is not None:
@@ -36,7 +39,7 @@ def plot_credit_horizon(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("credit horizon (delayed recall)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -46,11 +49,13 @@ def plot_cost_per_step(
     memory: Mapping[str, Mapping[int, float]],
     time: Mapping[str, Mapping[int, float]],
     path: str | Path,
+    memory_label: str = "peak memory per update (MiB)",
 ) -> Path:
-    """Peak memory (MiB) and time (ms) per training step against the sequence length T."""
+    """Peak memory (MiB) and time (ms) per training step against the sequence length T
+    (log scale, ticks at the measured lengths)."""
     path = Path(path)
     fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, table, label in ((ax_mem, memory, "peak memory per update (MiB)"),
+    for ax, table, label in ((ax_mem, memory, memory_label),
                              (ax_time, time, "time per step (ms)")):
         for name, points in table.items():
             lengths = sorted(points)
@@ -58,6 +63,9 @@ def plot_cost_per_step(
         ax.set_xlabel("sequence length T")
         ax.set_ylabel(label)
         ax.set_xscale("log")
+        ticks = sorted({t for points in table.values() for t in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax_mem.set_title("memory against T")

@@ -200,9 +200,11 @@ class KrotovConfig:
     )
     kernel: str = field(
         default="auto",
-        metadata={"help": "the ranking and row update after the product: native (a C kernel "
-                          "compiled on first use), torch, or auto (native where a C compiler "
-                          "is found, else torch); both compute the same update"},
+        metadata={"help": "which implementation runs the rule's inner loop: native (a C "
+                          "kernel compiled on first use), torch, or auto (native where a C "
+                          "compiler is found, else torch); both compute the same update "
+                          "(krotov: the ranking and row update after the product; uoro, "
+                          "rflo: the online loop over the steps, on CPU tensors)"},
     )
     product: str = field(
         default="auto",

@@ -84,6 +84,9 @@ Deviations from the papers
   the random signs come from torch's generator, so the run's seed fixes them.
 - Truncated BPTT adds the chunks' gradients into one update per batch (Williams & Peng's
   BPTT(h; h) applies one per chunk); memory is O(K N) either way.
+- RFLO and UORO run by default (``kernel = auto``) as one C loop over the steps
+  (:mod:`bionn.native.recurrent`), which computes the same recursions as the torch code here
+  (the fallback, and ``kernel = torch``); the equations' line markers are in both.
 """
 
 from __future__ import annotations
@@ -100,14 +103,14 @@ from bionn.core.rule import LearningRule, backprop_grads, batch_metrics, trainab
 from bionn.errors import ConfigError
 from bionn.functional.recurrent import (
     ACTIVATIONS,
-    activation_derivative,
-    rflo_step,
+    phi_and_derivative,
+    rflo_step_,
     rtrl_step,
-    uoro_step,
+    uoro_step_,
 )
 from bionn.functional.targets import (
+    IGNORE_INDEX,
     sequence_loss,
-    step_loss_and_error,
     step_targets,
     target_mask,
 )
@@ -116,6 +119,7 @@ from bionn.nn.recurrent import AttentionRNN, LeakyRNN
 __all__ = [
     "BPTT",
     "RFLO",
+    "OnlineConfig",
     "RFLOConfig",
     "RTRL",
     "RecurrentConfig",
@@ -171,8 +175,32 @@ class TBPTTConfig(RecurrentConfig):
             raise ConfigError(f"--truncation must be a positive integer, got {self.truncation!r}")
 
 
+KERNELS = ("auto", "native", "torch")
+
+
 @dataclass(frozen=True)
-class RFLOConfig(RecurrentConfig):
+class OnlineConfig(RecurrentConfig):
+    """UORO and RFLO: which implementation of the online loop runs."""
+
+    kernel: str = field(
+        default="auto",
+        metadata=_help("which implementation runs the rule's inner loop: native (a C "
+                       "kernel compiled on first use), torch, or auto (native where a C "
+                       "compiler is found, else torch); both compute the same update "
+                       "(krotov: the ranking and row update after the product; uoro, "
+                       "rflo: the online loop over the steps, on CPU tensors)"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kernel not in KERNELS:
+            raise ConfigError(
+                f"--kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RFLOConfig(OnlineConfig):
     """RFLO: the scale of the fixed random feedback B."""
 
     feedback_scale: float = field(
@@ -251,6 +279,14 @@ class _Recurrent(LearningRule):
             attention=self.attention,
         )
 
+    def model_name(self, spec: str, model: nn.Module) -> str:
+        """The network built, e.g. ``'rnn:64 (leaky RNN 12-64-9, alpha 0.5, tanh)'``; the
+        run's default ``--model`` is recorded as the leaky RNN it gives, not as an MLP."""
+        kind = "attention" if isinstance(model, AttentionRNN) else "rnn"
+        what = "leaky RNN with an attention memory" if kind == "attention" else "leaky RNN"
+        return (f"{kind}:{model.hidden} ({what} {model.in_features}-{model.hidden}-"
+                f"{model.out_features}, alpha {model.alpha:g}, {model.activation})")
+
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Eq. (2): the mean loss over the (step, example) entries that have a target."""
         return sequence_loss(output, y)
@@ -318,18 +354,48 @@ class TBPTT(_Recurrent):
         return batch_metrics(total, torch.cat(outputs), targets)
 
 
+def _step_errors(
+    targets: torch.Tensor, count: int, dtype: torch.dtype
+) -> tuple[Any, ...]:
+    """What e_t = dL/dy_t needs besides y_t, per step (views of the sequence's targets).
+
+    Classes: the target index (0 where none) and keep / count, so that
+    ``e_t = (softmax(y_t) - onehot) * keep / count``. Values: the target (0 where none) and
+    2 keep / count, so that ``e_t = (y_t - target) * 2 keep / count``. Both are the size of
+    the targets themselves; nothing here grows with the network.
+    """
+    count = max(count, 1)
+    if targets.is_floating_point():
+        keep = ~torch.isnan(targets)
+        return (torch.nan_to_num(targets).unbind(0),
+                (keep.to(targets.dtype) * (2.0 / count)).unbind(0))
+    keep = targets != IGNORE_INDEX
+    index = torch.where(keep, targets, torch.zeros_like(targets))[:, :, None]
+    return index.unbind(0), (keep[:, :, None].to(dtype) / count).unbind(0)
+
+
 def online_gradients(
     model: LeakyRNN,
     x: torch.Tensor,
     y: torch.Tensor,
     method: str,
     generator: torch.Generator | None = None,
+    kernel: str = "auto",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Run ``model`` forward over ``x`` once and return the ``method``'s gradient of Eq. (2).
 
     ``method`` is ``rtrl``, ``uoro`` or ``rflo``. Returns the gradients by parameter name, the
-    loss and the outputs (T, B, C). Nothing is stored per step: memory is independent of T.
+    loss and the outputs (T, B, C). Nothing of size N is stored per step: the traces, the state
+    and the accumulated gradients live in buffers allocated once, so memory is independent of
+    T except for the outputs (T B C numbers, returned for the loss and the metrics).
     ``generator`` draws UORO's random signs (torch's default generator when None).
+
+    Each step is a fixed, short list of fused in-place operations (``mm``/``addmm`` with
+    ``out=``, ``baddbmm_`` for the rank-one trace updates, ``lerp`` for the leak), so a
+    single sequence (batch 1) costs a few dozen tensor operations per step, whatever N.
+    ``kernel`` (``auto``, ``native``, ``torch``): RFLO and UORO on CPU tensors run instead in
+    one C loop (:mod:`bionn.native.recurrent`) where it can be built (``auto``), which
+    computes the same update; ``native`` insists on it.
     """
     if not isinstance(model, LeakyRNN) or isinstance(model, AttentionRNN):
         raise ConfigError(f"{method} trains the leaky RNN (--model rnn[:N]) only")
@@ -339,62 +405,86 @@ def online_gradients(
         w, u, b = model.weight_hh.detach(), model.weight_ih.detach(), model.bias.detach()
         w_out, b_out = model.readout.weight.detach(), model.readout.bias.detach()
         theta = torch.cat([w, u, b[:, None]], dim=1)  # Theta = [W | U | b], (N, D)
+        w = theta[:, : w.shape[1]]
+        theta_t, w_out_t = theta.T, w_out.T
         alpha, name = model.alpha, model.activation
-        phi = ACTIVATIONS[name]
-        steps, batch, _ = x.shape
+        steps, batch, f = x.shape
         n, d = theta.shape
+        classes = w_out.shape[0]
         targets = step_targets(x.new_empty(steps, batch, 1), y)
         mask = target_mask(targets)
         count = int(mask.sum())
         has_target = mask.reshape(steps, -1).any(1).tolist()
-        a = x.new_zeros(batch, n)
+        regression = targets.is_floating_point()
+        native = _native_kernel(x, method, name, kernel)
+        if native is not None:
+            return _native_online(native, model, x, targets, mask, count, theta, method,
+                                  generator)
+        goal, scale = _step_errors(targets, count, x.dtype)
+        # buffers, allocated once: z_t = [a_{t-1}; x_t; 1] (two, alternating), h_t, phi(h_t),
+        # phi'(h_t), the outputs, e_t, and the accumulated gradients
+        zs = (x.new_zeros(batch, d), x.new_zeros(batch, d))
+        zs[0][:, -1] = 1.0
+        zs[1][:, -1] = 1.0
+        h, act, dphi = (x.new_empty(batch, n) for _ in range(3))
+        outputs = x.new_empty(steps, batch, classes)
+        out_steps = outputs.unbind(0)
+        e = x.new_empty(batch, classes)
+        minus_one = x.new_full((batch, 1), -1.0)
+        c = x.new_empty(batch, n)
         if method == "rtrl":
             m = x.new_zeros(batch, n, n, d)
         elif method == "uoro":
             a_tilde = x.new_zeros(batch, n)
             theta_tilde = x.new_zeros(batch, n, d)
+            nu = x.new_empty(batch, n)
+            scale_b = x.new_empty(batch)
         else:
             p = x.new_zeros(batch, n, d)
+            feedback_t = model.feedback.T
         g_theta = torch.zeros_like(theta)
+        g_flat = g_theta.view(1, n * d)
         g_wout = torch.zeros_like(w_out)
         g_bout = torch.zeros_like(b_out)
-        total = x.new_zeros(())
-        ones = x.new_ones(batch, 1)
-        outputs = []
-        for t in range(steps):
-            z = torch.cat([a, x[t], ones], dim=1)
-            h = z @ theta.T  # Eq. (1)
-            dphi = activation_derivative(name, h)
-            a_new = (1.0 - alpha) * a + alpha * phi(h)  # Eq. (1)
+        for t, x_t in enumerate(x.unbind(0)):
+            z, z_next = zs[t % 2], zs[(t + 1) % 2]
+            z[:, n : n + f].copy_(x_t)
+            a, a_new = z[:, :n], z_next[:, :n]
+            torch.mm(z, theta_t, out=h)  # Eq. (1)
+            phi_and_derivative(name, h, act, dphi)
+            torch.lerp(a, act, alpha, out=a_new)  # Eq. (1)
             if method == "rtrl":
                 m = rtrl_step(m, dphi, z, w, alpha)  # Eq. (RTRL-M)
             elif method == "uoro":
-                nu = torch.randint(0, 2, (batch, n), generator=generator,
-                                   device=x.device if generator is None else generator.device)
-                nu = (2.0 * nu - 1.0).to(x.dtype).to(x.device)
-                a_tilde, theta_tilde = uoro_step(a_tilde, theta_tilde, dphi, z, w, alpha, nu)
+                torch.randint(0, 2, (batch, n), generator=generator, out=nu)
+                nu.mul_(2.0).sub_(1.0)
+                uoro_step_(a_tilde, theta_tilde, dphi, z, w, alpha, nu)
             else:
-                p = rflo_step(p, dphi, z, alpha)  # Eq. (15)
-            out = a_new @ w_out.T + b_out
-            outputs.append(out)
-            if has_target[t]:
-                # Eq. (2) and (3): this step's loss and e_t = dL/dy_t, (B, C)
-                loss_t, e = step_loss_and_error(out, targets[t], count)
-                total += loss_t
-                g_wout += e.T @ a_new  # Eq. (3)
-                g_bout += e.sum(0)
-                if method == "rtrl":
-                    c = e @ w_out  # dL_t/da_t = W_out^T e_t
-                    g_theta += torch.einsum("bi,bikl->kl", c, m)  # Eq. (RTRL-g)
-                elif method == "uoro":
-                    c = e @ w_out
-                    scale = (c * a_tilde).sum(1)
-                    g_theta += torch.einsum("b,bkl->kl", scale, theta_tilde)  # Eq. (UORO-g)
+                rflo_step_(p, dphi, z, alpha)  # Eq. (15)
+            out = torch.addmm(b_out, a_new, w_out_t, out=out_steps[t])
+            if not has_target[t]:
+                continue
+            # Eq. (3): e_t = dL/dy_t of this step's share of Eq. (2), (B, C)
+            if regression:
+                torch.sub(out, goal[t], out=e).mul_(scale[t])
+            else:
+                e = torch.softmax(out, 1).scatter_add_(1, goal[t], minus_one).mul_(scale[t])
+            g_wout.addmm_(e.T, a_new)  # Eq. (3)
+            g_bout.add_(e.sum(0))
+            if method == "rtrl":
+                torch.mm(e, w_out, out=c)  # dL_t/da_t = W_out^T e_t
+                g_theta += torch.einsum("bi,bikl->kl", c, m)  # Eq. (RTRL-g)
+            elif method == "uoro":
+                torch.mm(e, w_out, out=c)
+                torch.sum(c.mul_(a_tilde), 1, out=scale_b)
+                g_flat.addmm_(scale_b[None], theta_tilde.view(batch, n * d))  # Eq. (UORO-g)
+            else:
+                torch.mm(e, feedback_t, out=c)  # B e_t in place of W_out^T e_t
+                if batch == 1:
+                    g_theta.addcmul_(c[0][:, None], p[0])  # Eq. (14)
                 else:
-                    c = e @ model.feedback.T  # B e_t in place of W_out^T e_t
-                    g_theta += c[:, :, None].mul(p).sum(0)  # Eq. (14)
-            a = a_new
-    f = model.in_features
+                    g_theta += torch.einsum("bi,bid->id", c, p)  # Eq. (14)
+        total = sequence_loss(outputs, targets, count=count)  # Eq. (2), summed over t
     grads = {
         "weight_hh": g_theta[:, :n],
         "weight_ih": g_theta[:, n : n + f],
@@ -402,7 +492,80 @@ def online_gradients(
         "readout.weight": g_wout,
         "readout.bias": g_bout,
     }
-    return grads, total, torch.stack(outputs)
+    return grads, total, outputs
+
+
+NATIVE_CHUNK = 64  # UORO's signs are drawn for this many steps at a time
+
+
+def _native_kernel(x: torch.Tensor, method: str, activation: str, kernel: str):
+    """The C kernel for this call, or None for the torch code (``kernel`` = auto|native|torch)."""
+    if kernel == "torch" or method not in ("rflo", "uoro"):
+        return None
+    from bionn.native import unavailable_reason
+    from bionn.native.recurrent import RecurrentKernel, recurrent_kernel
+
+    if not RecurrentKernel.supports(x, method, activation):
+        if kernel == "native":
+            raise ConfigError(f"--kernel native runs {method} on float32 or float64 CPU "
+                              f"tensors, got {x.dtype} on {x.device}")
+        return None
+    found = recurrent_kernel()
+    if found is None and kernel == "native":
+        raise ConfigError("--kernel native: the C kernel is not available: "
+                          f"{unavailable_reason('recurrent')}")
+    return found
+
+
+def _native_online(
+    native: Any, model: LeakyRNN, x: torch.Tensor, targets: torch.Tensor,
+    mask: torch.Tensor, count: int, theta: torch.Tensor, method: str,
+    generator: torch.Generator | None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """:func:`online_gradients` for RFLO and UORO in the C kernel: the same recursions,
+    Eqs. (1), (3), (14), (15) and UORO's, one C loop over the steps (``recurrent.c``)."""
+    steps, batch, f = x.shape
+    n, d = theta.shape
+    x = x.contiguous()
+    w_out = model.readout.weight.detach().contiguous()
+    b_out = model.readout.bias.detach().contiguous()
+    scale_count = 1.0 / max(count, 1)
+    if targets.is_floating_point():
+        cls = None
+        goal = torch.nan_to_num(targets).to(x.dtype).contiguous()
+        scale = (~torch.isnan(targets)).to(x.dtype).mul_(2.0 * scale_count).contiguous()
+    else:
+        goal = None
+        cls = torch.where(mask, targets, torch.full_like(targets, -1)).contiguous()
+        scale = mask.to(x.dtype).mul_(scale_count).contiguous()
+    has_target = mask.reshape(steps, -1).any(1).to(torch.uint8).contiguous()
+    feedback = model.feedback.detach().contiguous() if method == "rflo" else None
+    a = x.new_zeros(batch, n)
+    trace = x.new_zeros(batch, n, d)  # RFLO's p, or UORO's theta~
+    a_tilde = x.new_zeros(batch, n) if method == "uoro" else None
+    outputs = x.new_empty(steps, batch, w_out.shape[0])
+    g_theta, g_wout, g_bout = torch.zeros_like(theta), torch.zeros_like(w_out), \
+        torch.zeros_like(b_out)
+    chunk = NATIVE_CHUNK if method == "uoro" else max(steps, 1)
+    for t0 in range(0, steps, chunk):
+        t1 = min(t0 + chunk, steps)
+        nu = None
+        if method == "uoro":
+            nu = torch.randint(0, 2, (t1 - t0, batch, n), generator=generator,
+                               dtype=x.dtype).mul_(2.0).sub_(1.0)
+        native.run(method, x[t0:t1], None if cls is None else cls[t0:t1],
+                   None if goal is None else goal[t0:t1], scale[t0:t1], has_target[t0:t1],
+                   theta, w_out, b_out, feedback, model.alpha, model.activation, nu, 1e-7, a,
+                   trace, a_tilde, outputs[t0:t1], g_theta, g_wout, g_bout)
+    total = sequence_loss(outputs, targets, count=count)  # Eq. (2), summed over t
+    grads = {
+        "weight_hh": g_theta[:, :n],
+        "weight_ih": g_theta[:, n : n + f],
+        "bias": g_theta[:, -1],
+        "readout.weight": g_wout,
+        "readout.bias": g_bout,
+    }
+    return grads, total, outputs
 
 
 class _Online(_Recurrent):
@@ -412,7 +575,8 @@ class _Online(_Recurrent):
     method = ""
 
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        grads, loss, outputs = online_gradients(model, x, y, self.method)
+        grads, loss, outputs = online_gradients(model, x, y, self.method,
+                                                kernel=getattr(self.config, "kernel", "torch"))
         named = dict(model.named_parameters())
         for key, g in grads.items():
             if named[key].requires_grad:
@@ -432,6 +596,7 @@ class UORO(_Online):
 
     name = "uoro"
     method = "uoro"
+    config_class = OnlineConfig
 
 
 class RFLO(_Online):
