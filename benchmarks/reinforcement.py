@@ -28,7 +28,7 @@ import torch
 
 from bionn.rl import envs
 from bionn.rl.agents import TDConfig, TDDelayLine
-from bionn.rl.fit import fit, simulate_choices
+from bionn.rl.fit import fit, negative_log_likelihood, simulate_choices
 from bionn.rl.loop import TaskSpec, make_agent, run_episode
 
 SCHEDULES = ("100/0", "80/20", "70/30", "60/40")
@@ -144,17 +144,23 @@ def section_speed(n, seed):
     true = {"alpha_pos": 0.1 + 0.8 * torch.rand(n, generator=g),
             "alpha_neg": 0.1 + 0.8 * torch.rand(n, generator=g),
             "beta": 2.0 + 8.0 * torch.rand(n, generator=g)}
-    t0 = time.perf_counter()
+    # wall time, and the CPU time of this process (on a shared machine the two differ)
+    t0, c0 = time.perf_counter(), time.process_time()
     data, _ = simulate_choices("rw", true, "80/20", n_blocks=1, seed=seed)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     res = fit(data, "rw", restarts=3)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
+    at_truth = negative_log_likelihood("rw", true, data)
 
     def rank(x):
         return x.argsort().argsort().float()
 
     return {"experiments": n, "trials": 80, "simulate_s": t1 - t0, "fit_s": t2 - t1,
-            "total_s": t2 - t0,
+            "total_s": t2 - t0, "simulate_cpu_s": c1 - c0, "fit_cpu_s": c2 - c1,
+            "total_cpu_s": c2 - c0,
+            "fraction_fit_at_least_as_likely_as_truth": (
+                res.nll <= at_truth + 1e-3).float().mean().item(),
+            "mean_nll_fit": res.nll.mean().item(), "mean_nll_truth": at_truth.mean().item(),
             "rank_correlation_true_fitted": {
                 k: torch.corrcoef(torch.stack([rank(true[k]), rank(res.params[k])]))[0, 1].item()
                 for k in true}}
