@@ -61,6 +61,36 @@ def test_scale_fit_finds_the_minimum_of_the_convex_objective():
         assert s[i, 0].item() == pytest.approx(betas[scan.argmin()].item(), abs=0.02)
 
 
+def test_scale_fit_with_coinciding_features_does_not_fail():
+    # where the fast and slow rates coincide, both value tables are equal and the Hessian of
+    # the two scales is singular; the likelihood then depends on their sum alone, so the
+    # minimum equals the one-scale minimum (oracle: a dense scan of that one scale)
+    g = torch.Generator().manual_seed(1)
+    feats = torch.rand(4, 60, 2, 1, generator=g)
+    choice = (torch.rand(4, 60, generator=g) < 0.7).long()
+    valid = torch.ones(4, 60, dtype=torch.bool)
+    s, nll = fit_scales(feats.expand(-1, -1, -1, 2), choice, valid, scale_max=50.0,
+                        iterations=40)
+    betas = torch.linspace(0, 100, 40001)
+    for i in range(4):
+        logits = feats[i, :, :, 0][None] * betas[:, None, None]
+        scan = -torch.log_softmax(logits, -1).gather(
+            2, choice[i][None, :, None].expand(len(betas), -1, 1))[..., 0].sum(1)
+        assert nll[i].item() == pytest.approx(scan.min().item(), abs=1e-3)
+
+
+@pytest.mark.parametrize("grid", [4, 5])
+def test_two_timescale_grid_survives_a_singular_scale_hessian(grid):
+    # these choices once made the coarse two-timescale grid stop with a singular-matrix error
+    params = {"alpha_pos": torch.tensor([0.5, 0.2, 0.7]),
+              "alpha_neg": torch.tensor([0.5, 0.4, 0.3]), "beta": torch.tensor([5.0, 3.0, 8.0])}
+    data, _ = simulate_choices("rw", params, "80/20", n_blocks=3, seed=0)
+    result = fit(data, "two-timescale", restarts=1, grid=grid, iterations=0)
+    again = negative_log_likelihood("two-timescale", result.params, data)
+    assert torch.isfinite(result.nll).all()
+    torch.testing.assert_close(result.nll, again, rtol=1e-4, atol=1e-3)
+
+
 def test_fit_recovers_known_parameters_from_simulated_choices():
     # 60 simulated subjects, 5 blocks of 80 trials of the 80/20 schedule. Tolerances, set
     # from the information 400 trials carry: correlation of fitted with true >= 0.8 for

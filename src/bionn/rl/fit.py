@@ -290,7 +290,13 @@ def fit_scales(
         if j == 1:
             step = grad / (hess[:, :, 0] + 1e-6)
         else:
-            step = torch.linalg.solve(hess + 1e-6 * eye, grad[..., None])[..., 0]
+            # a ridge relative to the curvature: the two scales' features coincide where the
+            # fast and slow rates do, and the Hessian is then singular
+            ridge = 1e-5 * torch.diagonal(hess, dim1=1, dim2=2).mean(1) + 1e-6
+            a = hess + ridge[:, None, None] * eye
+            step, info = torch.linalg.solve_ex(a, grad[..., None])
+            diag = torch.diagonal(a, dim1=1, dim2=2)
+            step = torch.where((info == 0)[:, None], step[..., 0], grad / diag)
         trial = (s - step_size * step).clamp(0.0, scale_max)
         new = objective(trial)
         better = new <= nll
@@ -462,7 +468,8 @@ def refine(
         diag = torch.diagonal(f, dim1=1, dim2=2)
         a = f * free[:, :, None] * free[:, None, :]
         a = a + torch.diag_embed(la[:, None] * (diag + 1e-6) + 1e-9 + (1 - free))
-        step = torch.linalg.solve(a, (g * free)[..., None])[..., 0]
+        step, info = torch.linalg.solve_ex(a, (g * free)[..., None])
+        step = torch.where((info == 0)[:, None], step[..., 0], 0.0)  # a failed solve: no step
         trial = torch.minimum(torch.maximum(th - step, lo), hi)
         t_nll, t_grad, t_fisher = likelihood_derivatives(model, trial, data, q0, rows[active])
         better = t_nll < nll[active]
