@@ -1,13 +1,17 @@
 """Reinforcement-learning measurements (Neftci & Averbeck 2019; Costa et al. 2016; Schultz,
 Dayan & Montague 1997), written to ``benchmarks/results/reinforcement.json``.
 
-    python benchmarks/reinforcement.py [--sections reversal,lesions,dopamine,speed]
-        [--experiments 2000] [--threads 1] [--out benchmarks/results/reinforcement.json]
+    python benchmarks/reinforcement.py [--sections reversal,mixture,lesions,dopamine,speed]
+        [--experiments 2000] [--mixture-experiments 4000] [--threads 1]
+        [--out benchmarks/results/reinforcement.json]
 
 - reversal: P(better choice) around the reversal and the reward per block, per schedule
   (100/0, 80/20, 70/30, 60/40), for the fast system alone (w = 1), the slow system alone
   (w = 0), their mixture (w = 0.5) and a Rescorla-Wagner learner;
-- lesions: the two-timescale agent intact, with the fast or the slow system removed; a
+- mixture: the two-timescale agent's reward per block against its mixing weight w (0, 0.25,
+  0.5, 0.75, 1), per schedule, with standard errors;
+- lesions: the two-timescale agent intact, with the fast or the slow system removed (its
+  output scaled to 0, or the other system renormalised to full weight); a
   Rescorla-Wagner model fitted to each group's choices (alpha+, alpha-, beta), per schedule;
 - dopamine: TD(0) on the delay line, the RPE at the cue and at the reward over trials, and
   an omission probe after learning;
@@ -28,7 +32,7 @@ import torch
 
 from bionn.rl import envs
 from bionn.rl.agents import TDConfig, TDDelayLine
-from bionn.rl.fit import fit, simulate_choices
+from bionn.rl.fit import fit, negative_log_likelihood, simulate_choices
 from bionn.rl.loop import TaskSpec, make_agent, run_episode
 
 SCHEDULES = ("100/0", "80/20", "70/30", "60/40")
@@ -57,16 +61,19 @@ def run_group(schedule, agent, options, n, seed, blocks=1):
     task = TaskSpec("reversal", schedule).build(n)
     ag = make_agent(agent, task, options)
     g = torch.Generator().manual_seed(seed)
-    curves, rewards, stationary = [], [], []
+    curves, rewards, stationary, per_exp = [], [], [], []
     for _ in range(blocks):
         ep = run_episode(task, ag, None, g, fresh=True)
         curves.append(reversal_curve(task, ep))
         rewards.append(ep.reward.sum(0).mean().item())
+        per_exp.append(ep.reward.sum(0))
         # stationary phase: trials 15-29 (before any reversal), choice of the better option
         stationary.append((ep.action[14:29] == ep.better[14:29]).float().mean().item())
     curve = torch.tensor(curves).mean(0)
     after = curve[10:15].mean().item()  # trials 0-4 after the reversal
+    per_exp = torch.cat(per_exp)
     return {"curve": curve.tolist(), "reward_per_block": sum(rewards) / blocks,
+            "reward_per_block_se": (per_exp.std() / per_exp.numel() ** 0.5).item(),
             "p_better_trials_15_29": sum(stationary) / blocks,
             "p_better_first5_after_reversal": after}
 
@@ -89,7 +96,24 @@ def section_reversal(n, seed):
             "offsets": list(WINDOW)}
 
 
-LESIONS = {"intact": {}, "fast lesion": {"lesion_fast": 1.0}, "slow lesion": {"lesion_slow": 1.0}}
+def section_mixture(n, seed, weights=(0.0, 0.25, 0.5, 0.75, 1.0)):
+    """Reward per block of the two-timescale agent against its mixing weight w, per schedule
+    (w = 1 the fast system alone, w = 0 the slow one), with standard errors."""
+    out = {s: {str(w): run_group(s, "two-timescale", {"w": w}, n, seed) for w in weights}
+           for s in SCHEDULES}
+    for s in SCHEDULES:
+        for row in out[s].values():
+            del row["curve"]
+    mean = {str(w): sum(out[s][str(w)]["reward_per_block"] for s in SCHEDULES) / 4
+            for w in weights}
+    return {"per_schedule": out, "mean_reward_over_schedules": mean, "experiments": n}
+
+
+# A lesion scales a system's output (Eq. 5), so the softmax sees smaller value differences;
+# the "renormalised" groups instead let the remaining system drive choice at full weight
+# (w = 0 or 1: the choice stage compensates), which separates learning from consistency.
+LESIONS = {"intact": {}, "fast lesion": {"lesion_fast": 1.0}, "slow lesion": {"lesion_slow": 1.0},
+           "fast lesion, renormalised": {"w": 0.0}, "slow lesion, renormalised": {"w": 1.0}}
 
 
 def section_lesions(n, seed, blocks):
@@ -144,17 +168,23 @@ def section_speed(n, seed):
     true = {"alpha_pos": 0.1 + 0.8 * torch.rand(n, generator=g),
             "alpha_neg": 0.1 + 0.8 * torch.rand(n, generator=g),
             "beta": 2.0 + 8.0 * torch.rand(n, generator=g)}
-    t0 = time.perf_counter()
+    # wall time, and the CPU time of this process (on a shared machine the two differ)
+    t0, c0 = time.perf_counter(), time.process_time()
     data, _ = simulate_choices("rw", true, "80/20", n_blocks=1, seed=seed)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     res = fit(data, "rw", restarts=3)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
+    at_truth = negative_log_likelihood("rw", true, data)
 
     def rank(x):
         return x.argsort().argsort().float()
 
     return {"experiments": n, "trials": 80, "simulate_s": t1 - t0, "fit_s": t2 - t1,
-            "total_s": t2 - t0,
+            "total_s": t2 - t0, "simulate_cpu_s": c1 - c0, "fit_cpu_s": c2 - c1,
+            "total_cpu_s": c2 - c0,
+            "fraction_fit_at_least_as_likely_as_truth": (
+                res.nll <= at_truth + 1e-3).float().mean().item(),
+            "mean_nll_fit": res.nll.mean().item(), "mean_nll_truth": at_truth.mean().item(),
             "rank_correlation_true_fitted": {
                 k: torch.corrcoef(torch.stack([rank(true[k]), rank(res.params[k])]))[0, 1].item()
                 for k in true}}
@@ -162,8 +192,9 @@ def section_speed(n, seed):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", default="reversal,lesions,dopamine,speed")
+    p.add_argument("--sections", default="reversal,mixture,lesions,dopamine,speed")
     p.add_argument("--experiments", type=int, default=2000)
+    p.add_argument("--mixture-experiments", type=int, default=4000)
     p.add_argument("--lesion-experiments", type=int, default=200)
     p.add_argument("--lesion-blocks", type=int, default=4)
     p.add_argument("--trials", type=int, default=300, help="conditioning trials")
@@ -184,6 +215,8 @@ def main() -> None:
                           result[name]["per_schedule"][s].items()} for s in SCHEDULES}
             result[name]["figure"] = str(plot_reversal_grid(
                 panels, Path("benchmarks/results/reinforcement_reversal.png")))
+        elif name == "mixture":
+            result[name] = section_mixture(args.mixture_experiments, args.seed)
         elif name == "lesions":
             result[name] = section_lesions(args.lesion_experiments, args.seed,
                                            args.lesion_blocks)

@@ -8,13 +8,14 @@ once, and fits the two-timescale model (adding w):
        agent's own update (:func:`bionn.rl.agents.rw_update`, Eqs. 2-5 there).
     2. The log likelihood of a subject's choices is sum_t log p(c_t), p = softmax(beta Q)
        (Eq. 1 there), over the trials it has.
-    3. Parameters are fitted in an unconstrained space (rates and w through a logistic,
-       beta = beta_max * logistic), with Adam on the summed negative log likelihood of all
-       subjects and all restarts at once (the sum separates, and Adam's steps are per
-       coordinate, so each subject's fit is independent); the best restart per subject wins.
+    3. Each subject's parameters are fitted in two stages (:func:`fit`): a coarse grid of the
+       learning rates, the softmax scales fitted exactly at every grid point (the likelihood
+       is convex in them), then Levenberg-Marquardt steps on all the parameters at once from
+       the best grid points, with the exact gradient and Fisher information carried forward
+       through the trials (:func:`likelihood_derivatives`); the best end point wins.
 
-The loop is over trials with every subject and restart batched, so fitting 1000 subjects
-costs one pass of 80 trials per iteration, not 1000.
+The loop is over trials with every subject, grid point and restart batched, so fitting 1000
+subjects costs a few passes of 80 trials, not 1000.
 
 Choice files (``bionn rl fit CHOICES.csv``): a header naming at least the columns
 ``subject,block,trial,choice,reward`` (any order, other columns ignored), then one row per
@@ -23,8 +24,9 @@ option chosen (0, 1, ... K - 1), ``reward`` a finite number (usually 0 or 1). Wi
 subject, rows come in order of (block, trial), each strictly after the last; a new block
 value means new stimuli, so values restart.
 
-Deviations: none from Costa 2016's model; the optimiser (Adam from random restarts rather
-than fminsearch) and the bound beta <= beta_max (default 50) are ours.
+Deviations: none from Costa 2016's model; the optimiser (grid, then Levenberg-Marquardt,
+rather than fminsearch from starting points) and the bound beta <= beta_max (default 50)
+are ours.
 """
 
 from __future__ import annotations
@@ -288,7 +290,13 @@ def fit_scales(
         if j == 1:
             step = grad / (hess[:, :, 0] + 1e-6)
         else:
-            step = torch.linalg.solve(hess + 1e-6 * eye, grad[..., None])[..., 0]
+            # a ridge relative to the curvature: the two scales' features coincide where the
+            # fast and slow rates do, and the Hessian is then singular
+            ridge = 1e-5 * torch.diagonal(hess, dim1=1, dim2=2).mean(1) + 1e-6
+            a = hess + ridge[:, None, None] * eye
+            step, info = torch.linalg.solve_ex(a, grad[..., None])
+            diag = torch.diagonal(a, dim1=1, dim2=2)
+            step = torch.where((info == 0)[:, None], step[..., 0], grad / diag)
         trial = (s - step_size * step).clamp(0.0, scale_max)
         new = objective(trial)
         better = new <= nll
@@ -349,13 +357,140 @@ class FitResult:
         return out
 
 
+# -- the joint refinement ------------------------------------------------------------------------
+def _tables(model: str) -> list[tuple[int, int]]:
+    """For each value table, the indices (in RATES[model]) of its rates for delta > 0 and < 0."""
+    return [(0, 1)] if model == "rw" else [(0, 1), (2, 2)]
+
+
+def likelihood_derivatives(
+    model: str, theta: torch.Tensor, data: ChoiceData, q0: float = 0.5,
+    rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-log p(choices | theta), its gradient and its Fisher information, per row of ``theta``.
+
+    ``theta`` (M, P) holds the rates (RATES[model]) then the softmax scales (beta; or beta w
+    and beta (1 - w)); row m belongs to subject ``rows[m]`` (by default M is a multiple of
+    the number of subjects E and row m is subject m % E). The derivatives of the values with
+    respect to the rates are carried forward through the trials with the values
+    (forward-mode differentiation of Eqs. 2-4: the chosen value's derivative becomes
+    (1 - alpha) dQ + delta e_alpha, e_alpha the rate that was used), so one pass over the
+    trials gives the gradient sum_t J_t^T (p_t - onehot(c_t)) and the Fisher information
+    sum_t J_t^T (diag p_t - p_t p_t^T) J_t of the logits' Jacobians J_t. Returns
+    ``(nll (M,), grad (M, P), fisher (M, P, P))``.
+    """
+    e, n = data.choice.shape
+    m, n_par = theta.shape
+    dev, dt = theta.device, theta.dtype
+    if rows is None:
+        rows = torch.arange(m, device=dev) % e
+    choice, reward, new_block = data.choice[rows], data.reward[rows], data.new_block[rows]
+    valid = data.valid[rows].to(dt)
+    k, r = data.n_options, len(RATES[model])
+    tables = _tables(model)
+    onehot = (choice[:, :, None] == torch.arange(k, device=dev)).to(dt)  # (M, N, K)
+    step = onehot * valid[:, :, None]
+    reward = reward * valid
+    rate_ids = torch.eye(r, device=dev, dtype=dt)
+    q_steps: list[list[torch.Tensor]] = [[] for _ in tables]
+    g_steps: list[list[torch.Tensor]] = [[] for _ in tables]
+    fresh = new_block.any(0).tolist()
+    for j, (i_pos, i_neg) in enumerate(tables):
+        q = torch.full((m, k), q0, device=dev, dtype=dt)
+        g = torch.zeros(m, k, r, device=dev, dtype=dt)
+        a_pos, a_neg = theta[:, i_pos], theta[:, i_neg]
+        e_pos, e_neg = rate_ids[i_pos], rate_ids[i_neg]
+        for t in range(n):
+            if fresh[t]:
+                nb = new_block[:, t]
+                q = torch.where(nb[:, None], q0, q)
+                g = torch.where(nb[:, None, None], 0.0, g)
+            q_steps[j].append(q)
+            g_steps[j].append(g)
+            oh = onehot[:, t]
+            delta = reward[:, t] - (q * oh).sum(-1)  # Eq. (2)
+            pos = (delta > 0)[:, None]
+            alpha = torch.where(pos, a_pos[:, None], a_neg[:, None])  # (M, 1)
+            g_c = (g * oh[:, :, None]).sum(1)  # (M, R)
+            # d/dtheta of Q(c) + alpha delta: (1 - alpha) dQ(c) + delta e_alpha
+            change = delta[:, None] * torch.where(pos, e_pos, e_neg) - alpha * g_c
+            st = step[:, t]
+            q = q + st * (alpha * delta[:, None])  # Eq. (3)
+            g = g + st[:, :, None] * change[:, None, :]
+    qv = torch.stack([torch.stack(v, 1) for v in q_steps], -1)  # (M, N, K, J)
+    gv = torch.stack([torch.stack(v, 1) for v in g_steps], -1)  # (M, N, K, R, J)
+    scales = theta[:, r:]
+    logits = (qv * scales[:, None, None, :]).sum(-1)  # Eqs. (1, 5)
+    jac = torch.cat([(gv * scales[:, None, None, None, :]).sum(-1), qv], -1)  # (M, N, K, P)
+    logp = torch.log_softmax(logits, -1)
+    p = logp.exp()
+    nll = -(logp * onehot).sum(-1).mul(valid).sum(1)
+    grad = (((p - onehot) * valid[:, :, None])[..., None] * jac).sum((1, 2))
+    mean_j = (p[..., None] * jac).sum(2)  # (M, N, P)
+    flat = jac.flatten(1, 2)  # (M, N K, P)
+    fisher = ((flat * (p * valid[:, :, None]).flatten(1, 2)[..., None]).transpose(1, 2) @ flat
+              - (mean_j * valid[..., None]).transpose(1, 2) @ mean_j)
+    return nll, grad, fisher
+
+
+def refine(
+    model: str,
+    theta: torch.Tensor,
+    data: ChoiceData,
+    beta_max: float = 50.0,
+    q0: float = 0.5,
+    iterations: int = 15,
+    tol: float = 1e-3,
+    lam0: float = 1e-2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levenberg-Marquardt (Fisher scoring) on all parameters at once from starts ``theta``
+    (M, P), every row its own damped step inside the box (rates in [0, 1], scales in
+    [0, beta_max]; a coordinate on the box with its gradient pointing out is held). A step is
+    kept only where it lowers that row's NLL; a row stops once a kept step gains less than
+    ``tol`` in NLL or the damping has grown so large that no step is kept. Returns
+    ``(theta, nll)``."""
+    r = len(RATES[model])
+    theta = theta.clone()
+    m, n_par = theta.shape
+    dev, dt = theta.device, theta.dtype
+    lo = torch.zeros(n_par, device=dev, dtype=dt)
+    hi = torch.tensor([1.0] * r + [beta_max] * (n_par - r), device=dev, dtype=dt)
+    rows = torch.arange(m, device=dev) % data.n
+    nll, grad, fisher = likelihood_derivatives(model, theta, data, q0, rows)
+    lam = torch.full((m,), lam0, device=dev, dtype=dt)
+    active = torch.arange(m, device=dev)  # the rows still moving
+    for _ in range(iterations):
+        if active.numel() == 0:
+            break
+        th, g, f, la = theta[active], grad[active], fisher[active], lam[active]
+        held = ((th <= lo) & (g > 0)) | ((th >= hi) & (g < 0))
+        free = (~held).to(dt)
+        diag = torch.diagonal(f, dim1=1, dim2=2)
+        a = f * free[:, :, None] * free[:, None, :]
+        a = a + torch.diag_embed(la[:, None] * (diag + 1e-6) + 1e-9 + (1 - free))
+        step, info = torch.linalg.solve_ex(a, (g * free)[..., None])
+        step = torch.where((info == 0)[:, None], step[..., 0], 0.0)  # a failed solve: no step
+        trial = torch.minimum(torch.maximum(th - step, lo), hi)
+        t_nll, t_grad, t_fisher = likelihood_derivatives(model, trial, data, q0, rows[active])
+        better = t_nll < nll[active]
+        gain = nll[active] - t_nll
+        pick = active[better]
+        theta[pick], nll[pick] = trial[better], t_nll[better]
+        grad[pick], fisher[pick] = t_grad[better], t_fisher[better]
+        la = torch.where(better, la / 3, la * 4).clamp(1e-6, 1e6)
+        lam[active] = la
+        # converged: a kept step gained less than tol, or no step is kept even tiny
+        done = (better & (gain < tol)) | (la >= 1e4)
+        active = active[~done]
+    return theta, nll
+
+
 def fit(
     data: ChoiceData,
     model: str = "rw",
     restarts: int = 3,
     grid: int | None = None,
-    zoom: int = 5,
-    levels: int = 2,
+    iterations: int = 15,
     beta_max: float = 50.0,
     q0: float = 0.5,
     chunk: int = 1 << 23,
@@ -363,24 +498,25 @@ def fit(
 ) -> FitResult:
     """Maximum-likelihood fit of ``model`` (``rw`` or ``two-timescale``) to every subject.
 
-    1. The learning rates lie on a coarse grid (``grid`` points per rate; 12 for ``rw``, 5
+    1. The learning rates lie on a coarse grid (``grid`` points per rate; 6 for ``rw``, 4
        for ``two-timescale``); at each point the scales (beta, or beta w and beta (1 - w))
        are fitted exactly by :func:`fit_scales` (the likelihood is convex in them).
-    2. The ``restarts`` best grid cells of each subject are each refined ``levels`` times by
-       a ``zoom`` x ``zoom`` (x ``zoom``) grid around the best point so far that spans one
-       spacing of the previous grid either side; the best refined point is the fit.
+    2. From each subject's ``restarts`` best grid points, :func:`refine` moves all the
+       parameters at once (``iterations`` Levenberg-Marquardt steps on the exact gradient and
+       Fisher information of :func:`likelihood_derivatives`); the most likely end point is the
+       fit.
 
-    A search over the rates rather than gradient descent from random starts: it cannot
-    stall in a local minimum of the rates, and the loop over trials is shared by every
-    subject and grid point.
+    The grid finds the basin (no stall in a poor local minimum of the rates from a random
+    start), the joint steps its bottom; every subject, grid point and restart shares the one
+    loop over trials.
     """
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    grid = grid or (12 if model == "rw" else 5)
-    if restarts < 1 or grid < 2 or zoom < 2 or levels < 0:
+    grid = grid or (6 if model == "rw" else 4)
+    if restarts < 1 or grid < 2 or iterations < 0:
         raise ConfigError(
-            f"need restarts >= 1, grid >= 2, zoom >= 2, levels >= 0; got {restarts}, {grid}, "
-            f"{zoom}, {levels}"
+            f"need restarts >= 1, grid >= 2, iterations >= 0; got {restarts}, {grid}, "
+            f"{iterations}"
         )
     if not beta_max > 0:
         raise ConfigError(f"beta_max must be > 0, got {beta_max}")
@@ -390,45 +526,22 @@ def fit(
     device = data.choice.device
     axis = (torch.arange(grid, device=device) + 0.5) / grid
     coarse = torch.cartesian_prod(*([axis] * r)).reshape(-1, r)  # (P, R)
-    bar = tqdm(total=1 + levels, desc=f"fit {model}", disable=not progress, leave=False)
+    bar = tqdm(total=2, desc=f"fit {model}", disable=not progress, leave=False)
     nll, sc = _evaluate(model, coarse[:, None, :].expand(-1, e, -1), data, beta_max, q0, chunk)
     bar.update(1)
     restarts = min(restarts, coarse.shape[0])
     best = nll.topk(restarts, dim=0, largest=False).indices  # (restarts, E)
-    centres = coarse[best]  # (restarts, E, R)
     cols = torch.arange(e, device=device)
-    centre_s = sc[best, cols[None, :]]  # (restarts, E, J)
-    half = torch.full((), 1.0 / grid, device=device)
-    offsets = torch.linspace(-1.0, 1.0, zoom, device=device)
-    offsets = torch.cartesian_prod(*([offsets] * r)).reshape(-1, r)  # (Z^R, R)
-    best_nll = torch.full((restarts, e), float("inf"), device=device)
-    best_pt = centres.clone()
-    best_s = centre_s.clone()
-    for _ in range(levels):
-        pts = (best_pt[:, None] + half * offsets[None, :, None, :]).clamp(0.0, 1.0)
-        flat = pts.reshape(-1, e, r)  # (restarts * Z^R, E, R)
-        warm = best_s[:, None].expand(-1, offsets.shape[0], -1, -1).reshape(flat.shape[0], e, -1)
-        nll, scales = _evaluate(model, flat, data, beta_max, q0, chunk, warm, iterations=5)
-        nll = nll.reshape(restarts, -1, e)
-        scales = scales.reshape(restarts, -1, e, scales.shape[-1])
-        idx = nll.argmin(1)  # (restarts, E)
-        take = idx[:, None, :]
-        level_nll = nll.gather(1, take)[:, 0]
-        level_pt = pts.gather(1, take[..., None].expand(-1, -1, -1, r))[:, 0]
-        level_s = scales.gather(1, take[..., None].expand(-1, -1, -1, scales.shape[-1]))[:, 0]
-        improved = level_nll < best_nll
-        best_nll = torch.where(improved, level_nll, best_nll)
-        best_pt = torch.where(improved[..., None], level_pt, best_pt)
-        best_s = torch.where(improved[..., None], level_s, best_s)
-        half = half * 2 / (zoom - 1)
-        bar.update(1)
+    start = torch.cat([coarse[best], sc[best, cols[None, :]]], -1)  # (restarts, E, R + J)
+    theta, best_nll = refine(model, start.reshape(restarts * e, -1), data, beta_max, q0,
+                             iterations)
+    bar.update(1)
     bar.close()
-    if levels == 0:
-        best_nll, scales = _evaluate(model, centres.reshape(-1, e, r), data, beta_max, q0, chunk)
-        best_nll, best_s = best_nll.reshape(restarts, e), scales.reshape(restarts, e, -1)
+    theta, best_nll = theta.reshape(restarts, e, -1), best_nll.reshape(restarts, e)
     winner = best_nll.argmin(0)
-    pt, s = best_pt[winner, cols], best_s[winner, cols]
+    pt = theta[winner, cols]
     params = {name: pt[:, i] for i, name in enumerate(RATES[model])}
+    s = pt[:, r:]
     if model == "rw":
         params["beta"] = s[:, 0]
     else:
