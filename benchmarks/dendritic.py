@@ -142,7 +142,7 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
         "output_rate": "linear", "n_train": len(train), "n_test": len(test),
         "batch_size": 32, "optimizer": f"adam lr {args.teacher_lr}", "epochs": args.teacher_epochs,
         "pretrain_epochs": args.pretrain_epochs, "dynamics": "simplified (1 sweep)",
-        "top_down": "fixed random",
+        "top_down": "fixed random", "init_scale": args.teacher_init_scale,
     }
     gen = torch.Generator().manual_seed(1)
 
@@ -156,10 +156,12 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
     for kind in ("microcircuit", "shallow"):
         torch.manual_seed(0)
         cfg = DendriticConfig(hidden_rate="softplus", output_rate="linear",
-                              self_predicting_init=False, pretrain_epochs=args.pretrain_epochs)
+                              self_predicting_init=False, pretrain_epochs=args.pretrain_epochs,
+                              init_scale=args.teacher_init_scale)
         rule = DendriticMicrocircuit(cfg)
         model = Microcircuit((30, 50, 10), hidden="softplus", output="linear",
-                             conductances=cfg.conductances, self_predicting=False)
+                             conductances=cfg.conductances, self_predicting=False,
+                             init_scale=args.teacher_init_scale)
         history: list[dict[str, Any]] = []
         # phase 1: the self-predicting state from random interneuron weights (no target)
         rule.set_phase("self-predicting")
@@ -306,6 +308,9 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--teacher-init-scale", type=float, default=1.0,
+                        help="teacher-student: the student's weights start uniform in "
+                             "+-scale/sqrt(fan_in) (the rule's --init-scale)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--run-root", default="",
                         help="MNIST: folder for the run folders (default: a new temporary one)")
