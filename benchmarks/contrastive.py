@@ -6,6 +6,8 @@ Sections (the first argument):
               eps 0.5, alphas 0.1 / 0.05 as --layer-lrs with SGD(lr=1), batch 20, persistent
               particles): one rule and beta per call, test error after every epoch, written
               to the JSON after every epoch (a run stopped early keeps what it reached).
+              ``--layer-lrs`` sets the alphas, ``--schedule cosine`` anneals them per epoch
+              (constant, the paper's, by default).
     estimate  the relative error of the EP estimate (one-sided and symmetric) against the
               implicit-function gradient, for a range of beta, on a tiny float64 network with
               the smooth rho; the fitted log-log slopes; a figure.
@@ -17,6 +19,8 @@ Sections (the first argument):
               ``--epochs``, ``--free-steps``, ``--nudged-steps``).
 
     python benchmarks/contrastive.py mnist --rule ep --nudging 0.5 --epochs 25 --data-dir DATA
+    python benchmarks/contrastive.py mnist --rule ep --nudging 1.0 --random-sign \
+        --schedule cosine --epochs 8 --data-dir DATA
     python benchmarks/contrastive.py estimate
     python benchmarks/contrastive.py speed --data-dir DATA --peer-python PY --peer-dir DIR
     python benchmarks/contrastive.py cnn --data-dir DATA --dataset fashion-mnist
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -98,7 +103,7 @@ def section_mnist(args) -> None:
         "nudged_steps": args.nudged_steps,
         "step_size": args.step_size,
         "persistent": not args.no_persistent,
-        "layer_lrs": (0.1, 0.05),
+        "layer_lrs": tuple(float(a) for a in args.layer_lrs.split(",")),
     }
     if args.rule in ("ep", "ep-sym"):
         options["nudging"] = args.nudging
@@ -107,8 +112,9 @@ def section_mnist(args) -> None:
     (xtr, ytr), (xte, yte) = mnist_data(args)
     model = rule.build_model("mlp:500", (1, 28, 28), 10, "relu")
     opt = torch.optim.SGD(model.parameters(), lr=1.0)  # the alphas are in --layer-lrs
+    scheduler = epoch_schedule(opt, args.schedule, args.epochs)
     trainer = Trainer(model, rule, opt, (xtr, ytr), (xte, yte), batch_size=20, seed=args.seed,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, scheduler=scheduler)
     trainer.set_train_inputs(rule.phase_inputs(model, "train", xtr))
     tag = args.tag or f"{args.rule}_beta{args.nudging:g}" + ("_rs" if args.random_sign else "")
     path = RESULTS / f"contrastive_mnist_{tag}.json"
@@ -117,7 +123,8 @@ def section_mnist(args) -> None:
         "network": "784-500-10 hard sigmoid, squared-error output",
         "rule": args.rule,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
-        "optimizer": "SGD(lr=1), per-layer alphas 0.1 / 0.05 in the pseudo-gradient",
+        "optimizer": f"SGD(lr=1), per-layer alphas {args.layer_lrs} in the pseudo-gradient",
+        "schedule": args.schedule,
         "batch_size": 20,
         "train_examples": len(xtr),
         "epochs_planned": args.epochs,
@@ -138,6 +145,18 @@ def section_mnist(args) -> None:
         record["best_test_error_pct"] = min(e["test_error_pct"] for e in record["epochs"])
         write(path, record)
         print(json.dumps(record["epochs"][-1]), flush=True)
+
+
+def epoch_schedule(opt, schedule: str, epochs: int):
+    """The alphas' factor per epoch e (from 0): 1/2 (1 + cos(pi e / E)) for ``cosine`` (the
+    annealing of Laborieux et al. 2021, as ``bionn train --schedule cosine``), 1 - e / E for
+    ``linear``, None (the paper's constant alphas) for ``constant``."""
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
+    if schedule == "linear":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 - e / epochs)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +478,9 @@ def main() -> None:
     p.add_argument("--free-steps", type=int, default=20)
     p.add_argument("--nudged-steps", type=int, default=4)
     p.add_argument("--step-size", type=float, default=0.5)
+    p.add_argument("--layer-lrs", default="0.1,0.05", help="mnist: the alphas, one per layer")
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "linear"],
+                   help="mnist: the alphas' factor per epoch (constant as the paper)")
     p.add_argument("--train-size", type=int, default=0)
     p.add_argument("--test-size", type=int, default=0)
     p.add_argument("--tag", default="")

@@ -14,7 +14,10 @@ Sections (``--sections``, comma-separated; all by default):
              which the classification Trainer does not evaluate.
     mnist    784-500-500-10 on MNIST with the simplified dynamics through the Trainer, and
              backprop on the same network (squared error on the same linear output, same
-             hidden rate, optimizer, schedule, epochs and seed) beside it.
+             hidden rate, optimizer, schedule, epochs and seed) beside it (``--mnist-rules``
+             picks either; ``--hold-self-predicting`` holds the interneurons in closed form).
+             The run folders go to ``--run-root``, by default a temporary folder made at run
+             time.
 
     python benchmarks/dendritic.py [--sections speed,teacher,mnist] [--epochs 10]
         [--data-dir DATA] [--threads 1] [--out benchmarks/results/dendritic.json]
@@ -30,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -138,7 +142,7 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
         "output_rate": "linear", "n_train": len(train), "n_test": len(test),
         "batch_size": 32, "optimizer": f"adam lr {args.teacher_lr}", "epochs": args.teacher_epochs,
         "pretrain_epochs": args.pretrain_epochs, "dynamics": "simplified (1 sweep)",
-        "top_down": "fixed random",
+        "top_down": "fixed random", "init_scale": args.teacher_init_scale,
     }
     gen = torch.Generator().manual_seed(1)
 
@@ -152,10 +156,12 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
     for kind in ("microcircuit", "shallow"):
         torch.manual_seed(0)
         cfg = DendriticConfig(hidden_rate="softplus", output_rate="linear",
-                              self_predicting_init=False, pretrain_epochs=args.pretrain_epochs)
+                              self_predicting_init=False, pretrain_epochs=args.pretrain_epochs,
+                              init_scale=args.teacher_init_scale)
         rule = DendriticMicrocircuit(cfg)
         model = Microcircuit((30, 50, 10), hidden="softplus", output="linear",
-                             conductances=cfg.conductances, self_predicting=False)
+                             conductances=cfg.conductances, self_predicting=False,
+                             init_scale=args.teacher_init_scale)
         history: list[dict[str, Any]] = []
         # phase 1: the self-predicting state from random interneuron weights (no target)
         rule.set_phase("self-predicting")
@@ -238,9 +244,16 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
     }
-    out_root = Path(args.run_root)
+    # the run folders: --run-root, or a temporary folder made now (removed by the system)
+    out_root = Path(args.run_root or tempfile.mkdtemp(prefix="bionn-dendritic-"))
     results["dendritic_options"] = {"hidden_rate": args.hidden_rate, "eta_pi": args.eta_pi}
+    if args.hold_self_predicting:
+        results["dendritic_options"] = {"hidden_rate": args.hidden_rate,
+                                        "hold_self_predicting": True}
+    rules = [r.strip() for r in args.mnist_rules.split(",") if r.strip()]
     for rule_name, options in (("dendritic", results["dendritic_options"]), ("bp", {})):
+        if rule_name not in rules:
+            continue
         config = TrainConfig(rule=rule_name, dataset="mnist", model="mlp:500,500",
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer="adam", lr=args.lr,
@@ -288,12 +301,21 @@ def main() -> None:
     parser.add_argument("--eta-pi", type=float, default=0.0,
                         help="MNIST: factor of the W^PI rule during the task (0 keeps the "
                              "closed-form W^PI = -W^down)")
+    parser.add_argument("--hold-self-predicting", action="store_true",
+                        help="MNIST: interneurons held in the closed-form self-predicting state "
+                             "of the current weights (the rule's --hold-self-predicting)")
     parser.add_argument("--teacher-train", type=int, default=5000)
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--teacher-init-scale", type=float, default=1.0,
+                        help="teacher-student: the student's weights start uniform in "
+                             "+-scale/sqrt(fan_in) (the rule's --init-scale)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--run-root", default="/tmp/bionn-dendritic-runs")
+    parser.add_argument("--run-root", default="",
+                        help="MNIST: folder for the run folders (default: a new temporary one)")
+    parser.add_argument("--mnist-rules", default="dendritic,bp",
+                        help="MNIST: which of dendritic, bp to train (comma-separated)")
     parser.add_argument("--figures", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/dendritic.json")

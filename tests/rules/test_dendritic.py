@@ -101,6 +101,59 @@ def test_sgd_lr_one_reproduces_the_hand_written_plasticity_rules():
         torch.testing.assert_close(p.detach(), expected[name], rtol=1e-5, atol=1e-6)
 
 
+def test_held_self_predicting_state_follows_the_forward_weights_hand_written():
+    # the oracle: the hand-written one-sweep steady states with W^IP, b^IP, W^PI in the
+    # closed form of the *current* forward weights, while the model's own interneuron
+    # weights are stale (the forward weights moved after the closed-form start)
+    torch.manual_seed(1)
+    g_lk, g_b, g_a, g_d, g_som = 0.1, 1.0, 0.8, 1.0, 0.8
+    model = Microcircuit((4, 3, 2), hidden="sigmoid", output="linear")
+    with torch.no_grad():
+        for p in model.pyramidal.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    x, y = torch.rand(5, 4), torch.tensor([0, 1, 1, 0, 1])
+    w1, b1 = model.pyramidal[0].weight.detach(), model.pyramidal[0].bias.detach()
+    w2, b2 = model.pyramidal[1].weight.detach(), model.pyramidal[1].bias.detach()
+    wdown = model.top_down[0].weight
+    factor = g_b / (g_lk + g_b) * (g_lk + g_d) / g_d
+    wip, bip, wpi = factor * w2, factor * b2, -wdown
+
+    held = DendriticMicrocircuit(DendriticConfig(hold_self_predicting=True))
+    held.set_phase("self-predicting")  # no target: the apical potential must vanish
+    free = held.fill_grads(model, x, y)
+    assert free["apical_norm_1"] < 1e-6 and free["interneuron_error_1"] < 1e-6
+    stale = DendriticMicrocircuit(DendriticConfig())
+    stale.set_phase("self-predicting")
+    assert stale.fill_grads(model, x, y)["apical_norm_1"] > 1e-2  # the stale W^IP mispredicts
+
+    held.set_phase("train")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    held.fill_grads(model, x, y)
+    t = F.one_hot(y, 2).float()
+    vb1 = x @ w1.T + b1
+    r1 = torch.sigmoid(g_b * vb1 / (g_lk + g_b + g_a))
+    vb2 = r1 @ w2.T + b2
+    u2 = (g_b * vb2 + g_som * t) / (g_lk + g_b + g_som)
+    ui = (g_d * (r1 @ wip.T + bip) + g_som * u2) / (g_lk + g_d + g_som)
+    va = u2 @ wdown.T + ui @ wpi.T
+    r1n = torch.sigmoid((g_b * vb1 + g_a * va) / (g_lk + g_b + g_a))
+    e1 = r1n - torch.sigmoid(g_b / (g_lk + g_b + g_a) * vb1)
+    e2 = u2 - g_b / (g_lk + g_b) * vb2
+    n = len(x)
+    expected = {"pyramidal.0.weight": e1.T @ x / n, "pyramidal.0.bias": e1.mean(0),
+                "pyramidal.1.weight": e2.T @ r1n / n, "pyramidal.1.bias": e2.mean(0)}
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[name])
+        if name.startswith("interneurons"):
+            assert p.grad is None, name  # held in closed form: they do not learn
+        else:
+            torch.testing.assert_close(-p.grad, expected[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="--pretrain-epochs"):
+        DendriticConfig(hold_self_predicting=True, pretrain_epochs=2)
+    with pytest.raises(ConfigError, match="--hold-self-predicting"):
+        DendriticConfig(hold_self_predicting="yes")
+
+
 def test_box4_sgd_lr_one_reproduces_hand_written_update():
     torch.manual_seed(0)
     rule = make_rule("dendritic-box4", {"inference_steps": 3, "inference_rate": 0.2})
@@ -237,6 +290,7 @@ def test_regression_targets_and_alignment_metrics(tmp_path):
 
 @pytest.mark.parametrize("name, options, lr, epochs, threshold", [
     ("dendritic", {"hidden_rate": "tanh"}, 3e-3, 5, 0.92),  # measured 0.931
+    ("dendritic", {"hidden_rate": "tanh", "hold_self_predicting": True}, 3e-3, 5, 0.92),
     ("dendritic-box4", {}, 1e-3, 6, 0.92),  # linear rates (Box 4); measured 0.939
 ])
 def test_learns_digits(name, options, lr, epochs, threshold):

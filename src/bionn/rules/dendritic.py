@@ -101,11 +101,13 @@ from bionn.functional.dendritic import (
     RATES,
     Box4State,
     Conductances,
+    MicrocircuitWeights,
     box4_errors,
     box4_step,
     microcircuit_step,
     plasticity,
     rate,
+    self_predicting_weights,
     settle,
     zero_state,
 )
@@ -175,6 +177,11 @@ class DendriticConfig:
     pretrain_epochs: int = field(default=0, metadata={
         "help": "epochs of a first phase 'self-predicting': no target, only W^IP, b^IP, W^PI "
                 "learn (Eqs. 7-8)"})
+    hold_self_predicting: bool = field(default=False, metadata={
+        "help": "interneurons held in the self-predicting state of the current W_{k+1} and "
+                "W^down (W^IP, b^IP, W^PI in closed form at every batch, so the apical "
+                "potential carries only the target's error); W^IP, b^IP, W^PI then get no "
+                ".grad. false = they learn by Eqs. 7-8 (the paper)"})
     init_scale: float = field(default=1.0, metadata={
         "help": "weights start uniform in +-init_scale/sqrt(fan_in)"})
     eta_forward: tuple[float, ...] = field(default=(), metadata={
@@ -207,6 +214,11 @@ class DendriticConfig:
         if not isinstance(self.self_predicting_init, bool):
             raise ConfigError("--self-predicting-init must be true or false")
         _integer("pretrain_epochs", self.pretrain_epochs, 0)
+        if not isinstance(self.hold_self_predicting, bool):
+            raise ConfigError("--hold-self-predicting must be true or false")
+        if self.hold_self_predicting and self.pretrain_epochs:
+            raise ConfigError("--hold-self-predicting keeps the interneurons in closed form, so "
+                              "--pretrain-epochs has nothing to learn; set it to 0")
         _number("init_scale", self.init_scale)
         etas = self.eta_forward
         if isinstance(etas, list):
@@ -373,10 +385,23 @@ class DendriticMicrocircuit(LearningRule):
             else:
                 out += [None, None]
         for k in range(model.depth - 1):
+            if cfg.hold_self_predicting:
+                out += [None, None, None]
+                continue
             out += [cfg.eta_ip * inc.ip[k], cfg.eta_ip * inc.ip_bias[k], cfg.eta_pi * inc.pi[k]]
         if model.top_down_mode == "learned":
             out += [cfg.eta_down * d if supervised else None for d in inc.down]
         return out
+
+    def _weights(self, model: Microcircuit) -> MicrocircuitWeights:
+        """The weights the dynamics see: the model's, or with ``hold_self_predicting`` its
+        interneuron weights replaced by the closed-form self-predicting state of the current
+        forward and top-down weights (no parameter is written)."""
+        weights = model.weights()
+        if not self.config.hold_self_predicting:
+            return weights
+        ip, ip_bias, pi = self_predicting_weights(weights, model.conductances)
+        return weights._replace(ip=ip, ip_bias=ip_bias, pi=pi)
 
     @staticmethod
     def _set_grads(params: list[torch.Tensor], deltas: list) -> None:
@@ -425,9 +450,10 @@ class DendriticMicrocircuit(LearningRule):
         supervised = self.phase == "train"
         r0 = x.flatten(1)
         target = self.targets(model, y, r0) if supervised else None
-        settled = settle(r0, model.weights(), model.conductances, target,
+        weights = self._weights(model)
+        settled = settle(r0, weights, model.conductances, target,
                          self.config.sweeps, model.hidden_rate, model.output_rate)
-        inc = plasticity(settled, model.weights(), model.conductances, model.hidden_rate,
+        inc = plasticity(settled, weights, model.conductances, model.hidden_rate,
                          model.output_rate)
         self._set_grads(self._params(model), self._increments(model, inc, supervised))
         return self._metrics(model, settled, target, y)
@@ -452,7 +478,7 @@ class DendriticMicrocircuit(LearningRule):
         acc: list[torch.Tensor | None] | None = None
         for step in range(cfg.presentation_steps):
             with torch.no_grad():
-                weights = model.weights()
+                weights = self._weights(model)
                 _, state = microcircuit_step(r0, state, weights, g, cfg.dt, target, cfg.noise,
                                              model.hidden_rate, model.output_rate)
                 inc = plasticity((state, r0), weights, g, model.hidden_rate, model.output_rate)
@@ -476,7 +502,7 @@ class DendriticMicrocircuit(LearningRule):
                     self._filtered = filtered
                 if last or not accumulate_all:
                     with torch.no_grad():
-                        settled = _ode_view(state, r0, model)
+                        settled = _ode_view(state, r0, model, self._weights(model))
                     yield self._metrics(model, settled, target, y)
 
     # -- evaluation --------------------------------------------------------------------------
@@ -505,10 +531,11 @@ class DendriticMicrocircuit(LearningRule):
                 plot_alignment(history, Path(run_dir) / "alignment.png")]
 
 
-def _ode_view(state: Any, r0: torch.Tensor, model: Microcircuit) -> Any:
+def _ode_view(state: Any, r0: torch.Tensor, model: Microcircuit,
+              weights: MicrocircuitWeights) -> Any:
     from bionn.functional.dendritic import _dendrites
 
-    return _dendrites(state, r0, model.weights(), model.hidden_rate, model.output_rate)
+    return _dendrites(state, r0, weights, model.hidden_rate, model.output_rate)
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
