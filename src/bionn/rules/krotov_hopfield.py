@@ -77,8 +77,8 @@ Deviations from the paper:
   unspecified.
 - The product of Eq. (2) on CPU may run in NumPy's OpenBLAS instead of torch's MKL, on the
   same memory and with torch's thread count (``product``: auto, torch or numpy; auto picks
-  OpenBLAS on AMD CPUs, where it ran this product about 1.4 times faster). Only the rounding
-  of the currents differs.
+  OpenBLAS on AMD CPUs, where it ran this product about 1.4 times faster timed alone). Only
+  the rounding of the currents differs.
 - A non-finite update (NaN or inf in the inputs or in W) stops the run with TrainingDiverged.
 - Data-parallel training (torchrun): each rank computes ds of Eq. (3) on its share of the
   minibatch; the shares are summed across the ranks and only then normalised by max|ds|
@@ -351,7 +351,7 @@ def numpy_product_available() -> bool:
 def use_numpy_product(choice: str, t: torch.Tensor) -> bool:
     """Whether ``--product`` ``choice`` multiplies CPU tensor ``t`` with NumPy's OpenBLAS.
 
-    ``auto`` does so on AMD CPUs, where torch's MKL runs this product about 1.4 times slower
+    ``auto`` does so on AMD CPUs, where torch's MKL ran this product about 1.4 times slower
     than OpenBLAS (see the docs page), and where NumPy's BLAS is OpenBLAS; ``numpy`` wherever
     the tensor qualifies (CPU, float32 or float64, no autograd).
     """
