@@ -167,6 +167,70 @@ def section_runs(args) -> dict[str, Any]:
     return {"runs": results, "seed": 0, "optimizer": "adam", "activation": "tanh"}
 
 
+def _series(ds, znorm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cases (N, T, F) in float64, zero past each one's length, optionally z-normalised
+    per case and channel over its real steps; and the lengths (N,)."""
+    x = ds.data.double().transpose(0, 1).clone()
+    mask = ds.mask.t()[:, :, None].double()
+    lengths = ds.mask.sum(0)
+    if znorm:
+        count = mask.sum(1, keepdim=True)
+        mean = (x * mask).sum(1, keepdim=True) / count
+        var = (((x - mean) * mask) ** 2).sum(1, keepdim=True) / count
+        x = (x - mean) / var.sqrt().clamp(min=1e-8) * mask
+    return x * mask, lengths
+
+
+def _dtw_d(a: torch.Tensor, la: torch.Tensor, b: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+    """Multivariate dependent DTW (Shokoohi-Yekta et al.: the squared Euclidean distance of
+    whole steps as the cost), no warping window, between every case of ``a`` and of ``b``
+    (``(Na, Nb)``); variable lengths end at each case's own last step."""
+    cost = (a.pow(2).sum(-1)[:, None, :, None] + b.pow(2).sum(-1)[None, :, None, :]
+            - 2 * torch.einsum("atf,bsf->abts", a, b)).clamp(min=0)
+    na, nb, t, u = cost.shape
+    cost = cost.permute(2, 3, 0, 1).contiguous()  # (t, u, na, nb): each cell's pairs together
+    acc = torch.full((t + 1, u + 1, na, nb), float("inf"), dtype=cost.dtype)
+    acc[0, 0] = 0.0
+    for i in range(1, t + 1):
+        for j in range(1, u + 1):
+            best = torch.minimum(torch.minimum(acc[i - 1, j], acc[i, j - 1]), acc[i - 1, j - 1])
+            torch.add(cost[i - 1, j - 1], best, out=acc[i, j])
+    return acc[la[:, None], lb[None, :], torch.arange(na)[:, None], torch.arange(nb)[None, :]]
+
+
+def section_references(args) -> dict[str, Any]:
+    """1-NN test accuracy of the four UCR/UEA problems computed here, with the Euclidean
+    distance (equal lengths only) and, where the quoted reference is a DTW one, with DTW_D (no
+    window), on the raw and on per-case z-normalised series: an independent check of the
+    reference accuracies quoted."""
+    from bionn.data import DATASETS, load_dataset
+
+    out: dict[str, Any] = {}
+    for name in ("jvowels", "gunpoint", "italypower", "basicmotions"):
+        tr = load_dataset(name, args.data_dir, train=True)
+        te = load_dataset(name, args.data_dir, train=False)
+        row: dict[str, Any] = {"quoted": DATASETS[name].reference[0],
+                               "quoted_source": DATASETS[name].reference[1]}
+        for znorm in (False, True):
+            tag = "znorm" if znorm else "raw"
+            a, la = _series(te, znorm)
+            b, lb = _series(tr, znorm)
+            equal = bool((la == la[0]).all() and (lb == la[0]).all())
+            if equal:
+                ed = torch.cdist(a.flatten(1), b.flatten(1))
+                row[f"1nn_ed_{tag}"] = float((tr.labels[ed.argmin(1)] == te.labels)
+                                             .double().mean())
+            if "DTW" not in row["quoted_source"]:
+                continue  # the quoted reference is the Euclidean 1-NN
+            dist = torch.cat([_dtw_d(a[i:i + 25], la[i:i + 25], b, lb)
+                              for i in range(0, len(a), 25)])
+            row[f"1nn_dtw_d_{tag}"] = float((tr.labels[dist.argmin(1)] == te.labels)
+                                            .double().mean())
+        out[name] = row
+        print(f"references {name}: {row}", file=sys.stderr, flush=True)
+    return out
+
+
 def _run_label(run: dict[str, Any]) -> str:
     """``uoro (lr 0.002, 24 epochs)``: a run's rule and what differs from the sweep's budget."""
     rule = run["rule"]
@@ -423,7 +487,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--section", required=True,
                     choices=["horizon", "ucr", "memory", "speed", "runs",
-                             "horizon-figure"])
+                             "horizon-figure", "references"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "temporal_credit.json"))
@@ -451,7 +515,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     section = {"horizon": section_horizon, "ucr": section_ucr, "memory": section_memory,
                "speed": section_speed, "runs": section_runs,
-               "horizon-figure": section_horizon_figure}[args.section](args)
+               "horizon-figure": section_horizon_figure,
+               "references": section_references}[args.section](args)
     path = Path(args.out)
     data = json.loads(path.read_text()) if path.is_file() else {}
     key = args.name or args.section

@@ -456,7 +456,11 @@ def online_gradients(
             if method == "rtrl":
                 m = rtrl_step(m, dphi, z, w, alpha)  # Eq. (RTRL-M)
             elif method == "uoro":
-                torch.randint(0, 2, (batch, n), generator=generator, out=nu)
+                if generator is None or generator.device == nu.device:
+                    torch.randint(0, 2, (batch, n), generator=generator, out=nu)
+                else:  # signs drawn where the generator lives
+                    nu.copy_(torch.randint(0, 2, (batch, n), generator=generator,
+                                           device=generator.device))
                 nu.mul_(2.0).sub_(1.0)
                 uoro_step_(a_tilde, theta_tilde, dphi, z, w, alpha, nu)
             else:
