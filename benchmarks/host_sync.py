@@ -16,7 +16,9 @@ time steps of updates) in these modes:
 
 Each (rule, mode) lives in its own worker process (one thread by default, ``--threads``), warmed
 up once; the rounds then alternate between the modes so that machine noise hits them alike, and
-the result is the median over rounds. On the CPU nothing waits, so the modes should be level (no
+the result is the median over rounds. On the CPU the clock is the worker's CPU time (so that
+the time it waits for a core on a shared machine does not count; the wall times are recorded
+too), on a GPU the wall clock. On the CPU nothing waits, so the modes should be level (no
 regression); on a GPU small networks are bound by the per-step wait, which the ``deferred`` mode
 removes. One command measures it on a GPU machine:
 
@@ -76,16 +78,17 @@ WORKER = textwrap.dedent(
         global epoch
         epoch += 1
         sync()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         means = trainer.train_epoch(epoch, 10**6)
         sync()
-        return time.perf_counter() - start, means.get("loss")
+        return time.perf_counter() - start, time.process_time() - cpu, means.get("loss")
 
     run()  # warm-up
     print("ready", flush=True)
     for line in sys.stdin:
-        seconds, loss = run()
-        print(json.dumps({"seconds": seconds, "loss": loss}), flush=True)
+        seconds, cpu_seconds, loss = run()
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "loss": loss}),
+              flush=True)
     """
 )
 
@@ -159,18 +162,21 @@ def main() -> None:
     for rule in rules:
         workers = {mode: Worker(rule, mode, args, src) for mode, src in modes.items()}
         times: dict[str, list[float]] = {mode: [] for mode in modes}
+        walls: dict[str, list[float]] = {mode: [] for mode in modes}
         losses: dict[str, list[float | None]] = {mode: [] for mode in modes}
         try:
             order = list(modes)
             for r in range(args.rounds):
                 for mode in order if r % 2 == 0 else order[::-1]:
                     out = workers[mode].run()
-                    times[mode].append(out["seconds"])
+                    cpu = args.device == "cpu"
+                    times[mode].append(out["cpu_seconds"] if cpu else out["seconds"])
+                    walls[mode].append(out["seconds"])
                     losses[mode].append(out["loss"])
         finally:
             for w in workers.values():
                 w.close()
-        row = {mode: {"epoch_s": t, "median_s": statistics.median(t),
+        row = {mode: {"epoch_s": t, "wall_s": walls[mode], "median_s": statistics.median(t),
                       "steps_per_s": args.steps[rule] / statistics.median(t),
                       "train_loss": losses[mode]} for mode, t in times.items()}
         for mode in modes:
@@ -197,6 +203,7 @@ def main() -> None:
         "dataset": "mnist, the first 100 x steps_per_epoch training images",
         "rule_options": {r: OPTIONS.get(r, {}) for r in rules},
         "steps_per_epoch": args.steps, "rounds": args.rounds, "modes": list(modes),
+        "clock": "process CPU time" if args.device == "cpu" else "wall clock",
         "a_step_is": "one batch of 100 (DECOLLE: one batch, 25 - burn-in optimizer updates)",
         "results": results,
         "device": args.device, "device_name": device_name,

@@ -21,8 +21,12 @@ process spends waiting for a core on a shared machine is counted nowhere (with o
 two agree on an idle machine). cProfile adds a fixed cost to every Python call, so the shares
 of the Python parts are upper bounds; the epoch is also timed without the profiler.
 
-    python benchmarks/overhead.py --data-dir DATA [--sections ratio,profile] [--repeats 15]
-        [--threads 1] [--out FILE.json]
+The ``threads`` section times 50 Trainer steps (the first 5,000 images) with one thread and with
+one per available core, alternately, and records the load average beside them: on a machine
+that other processes keep busy, the extra threads wait for cores that are taken.
+
+    python benchmarks/overhead.py --data-dir DATA [--sections ratio,profile,threads]
+        [--repeats 15] [--threads 1] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -171,19 +175,53 @@ def profile_section(x, y, xt, yt) -> dict:
     }
 
 
+def threads_section(x, y, rounds: int = 3) -> dict:
+    """50 Trainer steps of backprop with one thread and with one per core, alternately."""
+    import os
+
+    from bionn.core.resources import available_cores, default_threads
+
+    counts = sorted({1, available_cores()})
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    previous = torch.get_num_threads()
+    loads = []
+    for r in range(rounds):
+        for n in counts if r % 2 == 0 else counts[::-1]:
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            model = MLP(784, [1000], 10)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            trainer = Trainer(model, Backprop(), opt, (x[:5000], y[:5000]), None,
+                              batch_size=100, progress=False)
+            trainer.train_epoch(1, 2)  # warm-up
+            start = time.perf_counter()
+            trainer.train_epoch(2, 2)
+            times[n].append(time.perf_counter() - start)
+            loads.append(os.getloadavg()[0])
+    torch.set_num_threads(previous)
+    return {
+        "steps": 50,
+        "seconds_by_threads": {str(n): t for n, t in times.items()},
+        "median_s_by_threads": {str(n): statistics.median(t) for n, t in times.items()},
+        "load_average_1min": loads,
+        "default_threads_now": default_threads(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="data root (default $BIONN_DATA)")
     parser.add_argument("--sections", default="ratio,profile",
-                        help="comma-separated: ratio (bionn against a hand loop), profile")
+                        help="comma-separated: ratio (bionn against a hand loop), profile, "
+                        "threads")
     parser.add_argument("--repeats", type=int, default=15, help="epochs measured per side")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(sections) - {"ratio", "profile"})
+    unknown = sorted(set(sections) - {"ratio", "profile", "threads"})
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose ratio, profile")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose ratio, profile, threads")
     torch.set_num_threads(args.threads)
 
     train = load_dataset("mnist", args.data_dir, train=True)
@@ -207,6 +245,11 @@ def main() -> None:
         p = result["profile"]
         print(f"profile: bionn's own code {100 * p['bionn_share_of_epoch']:.2f}% of the epoch "
               f"({p['bionn_own_us_per_step']:.0f} us per step; target < 3%)", flush=True)
+    if "threads" in sections:
+        result["threads_section"] = threads_section(x, y)
+        print("threads: " + ", ".join(
+            f"{n} thread(s) {t:.2f} s" for n, t in
+            result["threads_section"]["median_s_by_threads"].items()), flush=True)
     if "ratio" in sections:
         result.update(ratio_section(args, x, y, xt, yt))
     out = Path(args.out)

@@ -124,3 +124,23 @@ def test_backprop_learns_digits():
     with torch.no_grad():
         acc = (model(xte).argmax(1) == yte).float().mean().item()
     assert acc >= 0.95, acc
+
+
+def test_batch_metrics_counts_the_given_targets_only():
+    """Oracle: the hits and targets counted by hand (an ignored target counts for neither)."""
+    from bionn.core.rule import batch_metrics
+    from bionn.functional.targets import IGNORE_INDEX
+
+    output = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    y = torch.tensor([0, 0, IGNORE_INDEX, 1])
+    for dtype in (torch.float32, torch.float64):
+        m = batch_metrics(torch.tensor(0.5, dtype=dtype), output.to(dtype), y)
+        assert m["accuracy"].dtype == dtype and m["accuracy"].dim() == 0
+        assert m["accuracy"].item() == torch.tensor(2.0, dtype=dtype).div(3).item()
+        assert m["loss"].item() == 0.5
+    none = batch_metrics(torch.tensor(0.0), output, torch.full((4,), IGNORE_INDEX))
+    assert none["accuracy"].item() == 0.0
+    # sequences (T, B, C) with one class per sequence: the last step's answer counts
+    seq = torch.zeros(3, 2, 2)
+    seq[-1, 0, 1] = seq[-1, 1, 1] = 1.0
+    assert batch_metrics(torch.tensor(0.0), seq, torch.tensor([1, 0]))["accuracy"].item() == 0.5

@@ -259,10 +259,15 @@ def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> 
 
     ``y`` may also be sequence targets (see :mod:`bionn.functional.targets`).
     """
-    from bionn.functional.targets import count_correct
+    from bionn.functional.targets import IGNORE_INDEX, count_correct
 
     with torch.no_grad():
-        hits, count = count_correct(output, y)
+        if output.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
+            # one class per example: count_correct's numbers without its general path (an
+            # ignored target, IGNORE_INDEX < 0, never equals an argmax)
+            hits, count = (output.argmax(1) == y).sum(), (y != IGNORE_INDEX).sum()
+        else:
+            hits, count = count_correct(output, y)
         accuracy = hits.to(loss.dtype) / count.clamp(min=1).to(loss.dtype)
     return {"loss": loss.detach(), "accuracy": accuracy}
 
