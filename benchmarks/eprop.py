@@ -55,12 +55,20 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def _public(arg: str) -> str:
+    """The peer environment's folder as ``PEER`` in the recorded command."""
+    for suffix in ("/bin/python", "/src"):
+        if arg.endswith(suffix) and "peer" in arg:
+            return "PEER" + suffix
+    return arg
+
+
 def header(args) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + " ".join(_public(a) for a in sys.argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
