@@ -117,9 +117,9 @@ BUILD = textwrap.dedent('''
         "decolle": ({"encoder": "latency", "timesteps": 6, "burn_in": 2}, "mlp:32", False,
                     None),
         # plain SGD: the sparse step; 2 normalised steps per batch (minibatch 50)
-        "krotov": ({"hidden": 40, "minibatch": 50, "kernel": "torch"}, "", False,
+        "krotov": ({"hidden": 40, "minibatch": 50, "kernel": "torch"}, "mlp", False,
                    "unsupervised"),
-        "krotov-supervised": ({"hidden": 40}, "", False, "supervised"),
+        "krotov-supervised": ({"hidden": 40}, "mlp", False, "supervised"),
     }
 
     def build(case):

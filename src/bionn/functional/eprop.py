@@ -111,13 +111,15 @@ class SpikeFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, gamma: float) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, u: torch.Tensor, gamma: float) -> torch.Tensor:
+        """The spike ``H(u)``: 1 where ``u > 0``, else 0."""
         ctx.save_for_backward(u)
         ctx.gamma = gamma
         return (u > 0).to(u.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+    def backward(ctx, grad: torch.Tensor):
+        """The pseudo-derivative ``gamma max(0, 1 - |u|)`` times the incoming gradient."""
         (u,) = ctx.saved_tensors
         return grad * ctx.gamma * (1.0 - u.abs()).clamp(min=0.0), None
 
