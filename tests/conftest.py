@@ -52,6 +52,19 @@ def _test_threads() -> int:
     return threads
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _subprocess_threads():
+    """The command-line runs the tests start in subprocesses use the suite's thread count too:
+    without it they would pick one from the machine's load (``default_threads``), and two runs
+    that must end bit for bit alike could pick different counts."""
+    previous = os.environ.get("OMP_NUM_THREADS")
+    if previous is None:
+        os.environ["OMP_NUM_THREADS"] = str(_test_threads())
+    yield
+    if previous is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

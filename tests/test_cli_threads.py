@@ -96,3 +96,24 @@ def test_without_threads_the_command_line_takes_the_default_and_the_library_keep
                  callbacks=[lambda info: seen.append(torch.get_num_threads())])
     assert set(seen) == {1}  # threads=None: the library leaves the process's count alone
     assert _summary(tmp_path / "lib")["threads"] == 1
+
+
+def test_a_resumed_run_keeps_its_recorded_count_unless_threads_is_given(capsys, tmp_path,
+                                                                        monkeypatch):
+    """The default count follows the machine's load, so a run resumed without --threads would
+    otherwise pick another count than it started with, and its float reductions (and with
+    them bit-identical resume) could change: it keeps the count its checkpoint recorded."""
+    torch.set_num_threads(1)
+    monkeypatch.setattr(resources, "default_threads", lambda load=None: 1)
+    run = tmp_path / "r"
+    code, _, err = cli(capsys, "train", "--rule", "bp", *FAST, "--epochs", "1", "--out", run)
+    assert code == 0, err
+    monkeypatch.setattr(resources, "default_threads", lambda load=None: 2)  # the load changed
+    code, _, err = cli(capsys, "train", "--resume", "--out", run, "--epochs", "2",
+                       "--no-progress")
+    assert code == 0, err
+    assert _summary(run)["threads"] == 1
+    code, _, err = cli(capsys, "train", "--resume", "--out", run, "--epochs", "3",
+                       "--threads", "2", "--no-progress")
+    assert code == 0, err
+    assert _summary(run)["threads"] == 2

@@ -249,8 +249,10 @@ def _json_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_threads(config: Any, values: dict[str, Any]) -> Any:
-    """``config`` with the default thread count when neither --threads nor the TOML gave one."""
-    if values.get("threads") is not None:
+    """``config`` with the default thread count when neither --threads nor the TOML gave one,
+    nor the run being resumed recorded one (a resumed run keeps its count, so that it ends
+    bit for bit as an uninterrupted run would)."""
+    if values.get("threads") is not None or config.threads is not None:
         return config
     from bionn.core.resources import default_threads
 

@@ -298,7 +298,8 @@ def test_registry_names_and_class_data():
     images = {
         "digits", "mnist", "fashion-mnist", "cifar10", "mnist-spikes", "fashion-mnist-spikes"
     }
-    sequences = {"jvowels", "gunpoint", "italypower", "basicmotions", "copy", "add", "pattern"}
+    sequences = {"jvowels", "gunpoint", "italypower", "basicmotions", "copy", "add", "pattern",
+                 "evidence", "poisson-pattern"}
     assert set(DATASETS) == images | sequences
     for name in images:
         cls = DATASETS[name]
