@@ -98,6 +98,7 @@ from bionn.functional.targets import (
     target_mask,
 )
 from bionn.nn.eprop import RecurrentSpikingNetwork
+from bionn.rules.feedback_alignment import check_feedback_scale, feedback_scale_field
 
 __all__ = [
     "EProp",
@@ -167,18 +168,11 @@ class EPropConfig:
 class EPropRandomConfig(EPropConfig):
     """Random e-prop: the scale of the fixed random feedback B."""
 
-    feedback_scale: float = field(
-        default=1.0,
-        metadata=_help(
-            "scale of the feedback: B (FA), B_l (DFA), the magnitudes |R| (brSF, frSF) "
-            "and s (uSF) are drawn at feedback_scale times the range of the layer's default "
-            "initial weights",
-        ),
-    )
+    feedback_scale: float = feedback_scale_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _number("feedback_scale", self.feedback_scale, 0.0)
+        check_feedback_scale(self.feedback_scale)
 
 
 def build_spiking_model(

@@ -109,11 +109,10 @@ _FEEDBACK_LAYERS = (FALinear, FAConv2d, USFLinear, USFConv2d, BRSFLinear, BRSFCo
                     BRSFFreeConv2d, FRSFFreeConv2d, DFAFreeConv2d)
 
 
-@dataclass(frozen=True)
-class FeedbackConfig:
-    """Hyperparameters of the feedback-alignment family (the optimizer holds eta)."""
-
-    feedback_scale: float = field(
+def feedback_scale_field() -> Any:
+    """The ``feedback_scale`` option, shared by every rule with fixed random feedback (the
+    feedback-alignment family, RFLO, random e-prop): one name, one meaning, one help text."""
+    return field(
         default=1.0,
         metadata={
             "help": "scale of the feedback: B (FA), B_l (DFA), the magnitudes |R| (brSF, frSF) "
@@ -122,14 +121,23 @@ class FeedbackConfig:
         },
     )
 
+
+def check_feedback_scale(value: Any) -> None:
+    """Refuse a ``feedback_scale`` that is not a positive finite number (ConfigError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ConfigError(f"--feedback-scale must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Hyperparameters of the feedback-alignment family (the optimizer holds eta)."""
+
+    feedback_scale: float = feedback_scale_field()
+
     def __post_init__(self) -> None:
-        value = self.feedback_scale
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value > 0
-        ):
-            raise ConfigError(
-                f"--feedback-scale must be a positive finite number, got {value!r}"
-            )
+        check_feedback_scale(self.feedback_scale)
 
 
 class FeedbackRule(LearningRule):

@@ -115,6 +115,7 @@ from bionn.functional.targets import (
     target_mask,
 )
 from bionn.nn.recurrent import AttentionRNN, LeakyRNN
+from bionn.rules.feedback_alignment import check_feedback_scale, feedback_scale_field
 
 __all__ = [
     "BPTT",
@@ -203,23 +204,11 @@ class OnlineConfig(RecurrentConfig):
 class RFLOConfig(OnlineConfig):
     """RFLO: the scale of the fixed random feedback B."""
 
-    feedback_scale: float = field(
-        default=1.0,
-        metadata=_help(
-            "scale of the feedback: B (FA), B_l (DFA), the magnitudes |R| (brSF, frSF) "
-            "and s (uSF) are drawn at feedback_scale times the range of the layer's default "
-            "initial weights",
-        ),
-    )
+    feedback_scale: float = feedback_scale_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (
-            isinstance(self.feedback_scale, bool)
-            or not isinstance(self.feedback_scale, int | float)
-            or not self.feedback_scale > 0
-        ):
-            raise ConfigError(f"--feedback-scale must be > 0, got {self.feedback_scale!r}")
+        check_feedback_scale(self.feedback_scale)
 
 
 def build_recurrent_model(
