@@ -8,6 +8,8 @@ the variable is unset; CI always sets it.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,32 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(_test_threads())
     yield
+
+
+def headless_chromium(extra_flags: Sequence[str] = ()) -> Iterator:
+    """A headless Chromium driven by selenium, for a module-scoped ``browser`` fixture to
+    yield from; the test is skipped, saying what is missing, without selenium or without
+    Chromium and its driver (Debian: ``apt-get install chromium chromium-driver``)."""
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (the test extra)"
+    )
+    chromium = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
+        None,
+    )
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("no Chromium and chromedriver on the PATH "
+                    "(Debian: apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 *extra_flags):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()

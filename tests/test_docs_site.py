@@ -13,23 +13,15 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import headless_chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("BIONN_DOCS_HTML") or ROOT / "docs" / "_build" / "html")
-
-
-def _browser_paths() -> tuple[str, str] | None:
-    chromium = next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-        None,
-    )
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +45,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (docs/requirements.txt)"
-    )
-    paths = _browser_paths()
-    if paths is None:
-        pytest.skip("no Chromium and chromedriver on the PATH "
-                    "(Debian: apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=paths[1]), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+    yield from headless_chromium(())
 
 
 def _open(browser, url: str) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from bionn.cli import main
+from conftest import headless_chromium
 
 FAST = ("--dataset", "digits", "--model", "mlp:16", "--epochs", "1", "--batch-size", "100",
         "--no-progress")
@@ -112,36 +112,9 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(capsys, tmp_path, mak
     assert not (tmp_path / "r.html").exists()
 
 
-def _browser_paths() -> tuple[str, str] | None:
-    chromium = next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-        None,
-    )
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (the test extra)"
-    )
-    paths = _browser_paths()
-    if paths is None:
-        pytest.skip("no Chromium and chromedriver on the PATH "
-                    "(Debian: apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1600"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=paths[1]), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+    yield from headless_chromium(("--window-size=1280,1600",))
 
 
 def test_compare_report_in_headless_chromium(browser, runs, tmp_path):
