@@ -107,6 +107,7 @@ BUILD = textwrap.dedent('''
     from bionn.core.registry import make_rule
     from bionn.core.trainer import Trainer
     from bionn.data import Digits
+    from bionn.data.augment import RandomShift
 
     N, BATCH, EPOCHS = 400, 100, 1  # 4 global batches of 100 examples, in float64
 
@@ -116,6 +117,10 @@ BUILD = textwrap.dedent('''
         "pc": ({}, "mlp:32", True, None),
         "decolle": ({"encoder": "latency", "timesteps": 6, "burn_in": 2}, "mlp:32", False,
                     None),
+        # random draws per example inside the step: Poisson spikes, and random shifts
+        "decolle-poisson": ({"encoder": "poisson", "timesteps": 6, "burn_in": 2}, "mlp:32",
+                            False, None),
+        "fa-augment": ({}, "mlp:32", True, None),
         # plain SGD: the sparse step; 2 normalised steps per batch (minibatch 50)
         "krotov": ({"hidden": 40, "minibatch": 50, "kernel": "torch"}, "mlp", False,
                    "unsupervised"),
@@ -138,8 +143,10 @@ BUILD = textwrap.dedent('''
                 model.W.copy_(torch.randn(model.W.shape, generator=gen))
         lr = 0.05 if phase != "unsupervised" else 0.02
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+        augment = RandomShift(0.25, seed=5) if case.endswith("augment") else None
         trainer = Trainer(model, rule, opt, (x[:N], train.targets[:N]), (xt, test.targets),
-                          batch_size=BATCH, seed=0, progress=False, angle_batch_size=100)
+                          batch_size=BATCH, seed=0, progress=False, angle_batch_size=100,
+                          augment=augment)
         return model, trainer
 ''')
 
@@ -183,8 +190,8 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
         torch.set_num_threads(torch_threads)
     # 4 global batches; decolle updates at each of its 4 steps after the burn-in, krotov
     # twice per batch (minibatch 50 of 100)
-    assert oracle_steps == {"bp": 4, "fa": 4, "pc": 4, "decolle": 16, "krotov": 8,
-                            "krotov-supervised": 4}
+    assert oracle_steps == {"bp": 4, "fa": 4, "pc": 4, "decolle": 16, "decolle-poisson": 16,
+                            "fa-augment": 4, "krotov": 8, "krotov-supervised": 4}
     results = _wait_all(procs)
     for code, _, err in results:
         assert code == 0, err

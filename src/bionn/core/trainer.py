@@ -46,6 +46,7 @@ from bionn.core.checkpoint import (
 )
 from bionn.core.divergence import check_divergence, format_duration
 from bionn.core.rule import LearningRule, Metrics
+from bionn.data import shard as _shard
 from bionn.data.loader import TensorLoader
 from bionn.errors import ConfigError, TrainingDiverged
 
@@ -345,21 +346,26 @@ class Trainer:
         try:
             self.rule.attach_optimizer(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
+            # under torchrun a batch is this rank's share: per-example random draws inside the
+            # step (spike codes, shifts) take this rank's rows of the global batch's draws
+            share = _shard.batch_share(self.loader.rank, self.loader.world_size)
             for step, (xb, yb) in enumerate(self.loader):
-                if self.augment is not None and self.loader.x is self.train_x:
-                    xb = self.augment(xb)
-                for metrics in self.rule.updates(self.model, xb, yb):
-                    _distributed.reduce_update(self.rule, self.model)  # under torchrun only
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.global_step += 1
-                    pending.append((step + 1, self.global_step, metrics))
-                    if self.callbacks:
-                        info = StepInfo(epoch, step + 1, self.global_step, _LazyFloats(metrics))
-                        for callback in self.callbacks:
-                            callback(info)
-                    if len(pending) >= self.log_every:
-                        log_pending(refresh=False)
+                with share:
+                    if self.augment is not None and self.loader.x is self.train_x:
+                        xb = self.augment(xb)
+                    for metrics in self.rule.updates(self.model, xb, yb):
+                        _distributed.reduce_update(self.rule, self.model)  # torchrun only
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.global_step += 1
+                        pending.append((step + 1, self.global_step, metrics))
+                        if self.callbacks:
+                            info = StepInfo(epoch, step + 1, self.global_step,
+                                            _LazyFloats(metrics))
+                            for callback in self.callbacks:
+                                callback(info)
+                        if len(pending) >= self.log_every:
+                            log_pending(refresh=False)
                 bar.update(1)
             log_pending(refresh=True)
         finally:

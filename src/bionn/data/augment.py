@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from bionn.data.shard import draw_rows
 from bionn.errors import ConfigError
 
 __all__ = [
@@ -82,14 +83,15 @@ def random_shift(
     ``[-floor(A H), floor(A H)]`` (``[-floor(A W), floor(A W)]`` for dx), nearest-pixel fill.
 
     The shifts are drawn on the CPU from ``generator`` (so the draws do not depend on the
-    device).
+    device); in a data-parallel training step, as the rank's rows of the global batch's shifts
+    (:mod:`bionn.data.shard`).
     """
     b, _, h, w = x.shape
     my, mx = max_shift(fraction, h), max_shift(fraction, w)
     if my == 0 and mx == 0:
         return x
-    dy = torch.randint(-my, my + 1, (b,), generator=generator)
-    dx = torch.randint(-mx, mx + 1, (b,), generator=generator)
+    dy = draw_rows(lambda n: torch.randint(-my, my + 1, (n,), generator=generator), b)
+    dx = draw_rows(lambda n: torch.randint(-mx, mx + 1, (n,), generator=generator), b)
     return shift_images(x, dy, dx)
 
 

@@ -6,7 +6,9 @@ at a time (:func:`encode_steps`), which is what a learner that updates at every 
 that its memory does not grow with ``T``. Randomness comes from torch's global generator (or
 the ``generator`` given), so ``torch.manual_seed`` makes an encoding reproducible; the
 step-by-step and the whole-tensor forms draw the same numbers in the same order and so give
-the same spikes.
+the same spikes. In a data-parallel training step each rank draws the numbers of the whole
+global batch and keeps its own examples' rows (:mod:`bionn.data.shard`), so the ranks' examples
+get different spikes, the ones a single process would give them.
 
 - **Poisson rate code**: at each step each input spikes independently with probability
   ``gain * x`` (a Bernoulli approximation of a Poisson process of rate ``gain * x`` per step).
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
+from bionn.data.shard import draw_rows
 from bionn.errors import ConfigError
 
 __all__ = ["ENCODERS", "encode", "encode_steps", "latency_encode", "poisson_encode"]
@@ -58,14 +61,26 @@ def _poisson_bound(x: torch.Tensor, gain: float) -> torch.Tensor:
     return (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
 
 
+def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform 15-bit numbers of the shape of ``x``, one row of dimension 0 per example (a
+    rank's rows of the global batch's numbers in a data-parallel training step, see
+    :mod:`bionn.data.shard`)."""
+
+    def draw(rows: int) -> torch.Tensor:
+        n = rows * (x.numel() // max(len(x), 1)) if x.dim() else x.numel()
+        return _uniform15(n, x.device, generator)[:n].view(rows, *x.shape[1:])
+
+    if x.dim() == 0:
+        return _uniform15(1, x.device, generator)[:1].view(x.shape)
+    return draw_rows(draw, len(x))
+
+
 def _poisson_steps(
     x: torch.Tensor, timesteps: int, gain: float, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
     bound = _poisson_bound(x, gain)
-    n = x.numel()
     for _ in range(timesteps):
-        noise = _uniform15(n, x.device, generator)[:n].view(x.shape)
-        yield (noise <= bound).to(x.dtype)
+        yield (_noise(x, generator) <= bound).to(x.dtype)
 
 
 def _latency_steps(x: torch.Tensor, timesteps: int, threshold: float) -> Iterator[torch.Tensor]:
@@ -117,8 +132,7 @@ def encode(
         _check(x, timesteps)
         bound = _poisson_bound(x, gain)
         for t in range(timesteps):
-            noise = _uniform15(x.numel(), x.device, generator)[: x.numel()].view(x.shape)
-            torch.le(noise, bound, out=out[t])
+            torch.le(_noise(x, generator), bound, out=out[t])
         return out
     for t, spikes in enumerate(encode_steps(x, timesteps, encoder, gain, threshold, generator)):
         out[t] = spikes
