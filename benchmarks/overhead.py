@@ -21,12 +21,21 @@ process spends waiting for a core on a shared machine is counted nowhere (with o
 two agree on an idle machine). cProfile adds a fixed cost to every Python call, so the shares
 of the Python parts are upper bounds; the epoch is also timed without the profiler.
 
+The ``sample`` section measures the same shares without cProfile's per-call cost: it runs two
+Trainer epochs (a warm-up and a measured one; same network, data and settings) in a child
+process under the sampling profiler py-spy (``--py-spy PATH``, installed apart from bionn:
+``pip install py-spy``), with native frames, and sorts every sample of the Trainer's epochs by
+its innermost frame: a frame of bionn's Python (or the interpreter running it) counts for
+bionn, torch's Python layer for torch, the bindings of torch's C++ to Python
+(``libtorch_python``) for those, and the kernels, the autograd engine and BLAS for the
+native code. System libraries (libc, libm, libstdc++) count for whoever called them.
+
 The ``threads`` section times 50 Trainer steps (the first 5,000 images) with one thread and with
 one per available core, alternately, and records the load average beside them: on a machine
 that other processes keep busy, the extra threads wait for cores that are taken.
 
-    python benchmarks/overhead.py --data-dir DATA [--sections ratio,profile,threads]
-        [--repeats 15] [--threads 1] [--out FILE.json]
+    python benchmarks/overhead.py --data-dir DATA [--sections ratio,profile,sample,threads]
+        [--repeats 15] [--threads 1] [--py-spy PATH] [--rate 250] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -34,8 +43,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import platform
 import pstats
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -175,10 +187,115 @@ def profile_section(x, y, xt, yt) -> dict:
     }
 
 
+SYSTEM_LIBRARIES = ("libc.so", "libm.so", "ld-linux", "libpthread", "libstdc++", "libgcc_s")
+
+
+def _frame_location(frame: str) -> str:
+    """``file.py:line`` or the library of a py-spy frame ``name (location)``."""
+    match = re.search(r"\(([^()]*)\)\s*$", frame)
+    return match.group(1) if match else ""
+
+
+def _python_part(location: str) -> str:
+    if "bionn/" in location:
+        return "bionn"
+    if "torch/" in location:
+        return "torch_python"
+    if "tqdm/" in location:
+        return "tqdm"
+    return "other_python"
+
+
+def classify_sample(frames: list[str]) -> str:
+    """Where one sampled stack (outermost frame first) spent its time: its innermost frame
+    outside the system libraries, with the interpreter's own frames counted for the Python
+    code it was running."""
+    for i in range(len(frames) - 1, -1, -1):
+        location = _frame_location(frames[i])
+        if not location or location.startswith("0x") or frames[i].startswith("0x") or any(
+            lib in location for lib in SYSTEM_LIBRARIES
+        ):
+            continue
+        if ".py:" in location:
+            return _python_part(location)
+        if "libpython" in location or location.startswith("python"):
+            outer = [_frame_location(f) for f in frames[:i]]
+            return next((_python_part(loc) for loc in reversed(outer) if ".py:" in loc),
+                        "other_python")
+        if "libtorch_python" in location:
+            return "torch_bindings"
+        return "native"
+    return "unknown"
+
+
+SAMPLE_CHILD = """
+import sys, tempfile, torch
+from pathlib import Path
+torch.set_num_threads(int(sys.argv[2]))
+from bionn.core.models import MLP
+from bionn.core.rule import Backprop
+from bionn.core.trainer import Trainer
+from bionn.data import load_dataset
+train = load_dataset("mnist", sys.argv[1] or None, train=True)
+test = load_dataset("mnist", sys.argv[1] or None, train=False)
+with tempfile.TemporaryDirectory() as tmp:
+    torch.manual_seed(0)
+    model = MLP(784, [1000], 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, Backprop(), opt, (train.normalized(), train.targets),
+                      (test.normalized(), test.targets), batch_size=100,
+                      run_dir=Path(tmp) / "run", progress=True)
+    for epoch in (1, 2):
+        trainer.run_epoch(epoch, 2)
+"""
+
+
+def sample_section(args) -> dict:
+    """Two Trainer epochs in a child process under py-spy; the share of each part."""
+    py_spy = args.py_spy or shutil.which("py-spy")
+    if py_spy is None:
+        return {"skipped": "py-spy not found: give --py-spy PATH (pip install py-spy)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "samples.txt"
+        child = [sys.executable, "-c", SAMPLE_CHILD, args.data_dir or "", str(args.threads)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        done = subprocess.run(
+            [py_spy, "record", "--native", "--format", "raw", "--rate", str(args.rate),
+             "--output", str(raw), "--", *child],
+            env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not raw.exists():
+            return {"skipped": f"py-spy failed: {done.stderr.strip()[-300:]}"}
+        counts: dict[str, int] = {}
+        lines: dict[str, int] = {}
+        for line in raw.read_text().splitlines():
+            stack, _, n = line.rstrip().rpartition(" ")
+            frames = stack.split(";")
+            if not any("Trainer.run_epoch" in f for f in frames):
+                continue  # start-up, data loading
+            part = classify_sample(frames)
+            counts[part] = counts.get(part, 0) + int(n)
+            if part == "bionn":
+                own = [f for f in frames if "bionn/" in _frame_location(f)][-1]
+                lines[own] = lines.get(own, 0) + int(n)
+    total = sum(counts.values())
+    share = {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    version = subprocess.run([py_spy, "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    return {
+        "profiler": f"{version}, --native, {args.rate} samples/s",
+        "samples_in_epochs": total,
+        "samples_by_part": counts,
+        "share_by_part": share,
+        "bionn_share_of_epoch": share.get("bionn", 0.0),
+        "target_bionn_share_at_most": 0.03,
+        "passed": share.get("bionn", 0.0) < 0.03,
+        "top_bionn_lines": [{"frame": k, "samples": v, "share_of_epoch": v / total}
+                            for k, v in sorted(lines.items(), key=lambda kv: -kv[1])[:12]],
+    }
+
+
 def threads_section(x, y, rounds: int = 3) -> dict:
     """50 Trainer steps of backprop with one thread and with one per core, alternately."""
-    import os
-
     from bionn.core.resources import available_cores, default_threads
 
     counts = sorted({1, available_cores()})
@@ -216,12 +333,16 @@ def main() -> None:
                         "threads")
     parser.add_argument("--repeats", type=int, default=15, help="epochs measured per side")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--py-spy", default=None,
+                        help="the py-spy executable of the sample section (default: on PATH)")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(sections) - {"ratio", "profile", "threads"})
+    unknown = sorted(set(sections) - {"ratio", "profile", "sample", "threads"})
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose ratio, profile, threads")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose ratio, profile, sample, "
+                     "threads")
     torch.set_num_threads(args.threads)
 
     train = load_dataset("mnist", args.data_dir, train=True)
@@ -245,6 +366,14 @@ def main() -> None:
         p = result["profile"]
         print(f"profile: bionn's own code {100 * p['bionn_share_of_epoch']:.2f}% of the epoch "
               f"({p['bionn_own_us_per_step']:.0f} us per step; target < 3%)", flush=True)
+    if "sample" in sections:
+        result["sample"] = sample_section(args)
+        p = result["sample"]
+        if "skipped" in p:
+            print(f"sample: skipped ({p['skipped']})", flush=True)
+        else:
+            print(f"sample: bionn's own code {100 * p['bionn_share_of_epoch']:.2f}% of the "
+                  f"epoch's samples (target < 3%)", flush=True)
     if "threads" in sections:
         result["threads_section"] = threads_section(x, y)
         print("threads: " + ", ".join(

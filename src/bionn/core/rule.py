@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.errors import ConfigError
+from bionn.functional.targets import IGNORE_INDEX, count_correct
 
 PHASE_OPTIMIZERS = ("adam", "sgd")
 
@@ -259,8 +260,6 @@ def batch_metrics(loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> 
 
     ``y`` may also be sequence targets (see :mod:`bionn.functional.targets`).
     """
-    from bionn.functional.targets import IGNORE_INDEX, count_correct
-
     with torch.no_grad():
         if output.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
             # one class per example: count_correct's numbers without its general path (an

@@ -36,14 +36,15 @@ class batch_share:  # noqa: N801 - used like a function: ``with batch_share(rank
 
     def __enter__(self) -> batch_share:
         global _share
-        self._previous.append(_share)
         if self.share is not None:
+            self._previous.append(_share)
             _share = self.share
         return self
 
     def __exit__(self, *exc: object) -> None:
         global _share
-        _share = self._previous.pop()
+        if self.share is not None:
+            _share = self._previous.pop()
 
 
 def current_share() -> tuple[int, int]:
