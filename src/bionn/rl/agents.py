@@ -434,7 +434,9 @@ class RescorlaWagner(Agent):
 
 class TwoTimescale(Agent):
     """A fast amygdala and a slow striatum, mixed by w (Eqs. 4-5). Per-experiment parameters
-    as in :class:`RescorlaWagner` (any config field but q0 may be given as an (E,) tensor)."""
+    as in :class:`RescorlaWagner` (any config field but q0 may be given as an (E,) tensor).
+    With ``noise_fast`` > 0 the amygdala's outcome signal is noisy (Eq. 4), drawn from the
+    generator :meth:`Agent.bind_generator` handed over."""
 
     name = "two-timescale"
     config_class = TwoTimescaleConfig
