@@ -13,7 +13,8 @@ Dayan & Montague 1997), written to ``benchmarks/results/reinforcement.json``.
   0.5, 0.75, 1), per schedule, with standard errors;
 - noise: the same against w for each level sigma_A of the amygdala's activity-dependent
   noise, per schedule, and whether the mixture (w = 0.5, and the best interior w) earns
-  more than both systems alone, with the standard error of each difference;
+  more than both systems alone, with the standard error of each difference (figure
+  ``reinforcement_noise.png``);
 - lesions: the two-timescale agent intact, with the fast or the slow system removed (its
   term removed from the decision, the other system keeping its own inverse temperature; or
   the other system renormalised to full weight), for each level in ``--lesion-noise``; a
@@ -271,6 +272,16 @@ def main() -> None:
         elif name == "noise":
             result[name] = section_noise(args.mixture_experiments, args.seed,
                                          [float(x) for x in args.noise_levels.split(",")])
+            from bionn.plots.reinforcement import plot_reward_against_w
+
+            per = result[name]["per_noise"]
+            panels = {s: {f"sigma_A {sig}": (
+                [float(w) for w in per[sig][s]["by_w"]],
+                [r["reward_per_block"] for r in per[sig][s]["by_w"].values()],
+                [r["reward_per_block_se"] for r in per[sig][s]["by_w"].values()])
+                for sig in per} for s in SCHEDULES}
+            result[name]["figure"] = str(plot_reward_against_w(
+                panels, Path("benchmarks/results/reinforcement_noise.png")))
         elif name == "lesions":
             result[name] = {
                 "experiments": args.lesion_experiments, "blocks": args.lesion_blocks,

@@ -82,13 +82,13 @@ Deviations from the papers:
   slow striatum), written as two such learners mixed by w. Its amygdala error r - Q_A is its
   own outcome-driven (Hebbian: outcome x chosen-stimulus activity, with decay) signal, not
   the dopamine RPE; the RPE reported is the striatum's delta_DA.
-- Neither paper writes the amygdala's noise as an equation ("quick, but susceptible to
-  noise" is in words). Here it is noise in the outcome-evoked activity that drives the
-  activity-dependent change, so it enters scaled by the amygdala's own rate (alpha_A sigma_A
-  xi): the faster the system, the noisier its values (stationary variance
+- The amygdala's noise is described in words (fast learning, susceptible to noise); no
+  equation or size for it was available. Here it is noise in the outcome-evoked activity
+  that drives the activity-dependent change, so it enters scaled by the amygdala's own rate
+  (alpha_A sigma_A xi): the faster the system, the noisier its values (stationary variance
   alpha (p (1 - p) + sigma_A^2) / (2 - alpha) for a constant rate). The striatum's dopamine
-  signal carries no extra noise. The paper gives no value for sigma_A; the default is 0
-  (the only noise is the schedule's own).
+  signal carries no extra noise. With no value for sigma_A, the default is 0 (the only
+  noise is the schedule's own).
 - Lesions scale a system's contribution to choice (Eq. 5) rather than removing tissue; a
   lesion of 1 removes the system's term from the decision, so the softmax sees only the
   other system's values at that system's own inverse temperature (the two-timescale fit's
