@@ -1,18 +1,25 @@
 """Reinforcement-learning measurements (Neftci & Averbeck 2019; Costa et al. 2016; Schultz,
 Dayan & Montague 1997), written to ``benchmarks/results/reinforcement.json``.
 
-    python benchmarks/reinforcement.py [--sections reversal,mixture,lesions,dopamine,speed]
-        [--experiments 2000] [--mixture-experiments 4000] [--threads 1]
-        [--out benchmarks/results/reinforcement.json]
+    python benchmarks/reinforcement.py
+        [--sections reversal,mixture,noise,lesions,dopamine,speed]
+        [--experiments 2000] [--mixture-experiments 4000] [--noise-levels 0,0.25,0.5,1]
+        [--lesion-noise 0,0.5] [--threads 1] [--out benchmarks/results/reinforcement.json]
 
 - reversal: P(better choice) around the reversal and the reward per block, per schedule
   (100/0, 80/20, 70/30, 60/40), for the fast system alone (w = 1), the slow system alone
   (w = 0), their mixture (w = 0.5) and a Rescorla-Wagner learner;
 - mixture: the two-timescale agent's reward per block against its mixing weight w (0, 0.25,
   0.5, 0.75, 1), per schedule, with standard errors;
+- noise: the same against w for each level sigma_A of the amygdala's activity-dependent
+  noise, per schedule, and whether the mixture (w = 0.5, and the best interior w) earns
+  more than both systems alone, with the standard error of each difference (figure
+  ``reinforcement_noise.png``);
 - lesions: the two-timescale agent intact, with the fast or the slow system removed (its
-  output scaled to 0, or the other system renormalised to full weight); a
-  Rescorla-Wagner model fitted to each group's choices (alpha+, alpha-, beta), per schedule;
+  term removed from the decision, the other system keeping its own inverse temperature; or
+  the other system renormalised to full weight), for each level in ``--lesion-noise``; a
+  Rescorla-Wagner model fitted to each simulated subject's choices (alpha+, alpha-, beta):
+  group means with standard errors and medians, per schedule;
 - dopamine: TD(0) on the delay line, the RPE at the cue and at the reward over trials, and
   an omission probe after learning;
 - speed: simulating and fitting 1000 experiments of one 80-trial block.
@@ -96,6 +103,38 @@ def section_reversal(n, seed):
             "offsets": list(WINDOW)}
 
 
+def _se_diff(a, b):
+    return (a["reward_per_block_se"] ** 2 + b["reward_per_block_se"] ** 2) ** 0.5
+
+
+def section_noise(n, seed, levels, weights=(0.0, 0.25, 0.5, 0.75, 1.0)):
+    """Reward per block against w for each amygdala noise level sigma_A, per schedule; the
+    mixture's margin over the better of the two systems alone, in standard errors."""
+    out = {}
+    for sigma in levels:
+        per = {}
+        for s in SCHEDULES:
+            row = {str(w): run_group(s, "two-timescale", {"w": w, "noise_fast": sigma}, n,
+                                     seed) for w in weights}
+            for r in row.values():
+                del r["curve"]
+            ends = max((row["0.0"], row["1.0"]), key=lambda r: r["reward_per_block"])
+            mix = row["0.5"]
+            best = max((row[str(w)] for w in weights[1:-1]),
+                       key=lambda r: r["reward_per_block"])
+            per[s] = {
+                "by_w": row,
+                "best_w": max(row, key=lambda w: row[w]["reward_per_block"]),
+                "mixture_minus_best_single": mix["reward_per_block"] - ends["reward_per_block"],
+                "mixture_minus_best_single_se": _se_diff(mix, ends),
+                "best_interior_minus_best_single": (best["reward_per_block"]
+                                                    - ends["reward_per_block"]),
+                "best_interior_minus_best_single_se": _se_diff(best, ends),
+            }
+        out[str(sigma)] = per
+    return {"per_noise": out, "experiments": n, "weights": list(weights)}
+
+
 def section_mixture(n, seed, weights=(0.0, 0.25, 0.5, 0.75, 1.0)):
     """Reward per block of the two-timescale agent against its mixing weight w, per schedule
     (w = 1 the fast system alone, w = 0 the slow one), with standard errors."""
@@ -109,30 +148,39 @@ def section_mixture(n, seed, weights=(0.0, 0.25, 0.5, 0.75, 1.0)):
     return {"per_schedule": out, "mean_reward_over_schedules": mean, "experiments": n}
 
 
-# A lesion scales a system's output (Eq. 5), so the softmax sees smaller value differences;
+# A lesion removes a system's term from the decision (Eq. 5): the other keeps its own inverse
+# temperature (beta w or beta (1 - w)), so the softmax sees smaller value differences;
 # the "renormalised" groups instead let the remaining system drive choice at full weight
 # (w = 0 or 1: the choice stage compensates), which separates learning from consistency.
 LESIONS = {"intact": {}, "fast lesion": {"lesion_fast": 1.0}, "slow lesion": {"lesion_slow": 1.0},
            "fast lesion, renormalised": {"w": 0.0}, "slow lesion, renormalised": {"w": 1.0}}
 
 
-def section_lesions(n, seed, blocks):
+def _mean_se(x):
+    x = x.double()
+    return x.mean().item(), (x.std() / x.numel() ** 0.5).item()
+
+
+def section_lesions(n, seed, blocks, sigma=0.0):
     out = {}
     for s in SCHEDULES:
         row = {}
         for name, opts in LESIONS.items():
-            task = TaskSpec("reversal", s).build(n)
             params = {k: torch.full((n,), float(v)) for k, v in opts.items()} or {
                 "w": torch.full((n,), 0.5)}
+            params["noise_fast"] = torch.full((n,), float(sigma))
             data, info = simulate_choices("two-timescale", params, s, n_blocks=blocks,
                                           seed=seed)
-            del task
             res = fit(data, "rw", restarts=2)
-            row[name] = {
-                "p_better": (data.choice == info["better"]).float().mean().item(),
-                "reward_per_block": data.reward.sum(1).mean().item() / blocks,
-                **{f"fitted_{k}_median": v.median().item() for k, v in res.params.items()},
-            }
+            hit = (data.choice == info["better"]).float().mean(1)
+            rew = data.reward.sum(1) / blocks
+            entry = {"p_better": _mean_se(hit)[0], "p_better_se": _mean_se(hit)[1],
+                     "reward_per_block": _mean_se(rew)[0],
+                     "reward_per_block_se": _mean_se(rew)[1]}
+            for k, v in res.params.items():
+                entry[f"fitted_{k}_median"] = v.median().item()
+                entry[f"fitted_{k}_mean"], entry[f"fitted_{k}_se"] = _mean_se(v)
+            row[name] = entry
         out[s] = row
     return out
 
@@ -192,11 +240,15 @@ def section_speed(n, seed):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", default="reversal,mixture,lesions,dopamine,speed")
+    p.add_argument("--sections", default="reversal,mixture,noise,lesions,dopamine,speed")
     p.add_argument("--experiments", type=int, default=2000)
     p.add_argument("--mixture-experiments", type=int, default=4000)
     p.add_argument("--lesion-experiments", type=int, default=200)
     p.add_argument("--lesion-blocks", type=int, default=4)
+    p.add_argument("--noise-levels", default="0,0.25,0.5,1",
+                   help="sigma_A levels of the noise section (comma-separated)")
+    p.add_argument("--lesion-noise", default="0,0.5",
+                   help="sigma_A levels of the lesion section (comma-separated)")
     p.add_argument("--trials", type=int, default=300, help="conditioning trials")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -217,9 +269,25 @@ def main() -> None:
                 panels, Path("benchmarks/results/reinforcement_reversal.png")))
         elif name == "mixture":
             result[name] = section_mixture(args.mixture_experiments, args.seed)
+        elif name == "noise":
+            result[name] = section_noise(args.mixture_experiments, args.seed,
+                                         [float(x) for x in args.noise_levels.split(",")])
+            from bionn.plots.reinforcement import plot_reward_against_w
+
+            per = result[name]["per_noise"]
+            panels = {s: {f"sigma_A {sig}": (
+                [float(w) for w in per[sig][s]["by_w"]],
+                [r["reward_per_block"] for r in per[sig][s]["by_w"].values()],
+                [r["reward_per_block_se"] for r in per[sig][s]["by_w"].values()])
+                for sig in per} for s in SCHEDULES}
+            result[name]["figure"] = str(plot_reward_against_w(
+                panels, Path("benchmarks/results/reinforcement_noise.png")))
         elif name == "lesions":
-            result[name] = section_lesions(args.lesion_experiments, args.seed,
-                                           args.lesion_blocks)
+            result[name] = {
+                "experiments": args.lesion_experiments, "blocks": args.lesion_blocks,
+                "per_noise": {x: section_lesions(args.lesion_experiments, args.seed,
+                                                 args.lesion_blocks, float(x))
+                              for x in args.lesion_noise.split(",")}}
         elif name == "dopamine":
             result[name] = section_dopamine(args.trials, args.seed)
         elif name == "speed":

@@ -7,6 +7,7 @@ from bionn.plots import (
     plot_fit_recovery,
     plot_reversal_curves,
     plot_reversal_grid,
+    plot_reward_against_w,
     plot_rpe_heatmap,
 )
 
@@ -21,6 +22,8 @@ def test_figures_are_written(tmp_path):
         plot_fit_recovery({"beta": torch.rand(10)}, {"beta": torch.rand(10)}, tmp_path / "f.png"),
         plot_episode_curve([{"episode": 1, "reward": 0.5}, {"episode": 2, "reward": 0.7}],
                            tmp_path / "e.png"),
+        plot_reward_against_w({"70/30": {"sigma_A 0": ([0, 0.5, 1], [49.2, 49.6, 49.4],
+                                                       [0.1, 0.1, 0.1])}}, tmp_path / "w.png"),
     ]
     for p in paths:
         assert p.read_bytes()[:4] == b"\x89PNG"

@@ -316,3 +316,97 @@ def test_bad_agent_configs_raise():
         make_agent("sarsa", TaskSpec("maze").build(1))
     with pytest.raises(ConfigError, match="--nope"):
         make_agent("rw", TaskSpec("reversal").build(1), {"nope": 1})
+
+
+def _two_timescale_run(alpha, sigma, p, e=20000, trials=400, seed=0):
+    agent = TwoTimescale(e, 1, 2, TwoTimescaleConfig(
+        alpha_fast_pos=alpha, alpha_fast_neg=alpha, alpha_slow_pos=alpha, alpha_slow_neg=alpha,
+        noise_fast=sigma))
+    g = torch.Generator().manual_seed(seed)
+    agent.bind_generator(torch.Generator().manual_seed(seed + 1))
+    obs = torch.zeros(e, dtype=torch.long)
+    a = torch.zeros(e, dtype=torch.long)
+    for _ in range(trials):
+        r = (torch.rand(e, generator=g) < p).float()
+        t = Transition(obs, a, r, obs, torch.zeros(e, dtype=torch.bool),
+                       torch.ones(e, dtype=torch.bool))
+        agent.apply(agent.update(t).deltas)
+    return agent.Q_fast[:, 0, 0], agent.Q_slow[:, 0, 0]
+
+
+@pytest.mark.parametrize("p", [0.7, 1.0])
+def test_amygdala_noise_adds_the_closed_form_variance_and_the_striatum_none(p):
+    # oracle: Q_A <- (1 - alpha) Q_A + alpha (r + sigma xi) is an AR(1) process with
+    # stationary mean p and variance alpha (p (1 - p) + sigma^2) / (2 - alpha); the striatum,
+    # at the same rate, keeps alpha p (1 - p) / (2 - alpha) (zero when p = 1). 20000
+    # learners x 400 trials; tolerances as in the Rescorla-Wagner test (5 standard errors
+    # for the mean, 5% for the variance)
+    alpha, sigma = 0.1, 0.5
+    q_fast, q_slow = _two_timescale_run(alpha, sigma, p)
+    var_fast = alpha * (p * (1 - p) + sigma ** 2) / (2 - alpha)
+    var_slow = alpha * p * (1 - p) / (2 - alpha)
+    assert abs(q_fast.mean().item() - p) < 5 * math.sqrt(var_fast / q_fast.numel())
+    assert q_fast.var().item() == pytest.approx(var_fast, rel=0.05)
+    if p < 1:
+        assert q_slow.var().item() == pytest.approx(var_slow, rel=0.05)
+    else:
+        assert q_slow.var().item() < 1e-10
+
+
+def test_amygdala_noise_update_by_hand():
+    # oracle: a hand-written Eq. (4) with the same N(0, 1) draws: delta_A = r + sigma xi - Q_A,
+    # rate alpha_A+ if delta_A > 0 else alpha_A-; the striatum's change has no noise
+    sigma = torch.tensor([0.0, 0.3, 2.0])
+    agent = TwoTimescale(3, 1, 2, TwoTimescaleConfig(), noise_fast=sigma)
+    agent.Q_fast[:, 0] = torch.tensor([[0.9, 0.1], [0.4, 0.5], [0.2, 0.7]])
+    agent.Q_slow[:, 0] = torch.tensor([[0.6, 0.3], [0.5, 0.5], [0.1, 0.2]])
+    agent.bind_generator(torch.Generator().manual_seed(5))
+    xi = torch.randn(3, generator=torch.Generator().manual_seed(5))
+    obs, action = torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 1])
+    reward = torch.tensor([1.0, 0.0, 1.0])
+    t = Transition(obs, action, reward, obs, torch.zeros(3, dtype=torch.bool),
+                   torch.ones(3, dtype=torch.bool))
+    upd = agent.update(t)
+    c = agent.config
+    for i in range(3):
+        a = int(action[i])
+        delta = float(reward[i]) + float(sigma[i]) * float(xi[i]) - float(agent.Q_fast[i, 0, a])
+        rate = c.alpha_fast_pos if delta > 0 else c.alpha_fast_neg
+        assert upd.deltas["Q_fast"][i, 0, a].item() == pytest.approx(rate * delta, abs=1e-6)
+        assert upd.deltas["Q_fast"][i, 0, 1 - a].item() == 0.0
+        d_slow = float(reward[i]) - float(agent.Q_slow[i, 0, a])
+        rate = c.alpha_slow_pos if d_slow > 0 else c.alpha_slow_neg
+        assert upd.deltas["Q_slow"][i, 0, a].item() == pytest.approx(rate * d_slow, abs=1e-6)
+        assert upd.rpe[i].item() == pytest.approx(d_slow, abs=1e-6)
+
+
+def test_characterises_a_noiseless_amygdala_draws_nothing_from_the_generator():
+    # without noise the update leaves the run's generator alone, so every noiseless run
+    # draws the same tasks and choices as before the noise existed
+    agent = TwoTimescale(4, 1, 2, TwoTimescaleConfig())
+    g = torch.Generator().manual_seed(0)
+    agent.bind_generator(g)
+    before = g.get_state()
+    obs = torch.zeros(4, dtype=torch.long)
+    t = Transition(obs, obs, torch.ones(4), obs, torch.zeros(4, dtype=torch.bool),
+                   torch.ones(4, dtype=torch.bool))
+    agent.update(t)
+    assert torch.equal(g.get_state(), before)
+    with pytest.raises(ConfigError, match="noise_fast"):
+        TwoTimescaleConfig(noise_fast=-0.1)
+    with pytest.raises(ConfigError, match="noise_fast"):
+        TwoTimescaleConfig(noise_fast=float("nan"))
+
+
+def test_a_lesion_removes_a_term_and_keeps_the_other_systems_temperature():
+    # oracle: the choice logit is beta w Q_A + beta (1 - w) Q_S (each system its own
+    # inverse temperature); a lesion of 1 leaves exactly softmax(beta (1 - w) Q_S) or
+    # softmax(beta w Q_A), computed here by hand
+    beta, w = 10.0, 0.7
+    q_fast, q_slow = torch.tensor([0.8, 0.1]), torch.tensor([0.55, 0.45])
+    for opts, logit in (({"lesion_fast": 1.0}, beta * (1 - w) * q_slow),
+                        ({"lesion_slow": 1.0}, beta * w * q_fast)):
+        agent = TwoTimescale(1, 1, 2, TwoTimescaleConfig(beta=beta, w=w, **opts))
+        agent.Q_fast[0, 0], agent.Q_slow[0, 0] = q_fast, q_slow
+        expected = torch.exp(logit) / torch.exp(logit).sum()
+        torch.testing.assert_close(agent.policy(torch.tensor([0]))[0], expected)

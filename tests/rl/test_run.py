@@ -103,3 +103,23 @@ def test_rl_fit_bad_rows_are_named(tmp_path, capsys):
     assert code == 2 and "line 3" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(tmp_path, capsys, "fit", str(path), "--model", "td")
     assert code == 2 and "--model" in err
+
+
+def test_a_noisy_amygdala_resumes_bit_identically(tmp_path, capsys):
+    # the amygdala's noise draws from the run's generator, which the checkpoint holds
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    base = ["--agent", "two-timescale", "--task", "reversal:70/30", "--noise-fast", "0.5",
+            "--experiments", "6", "--seed", "4"]
+    assert _run(tmp_path, capsys, *base, "--episodes", "4", "--out", str(whole))[0] == 0
+    assert _run(tmp_path, capsys, *base, "--episodes", "2", "--out", str(part))[0] == 0
+    assert _run(tmp_path, capsys, "--episodes", "4", "--out", str(part), "--resume")[0] == 0
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)
+    b = torch.load(part / "checkpoint.pt", weights_only=True)
+    for key in ("Q_fast", "Q_slow", "noise_fast"):
+        assert torch.equal(a["agent"][key], b["agent"][key]), key
+    assert torch.equal(a["generator"], b["generator"])
+    noiseless = tmp_path / "noiseless"
+    args = [x if x != "0.5" else "0" for x in base]
+    assert _run(tmp_path, capsys, *args, "--episodes", "4", "--out", str(noiseless))[0] == 0
+    c = torch.load(noiseless / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(a["agent"]["Q_fast"], c["agent"]["Q_fast"])  # the noise acts

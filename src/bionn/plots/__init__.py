@@ -33,6 +33,7 @@ from bionn.plots.reinforcement import (
     plot_fit_recovery,
     plot_reversal_curves,
     plot_reversal_grid,
+    plot_reward_against_w,
     plot_rpe_heatmap,
 )
 from bionn.plots.reproduce import plot_claims
@@ -71,6 +72,7 @@ __all__ = [
     "plot_receptive_fields",
     "plot_reversal_curves",
     "plot_reversal_grid",
+    "plot_reward_against_w",
     "plot_rpe_heatmap",
     "plot_rsnn_raster",
     "plot_sequence_outputs",

@@ -144,3 +144,32 @@ def plot_episode_curve(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_reward_against_w(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]],
+    path: str | Path,
+) -> Path:
+    """Reward per block against the mixing weight w, one panel per schedule, one line (with
+    standard-error bars) per label, e.g. per level of the amygdala's noise.
+
+    Args:
+        panels: panel title -> label -> (w values, reward per block, standard errors).
+        path: the PNG file to write.
+    """
+    path = Path(path)
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.6), constrained_layout=True)
+    axes = [axes] if n == 1 else list(axes)
+    for ax, (title, lines) in zip(axes, panels.items(), strict=True):
+        for label, (w, reward, se) in lines.items():
+            ax.errorbar(list(w), list(reward), yerr=list(se), marker="o", markersize=3,
+                        capsize=2, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("w (0: slow system alone, 1: fast alone)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("reward per block")
+    axes[-1].legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

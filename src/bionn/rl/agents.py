@@ -23,11 +23,15 @@ implements one ends with ``# Eq. (n)``:
     3. Update with separate rates: Q(a) <- Q(a) + alpha+ delta if delta > 0, else
        Q(a) + alpha- delta.                                                        Eq. (3)
     4. Two systems: an amygdala with fast, outcome-driven (activity-dependent) values
-       Q_A(a) <- Q_A(a) + alpha_A (r - Q_A(a)), and a striatum with slow, dopamine-gated values
-       Q_S(a) <- Q_S(a) + alpha_S delta_DA, delta_DA = r - Q_S(a) (rates split by sign as in
-       step 3).                                                                    Eq. (4)
-    5. Their mixture drives choice: Q(a) = w Q_A(a) + (1 - w) Q_S(a), then Eq. (1); a lesion
-       scales a system's output: Q = w (1 - l_A) Q_A + (1 - w)(1 - l_S) Q_S.           Eq. (5)
+       Q_A(a) <- Q_A(a) + alpha_A (r + sigma_A xi - Q_A(a)), xi ~ N(0, 1) the noise in the
+       outcome-evoked activity that drives its Hebbian change (sigma_A = 0: none), and a
+       striatum with slow, dopamine-gated values Q_S(a) <- Q_S(a) + alpha_S delta_DA,
+       delta_DA = r - Q_S(a) (rates split by sign as in step 3).                   Eq. (4)
+    5. Their mixture drives choice: Q(a) = w Q_A(a) + (1 - w) Q_S(a), then Eq. (1), so each
+       system has its own inverse temperature, beta_A = beta w and beta_S = beta (1 - w); a
+       lesion scales a system's output, Q = w (1 - l_A) Q_A + (1 - w)(1 - l_S) Q_S, and a
+       lesion of 1 removes that system's term and leaves the other's temperature as it
+       was (no compensation at the choice stage).                                  Eq. (5)
     6. Cortico-striatal actor-critic: cortex x = onehot(s) (pre), striatal action channels
        m = W x and p(a) = softmax(beta m); the chosen channel is active (post = onehot(a)).
        Critic V(s) = v . x.                                                        Eq. (6)
@@ -60,9 +64,11 @@ Symbols:
     gamma               ``gamma`` (discount)
     delta (dopamine)    ``rpe``
     Q_A, alpha_A+/-     ``TwoTimescale.Q_fast``, ``alpha_fast_pos``, ``alpha_fast_neg``
+    sigma_A, xi         ``noise_fast``; xi drawn from the run's generator (``bind_generator``)
     Q_S, alpha_S+/-     ``TwoTimescale.Q_slow``, ``alpha_slow_pos``, ``alpha_slow_neg``
     w                   ``w`` (weight of the fast system)
     l_A, l_S            ``lesion_fast``, ``lesion_slow`` (0 intact, 1 removed)
+    beta_A, beta_S      ``beta * w``, ``beta * (1 - w)`` (each system's inverse temperature)
     W (cortex->str.)    ``ActorCritic.W`` (E, A, S); ``v`` (E, S) the critic
     e, lambda           ``ActorCritic.trace``, ``trace_decay``
     eta                 the optimizer's learning rate (``lr``)
@@ -76,9 +82,17 @@ Deviations from the papers:
   slow striatum), written as two such learners mixed by w. Its amygdala error r - Q_A is its
   own outcome-driven (Hebbian: outcome x chosen-stimulus activity, with decay) signal, not
   the dopamine RPE; the RPE reported is the striatum's delta_DA.
+- The amygdala's noise is described in words (fast learning, susceptible to noise); no
+  equation or size for it was available. Here it is noise in the outcome-evoked activity
+  that drives the activity-dependent change, so it enters scaled by the amygdala's own rate
+  (alpha_A sigma_A xi): the faster the system, the noisier its values (stationary variance
+  alpha (p (1 - p) + sigma_A^2) / (2 - alpha) for a constant rate). The striatum's dopamine
+  signal carries no extra noise. With no value for sigma_A, the default is 0 (the only
+  noise is the schedule's own).
 - Lesions scale a system's contribution to choice (Eq. 5) rather than removing tissue; a
-  lesion of 1 removes the system, so the softmax sees smaller value differences, as a real
-  lesion would leave only the other system's signal.
+  lesion of 1 removes the system's term from the decision, so the softmax sees only the
+  other system's values at that system's own inverse temperature (the two-timescale fit's
+  parametrisation beta w, beta (1 - w)); nothing renormalises the remaining system.
 - The actor's post-synaptic factor is the chosen action channel (onehot(a)); a new block of
   new stimuli (the reversal task) starts the actor-critic's synapses and trace from zero.
 - Values start at q0 = 0.5 (Costa 2016) for the tabular agents; TD and the actor-critic start
@@ -264,9 +278,14 @@ class TwoTimescaleConfig:
     lesion_slow: float = field(
         default=0.0, metadata={"help": "l_S: lesion of the slow system (0 intact, 1 removed)"}
     )
+    noise_fast: float = field(default=0.0, metadata={
+        "help": "sigma_A: s.d. of the noise in the amygdala's outcome signal (0: none)"})
     q0: float = field(default=0.5, metadata={"help": "initial value of every option"})
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.noise_fast < float("inf"):
+            raise ConfigError(
+                f"noise_fast (sigma_A) must be finite and >= 0, got {self.noise_fast}")
         for f in ("alpha_fast_pos", "alpha_fast_neg", "alpha_slow_pos", "alpha_slow_neg", "w",
                   "lesion_fast", "lesion_slow"):
             _check_rate(f, getattr(self, f))
@@ -312,7 +331,12 @@ class Agent(nn.Module):
       new stimuli (a reversal block), so values learnt about the old ones no longer apply.
     - ``make_optimizer()``: the optimizer that steps the parameters whose ``.grad`` ``update``
       fills (SGD at the config's ``lr``); None for a tabular agent.
+    - ``bind_generator(generator)``: the loop hands over the run's generator (the one the
+      checkpoint holds) before every episode; an agent with noise of its own draws it from
+      ``self.generator`` (default: keep it; None means torch's global generator).
     """
+
+    generator: torch.Generator | None = None
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = object
@@ -337,6 +361,10 @@ class Agent(nn.Module):
 
     def begin_episode(self, fresh: bool) -> None:  # noqa: B027 - a hook with a default
         """Nothing by default."""
+
+    def bind_generator(self, generator: torch.Generator | None) -> None:
+        """Keep the run's generator for the agent's own noise."""
+        self.generator = generator
 
     def make_optimizer(self) -> torch.optim.Optimizer | None:
         """Plain SGD at the agent's learning rate over its trainable parameters, or None."""
@@ -406,13 +434,15 @@ class RescorlaWagner(Agent):
 
 class TwoTimescale(Agent):
     """A fast amygdala and a slow striatum, mixed by w (Eqs. 4-5). Per-experiment parameters
-    as in :class:`RescorlaWagner` (any config field but q0 may be given as an (E,) tensor)."""
+    as in :class:`RescorlaWagner` (any config field but q0 may be given as an (E,) tensor).
+    With ``noise_fast`` > 0 the amygdala's outcome signal is noisy (Eq. 4), drawn from the
+    generator :meth:`Agent.bind_generator` handed over."""
 
     name = "two-timescale"
     config_class = TwoTimescaleConfig
     tasks = ("reversal", "restless")
     PARAMS = ("alpha_fast_pos", "alpha_fast_neg", "alpha_slow_pos", "alpha_slow_neg", "beta",
-              "w", "lesion_fast", "lesion_slow")
+              "w", "lesion_fast", "lesion_slow", "noise_fast")
 
     def __init__(self, n: int, n_states: int, n_actions: int,
                  config: TwoTimescaleConfig | None = None, **params: torch.Tensor) -> None:
@@ -438,10 +468,21 @@ class TwoTimescale(Agent):
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
         return softmax_policy(self.values(obs), self.beta)  # Eq. (1)
 
+    def outcome_noise(self, like: torch.Tensor) -> torch.Tensor | None:
+        """sigma_A xi for each experiment, xi ~ N(0, 1) from ``self.generator``; None (and
+        nothing drawn) when no experiment has noise."""
+        if not bool((self.noise_fast > 0).any()):
+            return None
+        xi = torch.randn(like.shape, generator=self.generator, device=like.device,
+                         dtype=like.dtype)
+        return self.noise_fast * xi  # Eq. (4)
+
     def update(self, t: Transition) -> Update:
         idx = torch.arange(self.n, device=t.obs.device)
+        noise = self.outcome_noise(t.reward)
+        target = None if noise is None else t.reward + noise  # Eq. (4)
         dq_fast, _ = rw_update(self._rows(self.Q_fast, t.obs), t.action, t.reward,
-                               self.alpha_fast_pos, self.alpha_fast_neg)  # Eq. (4)
+                               self.alpha_fast_pos, self.alpha_fast_neg, target)  # Eq. (4)
         dq_slow, rpe = rw_update(self._rows(self.Q_slow, t.obs), t.action, t.reward,
                                  self.alpha_slow_pos, self.alpha_slow_neg)  # Eq. (4)
         fast, slow = torch.zeros_like(self.Q_fast), torch.zeros_like(self.Q_slow)

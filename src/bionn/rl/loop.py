@@ -11,8 +11,9 @@ Per step, for E experiments at once::
 
 The loop never asks which agent runs: an agent without parameters has no optimizer and its
 ``update`` returns deltas; one with parameters fills ``.grad`` and returns none. Everything
-random (tasks and choices) draws from one ``torch.Generator``, which a checkpoint holds, so a
-resumed run is bit-identical.
+random (tasks, choices and an agent's own noise, handed over by ``agent.bind_generator``)
+draws from one ``torch.Generator``, which a checkpoint holds, so a resumed run is
+bit-identical.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def run_episode(
 ) -> Episode:
     """One episode of every experiment of ``task``; the agent learns after every step."""
     obs = task.reset(generator, **(reset_kwargs or {}))
+    agent.bind_generator(generator)
     agent.begin_episode(fresh)
     rewards, actions, rpes, betters, actives = [], [], [], [], []
     extra: dict[str, list[torch.Tensor]] = {}
