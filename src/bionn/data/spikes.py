@@ -58,14 +58,30 @@ def _poisson_bound(x: torch.Tensor, gain: float) -> torch.Tensor:
     return (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
 
 
+CHUNK_WORDS = 1 << 20  # 64-bit words drawn per call by the step-by-step Poisson code (8 MiB)
+
+
 def _poisson_steps(
     x: torch.Tensor, timesteps: int, gain: float, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
+    """The Poisson slices, their noise drawn for several steps per call.
+
+    A step takes ``(n + 3) // 4`` words; drawing ``k`` steps' words in one call and cutting
+    each step's ``n`` values from its own words gives the very numbers ``k`` separate draws
+    give, in the same order, with one call instead of ``k`` and memory bounded by
+    :data:`CHUNK_WORDS` whatever ``timesteps`` is.
+    """
     bound = _poisson_bound(x, gain)
     n = x.numel()
-    for _ in range(timesteps):
-        noise = _uniform15(n, x.device, generator)[:n].view(x.shape)
-        yield (noise <= bound).to(x.dtype)
+    words = (n + 3) // 4
+    per_call = max(1, min(timesteps, CHUNK_WORDS // max(words, 1)))
+    done = 0
+    while done < timesteps:
+        k = min(per_call, timesteps - done)
+        noise = _uniform15(k * words * 4, x.device, generator).view(k, words * 4)
+        for step in noise.unbind(0):
+            yield torch.le(step[:n].view(x.shape), bound).to(x.dtype)
+        done += k
 
 
 def _latency_steps(x: torch.Tensor, timesteps: int, threshold: float) -> Iterator[torch.Tensor]:
