@@ -179,13 +179,16 @@ if a.mode == "memory":
     sys.exit(0)
 for _ in range(a.warmup):
     step()
-times = []
+times, cpu = [], []
 for _ in range(a.steps):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.thread_time()
     step()
+    cpu.append(time.thread_time() - start_cpu)
     times.append(time.perf_counter() - start)
 times.sort()
-print(json.dumps({"median_s": times[len(times) // 2], "min_s": times[0], "times_s": times}))
+cpu.sort()
+print(json.dumps({"median_s": times[len(times) // 2], "min_s": times[0], "times_s": times,
+                  "cpu_median_s": cpu[len(cpu) // 2], "cpu_min_s": cpu[0]}))
 '''
 
 
@@ -319,6 +322,18 @@ def _plot_memory(curves: dict[str, dict[str, list]], path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_model() -> str:
+    """lscpu's "Model name" (ratios against peers differ between CPU makers)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def run_speed(args: argparse.Namespace, tmp: Path, worker: Path, batch_file: Path) -> dict:
     pythons = {"bionn-bptt": sys.executable, "bionn-decolle": sys.executable}
     for name, flag in (("snntorch-bptt", args.snntorch_python),
@@ -326,33 +341,61 @@ def run_speed(args: argparse.Namespace, tmp: Path, worker: Path, batch_file: Pat
                        ("decolle-package", args.decolle_python)):
         if flag:
             pythons[name] = flag
+    if args.frameworks:
+        wanted = args.frameworks.split(",")
+        pythons = {k: v for k, v in pythons.items() if k in wanted}
     times: dict[str, list[float]] = {name: [] for name in pythons}
+    cpu: dict[str, list[float]] = {name: [] for name in pythons}
+    load_before = list(os.getloadavg())
     for r in range(args.rounds):
         for name, python in pythons.items():
             got = _worker(python, worker, name, batch_file, steps=args.steps,
                           timesteps=args.timesteps, burn_in=args.burn_in, hidden=args.hidden,
                           threads=args.threads)
             times[name].append(got["median_s"])
-            print(f"round {r + 1}: {name} {1000 * got['median_s']:.1f} ms/step", flush=True)
-    return speed_summary(args, times)
+            cpu[name].append(got["cpu_median_s"])
+            print(f"round {r + 1}: {name} {1000 * got['median_s']:.1f} ms/step "
+                  f"({1000 * got['cpu_median_s']:.1f} ms of CPU time)", flush=True)
+    summary = speed_summary(args, times, cpu)
+    summary.update(cpu=cpu_model(), torch=torch.__version__,
+                   load_average_1_5_15_min_before=load_before,
+                   load_average_1_5_15_min_after=list(os.getloadavg()),
+                   command="python benchmarks/decolle.py " + " ".join(
+                       "PATH" if a.startswith("/") else a for a in sys.argv[1:]))
+    return summary
 
 
-def speed_summary(args: argparse.Namespace, times: dict[str, list[float]]) -> dict[str, Any]:
+def speed_summary(
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
     """Medians, and the ratios bionn / peer: of the medians, and the median of per-round ratios.
 
     The per-round ratio compares runs made seconds apart, so it is the robust one on a shared
-    machine whose load changes over minutes.
+    machine whose load changes over minutes; the same ratios of the step's CPU time (of the
+    process's one thread) leave out the time the thread waited for a core that other jobs held.
     """
     median = {name: statistics.median(v) for name, v in times.items()}
-    ratios, round_ratios = {}, {}
+    ratios, round_ratios, cpu_round_ratios = {}, {}, {}
     for peer, ours in (("snntorch-bptt", "bionn-bptt"), ("norse-bptt", "bionn-bptt"),
                        ("decolle-package", "bionn-decolle")):
-        if peer in median:
+        if peer in median and ours in median:
             key = f"{ours} / {peer}"
             ratios[key] = median[ours] / median[peer]
             round_ratios[key] = statistics.median(
                 a / b for a, b in zip(times[ours], times[peer], strict=True)
             )
+            if cpu:
+                cpu_round_ratios[key] = statistics.median(
+                    a / b for a, b in zip(cpu[ours], cpu[peer], strict=True)
+                )
+    extra: dict[str, Any] = {}
+    if cpu:
+        extra = {"cpu_median_s_per_step": {k: statistics.median(v) for k, v in cpu.items()},
+                 "per_round_cpu_median_s": cpu,
+                 "median_of_per_round_cpu_ratios": cpu_round_ratios,
+                 "target_met_cpu_time": {k: v <= 0.5 for k, v in cpu_round_ratios.items()}}
     return {
         "problem": f"784-{args.hidden}-10, batch {args.batch_size}, T={args.timesteps}, "
                    "Poisson input, Adam lr 1e-3 (bionn: the fused Adam `bionn train` builds; "
@@ -363,6 +406,7 @@ def speed_summary(args: argparse.Namespace, times: dict[str, list[float]]) -> di
         "ratios_of_medians": ratios, "median_of_per_round_ratios": round_ratios,
         "target": "every ratio <= 0.5",
         "target_met": {k: v <= 0.5 for k, v in round_ratios.items()},
+        **extra,
     }
 
 
@@ -389,6 +433,9 @@ def main() -> None:
     parser.add_argument("--snntorch-python", default=None, help="python of an snnTorch env")
     parser.add_argument("--norse-python", default=None, help="python of a Norse env")
     parser.add_argument("--decolle-python", default=None, help="python of a decolle env")
+    parser.add_argument("--frameworks", default=None,
+                        help="speed: comma-separated subset of the frameworks to time")
+    parser.add_argument("--tag", default="", help="suffix of the section's key in the JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sections = ["accuracy", "memory", "speed"] if args.section == "all" else [args.section]
@@ -406,7 +453,7 @@ def main() -> None:
                 payload = run_speed(args, tmp, worker, batch_file)
             else:
                 raise SystemExit(f"unknown section {section!r}")
-            _merge(args.out, section, payload)
+            _merge(args.out, section + args.tag, payload)
             print(json.dumps({section: payload}, indent=2), flush=True)
 
 

@@ -80,7 +80,7 @@ def _poisson_steps(
         k = min(per_call, timesteps - done)
         noise = _uniform15(k * words * 4, x.device, generator).view(k, words * 4)
         for step in noise.unbind(0):
-            yield torch.le(step[:n].view(x.shape), bound).to(x.dtype)
+            yield torch.le(step[:n].view(x.shape), bound, out=torch.empty_like(x))
         done += k
 
 

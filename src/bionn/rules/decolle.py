@@ -522,7 +522,7 @@ class DECOLLE(_SpikingRule):
             p, q, r = traces[i]
             u = torch.mm(p, w.t()) if b is None else torch.addmm(b, p, w.t())
             u.sub_(r, alpha=lp.rho)  # Eq. (D1): U = W P + b - rho R
-            s = torch.gt(u, 0.0).to(u.dtype)  # Eq. (D2)
+            s = torch.gt(u, 0.0, out=torch.empty_like(u))  # Eq. (D2)
             if learn:
                 g = model.readout(i)
                 pred = torch.mm(s, g.t())  # Eq. (D5): Y = G S
