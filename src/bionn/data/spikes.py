@@ -58,7 +58,7 @@ def _poisson_bound(x: torch.Tensor, gain: float) -> torch.Tensor:
     return (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
 
 
-CHUNK_WORDS = 1 << 20  # 64-bit words drawn per call by the step-by-step Poisson code (8 MiB)
+CHUNK_WORDS = 1 << 17  # 64-bit words drawn per call by the step-by-step Poisson code (1 MiB)
 
 
 def _poisson_steps(
