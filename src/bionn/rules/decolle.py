@@ -34,8 +34,10 @@ Per batch (``DECOLLE.updates``):
 4. After the burn-in, per step: the local losses D5, plus the loss of the trainable output
    readout ``W_o S_L[t] + b_o`` on the top layer's detached spikes, plus the optional
    regularisers; autograd of their sum, with ``Theta'`` replaced by the surrogate
-   ``sigma'``, is D6 for every layer at once. It is written into ``.grad`` and the caller
-   steps the optimizer: one update per time step.
+   ``sigma'``, is D6 for every layer at once. For dense layers the same gradient is written
+   out in closed form (``_dense_step``, no autograd graph); other networks use autograd
+   (``_autograd_steps``). It is written into ``.grad`` and the caller steps the optimizer:
+   one update per time step.
 
 ``SNN-BPTT`` trains the same network (without the local readouts) by backpropagation through
 time with the same surrogate: the cross-entropy of the output readout averaged over the steps
