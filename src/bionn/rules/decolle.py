@@ -634,8 +634,8 @@ def _dense_parameters(model: LIFNetwork) -> list[torch.Tensor | None] | None:
         return None
     params = [v for layer in model.layers for v in (layer.synapse.weight, layer.synapse.bias)]
     params += [model.output.weight, model.output.bias]
-    if {id(v) for v in params if v is not None} != {id(v) for v in model.parameters()}:
-        return None
+    if [id(v) for v in params if v is not None] != [id(v) for v in model.parameters()]:
+        return None  # other parameters, or another order than trainable_parameters gives
     return params
 
 
