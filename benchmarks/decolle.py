@@ -179,13 +179,16 @@ if a.mode == "memory":
     sys.exit(0)
 for _ in range(a.warmup):
     step()
-times = []
+times, cpu = [], []
 for _ in range(a.steps):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.thread_time()
     step()
+    cpu.append(time.thread_time() - start_cpu)
     times.append(time.perf_counter() - start)
 times.sort()
-print(json.dumps({"median_s": times[len(times) // 2], "min_s": times[0], "times_s": times}))
+cpu.sort()
+print(json.dumps({"median_s": times[len(times) // 2], "min_s": times[0], "times_s": times,
+                  "cpu_median_s": cpu[len(cpu) // 2], "cpu_min_s": cpu[0]}))
 '''
 
 
@@ -319,6 +322,18 @@ def _plot_memory(curves: dict[str, dict[str, list]], path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_model() -> str:
+    """lscpu's "Model name" (ratios against peers differ between CPU makers)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def run_speed(args: argparse.Namespace, tmp: Path, worker: Path, batch_file: Path) -> dict:
     pythons = {"bionn-bptt": sys.executable, "bionn-decolle": sys.executable}
     for name, flag in (("snntorch-bptt", args.snntorch_python),
@@ -326,33 +341,61 @@ def run_speed(args: argparse.Namespace, tmp: Path, worker: Path, batch_file: Pat
                        ("decolle-package", args.decolle_python)):
         if flag:
             pythons[name] = flag
+    if args.frameworks:
+        wanted = args.frameworks.split(",")
+        pythons = {k: v for k, v in pythons.items() if k in wanted}
     times: dict[str, list[float]] = {name: [] for name in pythons}
+    cpu: dict[str, list[float]] = {name: [] for name in pythons}
+    load_before = list(os.getloadavg())
     for r in range(args.rounds):
         for name, python in pythons.items():
             got = _worker(python, worker, name, batch_file, steps=args.steps,
                           timesteps=args.timesteps, burn_in=args.burn_in, hidden=args.hidden,
                           threads=args.threads)
             times[name].append(got["median_s"])
-            print(f"round {r + 1}: {name} {1000 * got['median_s']:.1f} ms/step", flush=True)
-    return speed_summary(args, times)
+            cpu[name].append(got["cpu_median_s"])
+            print(f"round {r + 1}: {name} {1000 * got['median_s']:.1f} ms/step "
+                  f"({1000 * got['cpu_median_s']:.1f} ms of CPU time)", flush=True)
+    summary = speed_summary(args, times, cpu)
+    summary.update(cpu=cpu_model(), torch=torch.__version__,
+                   load_average_1_5_15_min_before=load_before,
+                   load_average_1_5_15_min_after=list(os.getloadavg()),
+                   command="python benchmarks/decolle.py " + " ".join(
+                       "PATH" if a.startswith("/") else a for a in sys.argv[1:]))
+    return summary
 
 
-def speed_summary(args: argparse.Namespace, times: dict[str, list[float]]) -> dict[str, Any]:
+def speed_summary(
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
     """Medians, and the ratios bionn / peer: of the medians, and the median of per-round ratios.
 
     The per-round ratio compares runs made seconds apart, so it is the robust one on a shared
-    machine whose load changes over minutes.
+    machine whose load changes over minutes; the same ratios of the step's CPU time (of the
+    process's one thread) leave out the time the thread waited for a core that other jobs held.
     """
     median = {name: statistics.median(v) for name, v in times.items()}
-    ratios, round_ratios = {}, {}
+    ratios, round_ratios, cpu_round_ratios = {}, {}, {}
     for peer, ours in (("snntorch-bptt", "bionn-bptt"), ("norse-bptt", "bionn-bptt"),
                        ("decolle-package", "bionn-decolle")):
-        if peer in median:
+        if peer in median and ours in median:
             key = f"{ours} / {peer}"
             ratios[key] = median[ours] / median[peer]
             round_ratios[key] = statistics.median(
                 a / b for a, b in zip(times[ours], times[peer], strict=True)
             )
+            if cpu:
+                cpu_round_ratios[key] = statistics.median(
+                    a / b for a, b in zip(cpu[ours], cpu[peer], strict=True)
+                )
+    extra: dict[str, Any] = {}
+    if cpu:
+        extra = {"cpu_median_s_per_step": {k: statistics.median(v) for k, v in cpu.items()},
+                 "per_round_cpu_median_s": cpu,
+                 "median_of_per_round_cpu_ratios": cpu_round_ratios,
+                 "target_met_cpu_time": {k: v <= 0.5 for k, v in cpu_round_ratios.items()}}
     return {
         "problem": f"784-{args.hidden}-10, batch {args.batch_size}, T={args.timesteps}, "
                    "Poisson input, Adam lr 1e-3 (bionn: the fused Adam `bionn train` builds; "
@@ -363,13 +406,107 @@ def speed_summary(args: argparse.Namespace, times: dict[str, list[float]]) -> di
         "ratios_of_medians": ratios, "median_of_per_round_ratios": round_ratios,
         "target": "every ratio <= 0.5",
         "target_met": {k: v <= 0.5 for k, v in round_ratios.items()},
+        **extra,
+    }
+
+
+PRODUCT_OPS = ("aten::mm", "aten::addmm")
+GROUPS = {
+    "matrix products (aten::mm, aten::addmm)": PRODUCT_OPS,
+    "Adam step (kernel, step counter, Python)": ("aten::_fused_adam_", "aten::_foreach_add_",
+                                                 "Optimizer.step#LeanAdam.step",
+                                                 "Optimizer.step#Adam.step"),
+    "Poisson draws (random_, bitwise_and_, le)": ("aten::random_", "aten::bitwise_and_",
+                                                  "aten::le"),
+    "trace updates (lerp)": ("aten::lerp",),
+}
+
+
+def run_profile(args: argparse.Namespace, batch_file: Path) -> dict[str, Any]:
+    """Where one bionn DECOLLE step (one batch, T steps, Adam after each) spends its time.
+
+    Two measures, both on this process's one thread: torch's profiler (self CPU time per
+    operation, grouped), and, without a profiler, the CPU time of the step's large matrix
+    products alone (the same products on the same shapes: T of ``P W^T`` and T - burn_in of
+    ``dL/dU^T P``) over the CPU time of the whole step, alternating.
+    """
+    import time
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from bionn.core.config import TrainConfig
+    from bionn.core.registry import make_rule
+    from bionn.core.run import make_optimizer
+
+    x, y = torch.load(batch_file)
+    batch = x.shape[0]
+    xi = x.view(batch, 1, 28, 28)
+    torch.manual_seed(0)
+    rule = make_rule("decolle", {"timesteps": args.timesteps, "burn_in": args.burn_in})
+    model = rule.build_model(f"mlp:{args.hidden}", (1, 28, 28), 10, "relu")
+    opt = make_optimizer(TrainConfig(lr=1e-3), model)
+
+    def step() -> None:
+        for _ in rule.updates(model, xi, y):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    w = model.layers[0].synapse.weight.detach().clone()
+    b = model.layers[0].synapse.bias.detach().clone()
+    p = torch.rand(batch, w.shape[1])
+    d = torch.randn(batch, w.shape[0])
+
+    def products() -> None:
+        for t in range(args.timesteps):
+            torch.addmm(b, p, w.t())
+            if t >= args.burn_in:
+                torch.mm(d.t(), p)
+
+    for _ in range(2):
+        step()
+        products()
+    cpu: dict[str, list[float]] = {"step": [], "products": []}
+    for _ in range(args.profile_steps):
+        for name, fn in (("step", step), ("products", products)):
+            start = time.thread_time()
+            fn()
+            cpu[name].append(time.thread_time() - start)
+    step_s = statistics.median(cpu["step"])
+    products_s = statistics.median(cpu["products"])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.profile_steps):
+            step()
+    events = {e.key: e for e in prof.key_averages()}
+    total = sum(e.self_cpu_time_total for e in events.values())
+    groups = {}
+    for name, ops in GROUPS.items():
+        groups[name] = sum(events[o].self_cpu_time_total for o in ops if o in events) / total
+    groups["everything else (small tensor operations, Python)"] = 1.0 - sum(groups.values())
+    top = sorted(events.values(), key=lambda e: -e.self_cpu_time_total)[:12]
+    return {
+        "problem": f"784-{args.hidden}-10, batch {batch}, T={args.timesteps}, burn-in "
+                   f"{args.burn_in}, Poisson input, the Adam `bionn train` builds",
+        "threads": args.threads, "steps": args.profile_steps,
+        "cpu_s_per_step_median": step_s,
+        "cpu_s_of_its_products_alone_median": products_s,
+        "products_share_without_profiler": products_s / step_s,
+        "profiler_self_cpu_share": groups,
+        "profiler_top_ops_ms_per_step": {
+            e.key: e.self_cpu_time_total / 1000 / args.profile_steps for e in top},
+        "profiler_calls_per_step": {
+            e.key: e.count / args.profile_steps for e in top},
+        "cpu": cpu_model(), "torch": torch.__version__,
+        "load_average_1_5_15_min": list(os.getloadavg()),
+        "command": "python benchmarks/decolle.py " + " ".join(
+            "PATH" if a.startswith("/") else a for a in sys.argv[1:]),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="data root (default $BIONN_DATA)")
-    parser.add_argument("--section", default="all", help="accuracy, memory, speed or all")
+    parser.add_argument("--section", default="all",
+                        help="accuracy, memory, speed, profile, or all (the first three)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decolle.json")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--model", default="mlp")
@@ -389,6 +526,11 @@ def main() -> None:
     parser.add_argument("--snntorch-python", default=None, help="python of an snnTorch env")
     parser.add_argument("--norse-python", default=None, help="python of a Norse env")
     parser.add_argument("--decolle-python", default=None, help="python of a decolle env")
+    parser.add_argument("--frameworks", default=None,
+                        help="speed: comma-separated subset of the frameworks to time")
+    parser.add_argument("--tag", default="", help="suffix of the section's key in the JSON")
+    parser.add_argument("--profile-steps", type=int, default=7,
+                        help="profile: training steps measured (each one batch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sections = ["accuracy", "memory", "speed"] if args.section == "all" else [args.section]
@@ -404,9 +546,11 @@ def main() -> None:
                 payload = run_memory(args, tmp, worker, batch_file)
             elif section == "speed":
                 payload = run_speed(args, tmp, worker, batch_file)
+            elif section == "profile":
+                payload = run_profile(args, batch_file)
             else:
                 raise SystemExit(f"unknown section {section!r}")
-            _merge(args.out, section, payload)
+            _merge(args.out, section + args.tag, payload)
             print(json.dumps({section: payload}, indent=2), flush=True)
 
 

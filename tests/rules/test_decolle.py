@@ -349,3 +349,72 @@ def test_snn_bptt_detach_reset_reaches_every_layer():
     assert grads[False].shape == grads[True].shape
     with pytest.raises(ConfigError, match="--detach-reset"):
         SNNBPTTConfig(detach_reset="yes")
+
+
+def test_the_autograd_path_gives_the_hand_derived_updates_too(monkeypatch):
+    """Networks outside the closed form (convolutions, pooling) differentiate each step with
+    autograd; forced onto a dense network, that path must give the hand-derived updates."""
+    from bionn.rules import decolle as module
+
+    monkeypatch.setattr(module, "_dense_parameters", lambda model: None)
+    for local_loss, reg_high in (("ce", 0.7), ("mse", 0.0)):
+        net = small_network()
+        x, y = spike_batch()
+        expected, _ = hand_decolle(net, x, y, local_loss, lr=0.0, reg_high=reg_high)
+        rule = DECOLLE(DecolleConfig(local_loss=local_loss, surrogate_scale=K,
+                                     reg_high=reg_high))
+        params = trainable_parameters(net)
+        got = [[p.grad.clone() for p in params] for _ in rule.updates(net, x, y)]
+        assert len(got) == len(expected)
+        for step, hand in zip(got, expected, strict=True):
+            for a, b in zip(step, hand, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("surrogate", ["boxcar", "sigmoid"])
+def test_first_update_equals_autograd_of_the_written_out_losses(surrogate):
+    """Oracle: autograd of the step's losses (both regularisers on) written out here, at the
+    state the recurrences give after the burn-in, every layer's input and the state constant."""
+    scale = 0.6 if surrogate == "boxcar" else K
+    net = small_network(steps=6, burn_in=5)
+    for layer in net.layers:
+        layer.params = layer.params._replace(surrogate=surrogate, surrogate_scale=scale)
+    x, y = spike_batch(steps=6)
+    rule = DECOLLE(DecolleConfig(surrogate=surrogate, surrogate_scale=scale, reg_high=0.3,
+                                 reg_low=0.9))
+    params = trainable_parameters(net)
+    got = [[p.grad.clone() for p in params] for _ in rule.updates(net, x, y)]
+    assert len(got) == 1
+    leaves = [p.detach().clone().requires_grad_() for p in params]
+    ws, bs, wo, bo = leaves[0:4:2], leaves[1:4:2], leaves[4], leaves[5]
+    batch = x.shape[0]
+    p = [torch.zeros(batch, w.shape[1], dtype=torch.float64) for w in ws]
+    q = [torch.zeros_like(v) for v in p]
+    r = [torch.zeros(batch, w.shape[0], dtype=torch.float64) for w in ws]
+    for t in range(5):  # the burn-in, with the weights as constants
+        h = x[:, t]
+        for i in range(2):
+            s = (p[i] @ ws[i].detach().t() + bs[i].detach() - RHO * r[i] > 0).double()
+            p[i], q[i] = ALPHA * p[i] + (1 - ALPHA) * q[i], BETA * q[i] + (1 - BETA) * h
+            r[i] = GAMMA * r[i] + (1 - GAMMA) * s
+            h = s
+
+    def spike(u):  # Theta forward, the named surrogate backward (relaxation trick)
+        if surrogate == "boxcar":
+            smooth = u.clamp(-scale, scale)
+        else:
+            smooth = torch.sigmoid(scale * u)
+        return (u > 0).double() + smooth - smooth.detach()
+
+    total = 0.0
+    for i in range(2):
+        u = p[i] @ ws[i].t() + bs[i] - RHO * r[i]
+        s = spike(u)
+        total = total + F.cross_entropy(s @ net.readout(i).t(), y)
+        total = total + 0.3 * F.relu(u + 0.01).mean()
+        total = total + 0.9 * F.relu(0.1 - torch.sigmoid(u)).mean()
+    total = total + F.cross_entropy(s.detach() @ wo.t() + bo, y)
+    expected = torch.autograd.grad(total, leaves)
+    for a, b in zip(got[0], expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert expected[0].abs().sum() > 0

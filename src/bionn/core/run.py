@@ -26,6 +26,7 @@ from bionn.core.checkpoint import (
     load_checkpoint,
 )
 from bionn.core.config import DEFAULT_LR, TrainConfig
+from bionn.core.optim import LeanAdam
 from bionn.core.registry import make_rule
 from bionn.core.resources import use_threads
 from bionn.core.rule import Phase
@@ -130,7 +131,7 @@ def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     """
     if params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            return LeanAdam(params, lr=lr)  # torch's fused Adam, less Python per step
         except (RuntimeError, TypeError, ValueError):
             pass  # an older torch or an unsupported dtype: the default implementation
     return torch.optim.Adam(params, lr=lr)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
-from bionn.data.shard import draw_rows
+from bionn.data.shard import current_share, draw_rows
 from bionn.errors import ConfigError
 
 __all__ = ["ENCODERS", "encode", "encode_steps", "latency_encode", "poisson_encode"]
@@ -75,12 +75,35 @@ def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return draw_rows(draw, len(x))
 
 
+CHUNK_WORDS = 1 << 17  # 64-bit words drawn per call by the step-by-step Poisson code (1 MiB)
+
+
 def _poisson_steps(
     x: torch.Tensor, timesteps: int, gain: float, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
+    """The Poisson slices, their noise drawn for several steps per call.
+
+    A step takes ``(n + 3) // 4`` words; drawing ``k`` steps' words in one call and cutting
+    each step's ``n`` values from its own words gives the very numbers ``k`` separate draws
+    give, in the same order, with one call instead of ``k`` and memory bounded by
+    :data:`CHUNK_WORDS` whatever ``timesteps`` is.
+    """
     bound = _poisson_bound(x, gain)
-    for _ in range(timesteps):
-        yield (_noise(x, generator) <= bound).to(x.dtype)
+    # in a data-parallel training step: the global batch's numbers, this rank's rows of them
+    rank, world = current_share() if x.dim() else (0, 1)
+    n = x.numel() * world
+    words = (n + 3) // 4
+    per_call = max(1, min(timesteps, CHUNK_WORDS // max(words, 1)))
+    done = 0
+    while done < timesteps:
+        k = min(per_call, timesteps - done)
+        noise = _uniform15(k * words * 4, x.device, generator).view(k, words * 4)
+        for step in noise.unbind(0):
+            values = step[:n]
+            if world > 1:
+                values = values.view(world * len(x), *x.shape[1:])[rank::world]
+            yield torch.le(values.view(x.shape), bound, out=torch.empty_like(x))
+        done += k
 
 
 def _latency_steps(x: torch.Tensor, timesteps: int, threshold: float) -> Iterator[torch.Tensor]:

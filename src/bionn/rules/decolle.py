@@ -34,8 +34,10 @@ Per batch (``DECOLLE.updates``):
 4. After the burn-in, per step: the local losses D5, plus the loss of the trainable output
    readout ``W_o S_L[t] + b_o`` on the top layer's detached spikes, plus the optional
    regularisers; autograd of their sum, with ``Theta'`` replaced by the surrogate
-   ``sigma'``, is D6 for every layer at once. It is written into ``.grad`` and the caller
-   steps the optimizer: one update per time step.
+   ``sigma'``, is D6 for every layer at once. For dense layers the same gradient is written
+   out in closed form (``_dense_step``, no autograd graph); other networks use autograd
+   (``_autograd_steps``). It is written into ``.grad`` and the caller steps the optimizer:
+   one update per time step.
 
 ``SNN-BPTT`` trains the same network (without the local readouts) by backpropagation through
 time with the same surrogate: the cross-entropy of the output readout averaged over the steps
@@ -422,7 +424,17 @@ class DECOLLE(_SpikingRule):
         """Per step after the burn-in: the gradients of the summed local losses and metrics.
 
         Metrics tensor: ``[output loss, output accuracy, L_1, ..., L_L]`` of this step.
+        A network of dense layers takes the closed form (:meth:`_dense_steps`); any other
+        (convolutional layers, pooling) differentiates the step with autograd.
         """
+        if _dense_parameters(model) is not None:
+            return self._dense_steps(model, x, y)
+        return self._autograd_steps(model, x, y)
+
+    def _autograd_steps(
+        self, model: LIFNetwork, x: torch.Tensor, y: torch.Tensor
+    ) -> Iterator[tuple[tuple[torch.Tensor | None, ...], torch.Tensor]]:
+        """:meth:`_steps` for any network: autograd of each step's summed losses."""
         params = trainable_parameters(model)
         cfg = self.config
         states: list[LIFState] | None = None
@@ -454,6 +466,108 @@ class DECOLLE(_SpikingRule):
                 acc = (scores.argmax(1) == y).to(out_loss.dtype).mean()
                 metrics = torch.stack([out_loss.detach(), acc, *(v.detach() for v in local)])
             yield grads, metrics
+
+    def _dense_steps(
+        self, model: LIFNetwork, x: torch.Tensor, y: torch.Tensor
+    ) -> Iterator[tuple[tuple[torch.Tensor | None, ...], torch.Tensor]]:
+        """:meth:`_steps` for dense layers: D6 written out, no autograd graph.
+
+        With every layer's input and the previous state constant (step 2), the gradient of
+        the step's summed losses has a closed form per layer: ``dL/dY_l`` of the local loss,
+        ``dL/dU_l = (G_l^T dL/dY_l) * sigma'(U_l)`` (plus the regularisers' terms), then
+        ``dL/dW_l = dL/dU_l^T P_l`` and ``dL/db_l = sum_B dL/dU_l``; the output readout's
+        cross-entropy likewise. The traces live in buffers updated in place. Same numbers as
+        autograd of the same losses (the tests check both against a hand derivation).
+        """
+        params = _dense_parameters(model)
+        assert params is not None
+        trainable = {id(p) for p in trainable_parameters(model)}
+        keep = [v is not None and id(v) in trainable for v in params]
+        traces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        onehot = y
+        for t, x_t in enumerate(model.input_steps(x)):
+            with torch.no_grad():
+                h = x_t.flatten(1)
+                if t == 0:
+                    onehot = F.one_hot(y, model.num_classes).to(h.dtype)
+                    n_in = h.shape[1]
+                    for layer in model.layers:
+                        n_out = layer.synapse.weight.shape[0]
+                        traces.append((h.new_zeros((h.shape[0], n_in)),
+                                       h.new_zeros((h.shape[0], n_in)),
+                                       h.new_zeros((h.shape[0], n_out))))
+                        n_in = n_out
+                got = self._dense_step(model, h, traces, y, onehot, t >= model.burn_in)
+            if got is not None:
+                grads, metrics = got
+                yield tuple(g for g, k in zip(grads, keep, strict=True) if k), metrics
+
+    def _dense_step(
+        self,
+        model: LIFNetwork,
+        h: torch.Tensor,
+        traces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        y: torch.Tensor,
+        onehot: torch.Tensor,
+        learn: bool,
+    ) -> tuple[list[torch.Tensor | None], torch.Tensor] | None:
+        """One step of every dense layer from the input spikes ``h``; traces advance in place.
+
+        Returns ``[dW_1, db_1, ..., dW_o, db_o]`` and the metrics when ``learn``, else None.
+        """
+        cfg = self.config
+        grads: list[torch.Tensor | None] = []
+        local: list[torch.Tensor] = []
+        for i, layer in enumerate(model.layers):
+            lp = layer.params
+            w, b = layer.synapse.weight, layer.synapse.bias
+            p, q, r = traces[i]
+            u = torch.mm(p, w.t()) if b is None else torch.addmm(b, p, w.t())
+            u.sub_(r, alpha=lp.rho)  # Eq. (D1): U = W P + b - rho R
+            s = torch.gt(u, 0.0, out=torch.empty_like(u))  # Eq. (D2)
+            if learn:
+                g = model.readout(i)
+                pred = torch.mm(s, g.t())  # Eq. (D5): Y = G S
+                loss, d_pred = self._local_loss_and_grad(pred, y, onehot)
+                local.append(loss)
+                slope = SURROGATES[lp.surrogate].derivative(u, lp.surrogate_scale)
+                d_u = torch.mm(d_pred, g).mul_(slope)  # dL/dU = (G^T dL/dY) sigma'(U)
+                if cfg.reg_high > 0:  # lambda_1 mean relu(U + 0.01)
+                    active = torch.add(u, 0.01).gt_(0.0).to(u.dtype)
+                    d_u.add_(active, alpha=cfg.reg_high / u.numel())
+                if cfg.reg_low > 0:  # lambda_2 mean relu(0.1 - sigmoid(U))
+                    sig = torch.sigmoid(u)
+                    below = torch.rsub(sig, 0.1).gt_(0.0).to(u.dtype)
+                    d_u.sub_(sig * (1.0 - sig) * below, alpha=cfg.reg_low / u.numel())
+                grads.append(torch.mm(d_u.t(), p))  # Eq. (D6): dL/dW = dL/dU^T P
+                grads.append(None if b is None else d_u.sum(0))
+            torch.lerp(q, p, lp.alpha, out=p)  # Eq. (D3): P[t+1]
+            torch.lerp(h, q, lp.beta, out=q)  # Eq. (D3): Q[t+1]
+            torch.lerp(s, r, lp.gamma, out=r)  # Eq. (D4): R[t+1]
+            h = s
+        if not learn:
+            return None
+        out = model.output
+        scores = F.linear(h, out.weight, out.bias)  # the trainable readout on S_L
+        logp = torch.log_softmax(scores, 1)
+        out_loss = -logp.gather(1, y[:, None]).mean()
+        d_scores = logp.exp_().sub_(onehot).div_(h.shape[0])
+        grads.append(torch.mm(d_scores.t(), h))
+        grads.append(None if out.bias is None else d_scores.sum(0))
+        acc = (scores.argmax(1) == y).to(out_loss.dtype).mean()
+        return grads, torch.stack([out_loss, acc, *local])
+
+    def _local_loss_and_grad(
+        self, prediction: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A local loss (D5) and its gradient with respect to the prediction ``Y_l``."""
+        batch = prediction.shape[0]
+        if self.config.local_loss == "mse":
+            diff = prediction - onehot
+            return 0.5 * diff.square().sum(1).mean(), diff.div_(batch)  # Eq. (D5)
+        logp = torch.log_softmax(prediction, 1)
+        loss = -logp.gather(1, y[:, None]).mean()  # Eq. (D5), cross-entropy form
+        return loss, logp.exp_().sub_(onehot).div_(batch)
 
     @staticmethod
     def _metrics(values: list[Any]) -> dict[str, Any]:
@@ -505,6 +619,24 @@ class SNNBPTT(_SpikingRule):
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         return batch_metrics(loss, scores, y)
+
+
+def _dense_parameters(model: LIFNetwork) -> list[torch.Tensor | None] | None:
+    """``[W_1, b_1, ..., W_o, b_o]`` when every layer is dense without pooling, else None.
+
+    None also when the network holds parameters beyond these (a subclass), whose gradients
+    only autograd knows.
+    """
+    if not all(
+        type(layer.synapse) is nn.Linear and pool == 1
+        for layer, pool in zip(model.layers, model.pools, strict=True)
+    ) or type(model.output) is not nn.Linear:
+        return None
+    params = [v for layer in model.layers for v in (layer.synapse.weight, layer.synapse.bias)]
+    params += [model.output.weight, model.output.bias]
+    if [id(v) for v in params if v is not None] != [id(v) for v in model.parameters()]:
+        return None  # other parameters, or another order than trainable_parameters gives
+    return params
 
 
 def _as_network(model: nn.Module) -> LIFNetwork:
