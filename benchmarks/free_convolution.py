@@ -48,6 +48,7 @@ from bionn.core.trainer import Trainer
 from bionn.data import load_dataset
 from bionn.data.augment import make_augmentation
 from bionn.data.datasets import DATASETS
+from bionn.errors import BionnError
 from bionn.metrics import robustness_report
 from bionn.nn import FreeConv2d
 
@@ -331,4 +332,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BionnError as error:  # bad input: one line, exit 2
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
