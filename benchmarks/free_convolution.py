@@ -278,7 +278,9 @@ def part_plot(args) -> None:
     result = json.loads(path.read_text())
     name = result["dataset"]
     budget = result["budget"]
-    note = f"{name}, {budget['train_size']} training images, {budget['epochs']} epochs"
+    epochs = budget["epochs"]
+    note = (f"{name}, {budget['train_size']} training images, {epochs} "
+            f"epoch{'' if epochs == 1 else 's'}")
     for out in (
         plot_accuracy_vs_shift(result["runs"], path.with_name(path.stem + "_accuracy.png"),
                                title=f"CNN and FCN against the training shift A\n({note})"),
