@@ -15,9 +15,10 @@ one product per output position, computed for every position at once: the input 
 into its receptive fields (the columns a convolution multiplies, gathered with one strided view
 of a channels-last copy) and one batched matrix product ``(positions, batch, fan_in) @
 (positions, fan_in, out)`` gives every output. No Python loop runs over positions; memory is
-the unfolded input (as for an unfolded convolution) plus the parameters. The backward pass is
-the same products transposed, the input gradient added back with one strided add per kernel
-offset.
+the unfolded input (as for an unfolded convolution) plus the parameters. The bias is added in
+the same product (``baddbmm``). The backward pass is the same products transposed, reusing
+the kernels as the forward pass reordered them, the input gradient added back with one strided
+add per kernel offset.
 
 ``tied=True`` keeps a single kernel and bias, used at every position (a convolution computed by
 the same code); :meth:`FreeConv2d.from_conv` starts every position of an untied layer from one
@@ -94,23 +95,31 @@ def _kernel_columns(kernel: torch.Tensor) -> torch.Tensor:
 
 
 def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+                  geometry: Geometry, keep_kernel: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """y = free_conv(x, W) + b for an ``autograd.Function``; returns ``(y, columns)``.
 
     ``weight`` is ``(positions, out, C, kh, kw)``; the columns (:func:`_columns`) are what the
-    weight gradient needs. The output is laid out channels-last in memory (its shape is the
-    usual ``(batch, out, out_h, out_w)``), so a following free layer gathers its columns
-    without another copy. Records what the backward pass needs on ``ctx``.
+    weight gradient needs. ``keep_kernel=True`` also leaves the kernels in column order on
+    ``ctx.kernel_columns`` for an exact input gradient (:func:`_fold_columns`), so the
+    backward pass does not reorder W again. The output is laid out channels-last in memory
+    (its shape is the usual ``(batch, out, out_h, out_w)``), so a following free layer gathers
+    its columns without another copy. Records what the backward pass needs on ``ctx``.
     """
     ctx.geometry = geometry
     ctx.has_bias = bias is not None
     ctx.bias_dim = bias.dim() if bias is not None else 0
     cols = _columns(x, geometry)  # (L, batch, fan_in)
-    out = torch.bmm(cols, _kernel_columns(weight).transpose(1, 2))  # (L, batch, out): W x
+    kernel = _kernel_columns(weight)  # (L, out, fan_in)
     oh, ow = geometry[3]
+    if bias is None:
+        out = torch.bmm(cols, kernel.transpose(1, 2))  # (L, batch, out): W x
+    else:  # b + W x in one product, the bias as (L, 1, out)
+        b = bias.view(1, 1, -1) if bias.dim() == 1 else bias.flatten(1).t().unsqueeze(1)
+        out = torch.baddbmm(b, cols, kernel.transpose(1, 2))
+    if keep_kernel:
+        ctx.kernel_columns = kernel
     out = out.permute(1, 0, 2).reshape(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
-    if bias is not None:
-        out = out + (bias.view(-1, 1, 1) if bias.dim() == 1 else bias)
     return out, cols
 
 
@@ -140,10 +149,15 @@ def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, inpu
 
 def _fold_columns(ctx: Any, delta: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The input gradient: ``delta @ kernel`` at every position, added back onto the input
-    pixels of its receptive field (one strided add per kernel offset, not per position)."""
+    pixels of its receptive field (one strided add per kernel offset, not per position).
+
+    ``kernel``: ``(positions, out, C, kh, kw)``, or ``(positions, out, kh*kw*C)`` already in
+    the column order of :func:`_columns`."""
     (kh, kw), (sh, sw), (ph, pw), (oh, ow), (h, w) = ctx.geometry
     batch = delta.shape[1]
-    grad_cols = torch.bmm(delta, _kernel_columns(kernel))  # (L, batch, kh*kw*C)
+    if kernel.dim() == 5:  # (positions, out, C, kh, kw); else already in column order
+        kernel = _kernel_columns(kernel)
+    grad_cols = torch.bmm(delta, kernel)  # (L, batch, kh*kw*C)
     grad_cols = grad_cols.view(oh, ow, batch, kh, kw, -1)
     c = grad_cols.shape[-1]
     grad = grad_cols.new_zeros(batch, h + 2 * ph, w + 2 * pw, c)
@@ -161,15 +175,16 @@ class _FreeConv2dFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, geometry):
-        out, cols = _free_forward(ctx, x, weight, bias, geometry)
-        ctx.save_for_backward(cols, weight)
+        out, cols = _free_forward(ctx, x, weight, bias, geometry, keep_kernel=True)
+        ctx.save_for_backward(cols, ctx.kernel_columns)
+        del ctx.kernel_columns
         return out
 
     @staticmethod
     def backward(ctx, grad_output):
-        cols, weight = ctx.saved_tensors
+        cols, kernel = ctx.saved_tensors
         gi, gw, gb = _free_backward(ctx, grad_output, cols,
-                                    lambda delta: _fold_columns(ctx, delta, weight))
+                                    lambda delta: _fold_columns(ctx, delta, kernel))
         return gi, gw, gb, None
 
 
