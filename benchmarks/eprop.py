@@ -10,8 +10,9 @@ Sections, each writing its own JSON file in ``benchmarks/results/`` (the budget 
   so a run stopped early (``--max-minutes``) keeps its curve.
 - ``pattern``: pattern generation (frozen Poisson input, sum of four sines; 100 LIF neurons,
   the authors' tutorial settings), normalised mean squared error for e-prop and BPTT.
-- ``memory``: peak allocator memory of one update (glibc ``mallinfo2``, sampled every step)
-  for trial lengths 500..4000, e-prop against BPTT; a figure.
+- ``memory``: peak resident memory of one update (Linux ``VmHWM``, each point in a fresh
+  process) for trial lengths 500..4000, e-prop against BPTT; a figure.
+- ``iteration``: the wall and CPU time of one evidence iteration of each rule, and a profile.
 - ``speed``: one training iteration of bionn's e-prop against the PyTorch port of e-prop
   (ChFrenkel/eprop-PyTorch, ``--peer-src``, run by ``--peer-python`` in its own environment)
   on the same LIF network, task and batch.
@@ -235,7 +236,9 @@ def section_pattern(args) -> dict[str, Any]:
 
     data = PoissonPattern(train=True, length=args.length, n_train=1, seed=args.seed)
     x, y = data.data, data.targets
-    opts = {"tau_m": 30.0, "tau_out": 30.0, "v_th": 0.03, "reg_weight": 0.5 * args.reg,
+    # the authors weigh 0.5 sum_t (y - y*)^2 against (reg / 2) sum_j (f_j - f0)^2; bionn's loss is
+    # the mean over the T steps, (2 / T) times theirs, so the same balance is c_reg = reg / T
+    opts = {"tau_m": 30.0, "tau_out": 30.0, "v_th": 0.03, "reg_weight": args.reg / args.length,
             "reg_rate": 10.0, "n_ref": 0}
     results: dict[str, Any] = {**header(args), "section": "pattern", "settings": {
         "network": "100 inputs (frozen Poisson, 50 Hz), 100 LIF, 1 output", "options": opts,
@@ -264,57 +267,61 @@ def section_pattern(args) -> dict[str, Any]:
     return results
 
 
-class _MallInfo(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+def _status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} in /proc/self/status")
 
 
-def allocator_bytes() -> int:
-    """Bytes the C allocator holds for the process's live allocations (glibc ``mallinfo2``:
-    ``uordblks + hblkhd``), where torch's CPU tensors live; exact to the byte, unlike RSS."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo
-    info = libc.mallinfo2()
-    return int(info.uordblks + info.hblkhd)
+def section_memory_point(args) -> dict[str, Any]:
+    """One memory point, run in a fresh process by ``memory``: the peak resident memory of
+    one ``fill_grads`` call above the resident memory before it (Linux ``VmHWM`` after the
+    high-water mark is reset through ``/proc/self/clear_refs``, with the free heap handed
+    back first by glibc's ``malloc_trim``), so every transient allocation counts; after one
+    short warm-up update, so the libraries' one-time buffers are not counted."""
+    import gc
 
-
-def memory_point(rule_name: str, steps: int, batch: int) -> dict[str, float]:
-    """Peak allocator memory (bytes above the start) of one update, sampled at every step of
-    the network and after the update."""
-    import bionn.nn.eprop as nn_eprop
-    import bionn.rules.eprop as rules_eprop
     from bionn.core.registry import make_rule
     from bionn.data.sequences import EvidenceAccumulation
 
     torch.manual_seed(0)
-    rule = make_rule(rule_name)
+    rule = make_rule(args.rule)
     model = rule.build_model("rsnn:50+50", (40,), 2, "relu")
+    steps, batch = args.steps, args.mem_batch
     cues = min(7, max(1, (steps - 300) // 150))
     cues -= 1 - cues % 2  # odd: 7 cues from 1350 steps on, fewer for shorter trials
     data = EvidenceAccumulation(train=True, n_train=batch, seed=1, cues=cues,
                                 delay=steps - cues * 150 - 150)
     x, y = data.data, data.targets
     assert x.shape[0] == steps
-    peak = [0]
-    original = nn_eprop.eprop_step
+    # one short update first, so the libraries' one-time buffers are not counted
+    warm = EvidenceAccumulation(train=True, n_train=batch, seed=2, cues=1, delay=50)
+    rule.fill_grads(model, warm.data, warm.targets)
+    for p in model.parameters():
+        p.grad = None
+    del warm
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_kib("VmRSS")
+    start = time.perf_counter()
+    rule.fill_grads(model, x, y)
+    wall = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    point = {"peak_bytes": float((peak - base) * 1024), "wall_s": wall}
+    print(json.dumps(point))
+    return point
 
-    def sampled(*a, **k):
-        out = original(*a, **k)
-        peak[0] = max(peak[0], allocator_bytes())
-        return out
 
-    nn_eprop.eprop_step, rules_eprop.eprop_step = sampled, sampled
-    try:
-        base = allocator_bytes()
-        peak[0] = base
-        start = time.perf_counter()
-        rule.fill_grads(model, x, y)
-        wall = time.perf_counter() - start
-        peak[0] = max(peak[0], allocator_bytes())
-    finally:
-        nn_eprop.eprop_step, rules_eprop.eprop_step = original, original
-    return {"peak_bytes": float(peak[0] - base), "wall_s": wall}
+def memory_point(rule_name: str, steps: int, batch: int, threads: int) -> dict[str, float]:
+    """Peak resident memory (bytes above the start) of one update, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--section", "memory-point", "--rule", rule_name,
+         "--steps", str(steps), "--mem-batch", str(batch), "--threads", str(threads)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def section_memory(args) -> dict[str, Any]:
@@ -323,14 +330,16 @@ def section_memory(args) -> dict[str, Any]:
     lengths = args.lengths
     results: dict[str, Any] = {**header(args), "section": "memory", "settings": {
         "network": "40 inputs, 50 LIF + 50 ALIF, 2 outputs", "batch": args.mem_batch,
-        "measure": "peak of the C allocator's live bytes (glibc mallinfo2 uordblks + hblkhd, "
-                   "where torch's CPU tensors live) above the start, sampled after every "
-                   "network step and after the update, during one fill_grads call"},
+        "trace_chunk": 100,
+        "measure": "peak resident memory of one fill_grads call above the resident memory "
+                   "before it, each point in a fresh process (Linux VmHWM after resetting the "
+                   "high-water mark through /proc/self/clear_refs, glibc malloc_trim first) "
+                   "after one 350-step warm-up update: every transient allocation counts"},
         "lengths": lengths, "rules": {}}
     for name in ("eprop", "rsnn-bptt"):
         points = []
         for steps in lengths:
-            point = memory_point(name, steps, args.mem_batch)
+            point = memory_point(name, steps, args.mem_batch, args.threads)
             points.append(point)
             print(name, steps, point, flush=True)
         results["rules"][name] = {
@@ -433,7 +442,8 @@ def section_figures(args) -> dict[str, Any]:
         if not path.exists():
             continue
         rec = json.loads(path.read_text())
-        curves[f"{name} (batch)"] = (rec["iteration"], [100 * e for e in rec["batch_error"]])
+        curves[f"{name} (held-out batch)"] = (rec["validation"]["iteration"],
+                                               [100 * e for e in rec["validation"]["error"]])
         if rec["angle_to_bptt"]["iteration"]:
             its = rec["angle_to_bptt"]["iteration"]
             angles[name] = rec["angle_to_bptt"]["degrees"]
@@ -454,7 +464,8 @@ def section_figures(args) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--section", required=True,
-                    choices=["evidence", "iteration", "pattern", "memory", "speed", "figures"])
+                    choices=["evidence", "iteration", "pattern", "memory", "memory-point", "speed",
+                             "figures"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -473,6 +484,7 @@ def main() -> None:
     ap.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")],
                     default=[500, 1000, 2000, 4000])
     ap.add_argument("--mem-batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=500, help="memory-point: the trial length")
     ap.add_argument("--speed-steps", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--label", default="chunked",
@@ -484,7 +496,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     {"evidence": section_evidence, "pattern": section_pattern, "memory": section_memory,
      "speed": section_speed, "figures": section_figures,
-     "iteration": section_iteration}[args.section](args)
+     "iteration": section_iteration, "memory-point": section_memory_point}[args.section](args)
 
 
 if __name__ == "__main__":
