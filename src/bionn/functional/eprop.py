@@ -33,6 +33,11 @@ synapse::
 
 For LIF neurons (beta = 0) Eq. (M9) is ``e = psi_j zbar_i``; ``eps_v`` depends on the
 presynaptic neuron only, ``(B, N_pre)``, the others are per synapse, ``(B, N, N_pre)``.
+
+:func:`eprop_chunk_sums` evaluates weighted sums of the traces over a chunk of K steps at once
+from per-neuron quantities (Eq. C1, this module's label, below); :func:`spike_and_psi` and
+:func:`leaky_filter` are Eqs. (M4)-(M5) and the filter of Eq. (M6) as single autograd nodes
+for BPTT.
 """
 
 from __future__ import annotations

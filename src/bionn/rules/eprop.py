@@ -20,22 +20,27 @@ only needs the present error of the readout::
     (4) L_j^t = sum_k B_jk dE/dy_k^t   (B_jk (y_k^t - y*_k^t) for the squared error,
                                         B_jk (pi_k^t - pi*_k^t) for the cross-entropy)
 
-Algorithm (``eprop`` and ``eprop-random``; one pass forward in time, memory independent of T):
+Algorithm (``eprop`` and ``eprop-random``; one pass forward in time, in chunks of K steps,
+memory independent of T):
 
-1. Step the neurons (Eqs. M1-M5) and the readout (Eq. M6).
-2. Advance the traces of every synapse onto a recurrent neuron, input and recurrent together
-   (Eqs. M7-M10).
-3. Where the step has a target, the error at the readout e^t = dE/dy^t, and the learning
-   signal L^t = B e^t (Eq. 4): ``B = W_out^T`` (``eprop``, symmetric) or a fixed random B
-   (``eprop-random``).
-4. Accumulate -DeltaW = sum_t L^t ebar^t (Eq. 3) for W_in and W_rec; W_out and b_out by their
-   exact gradients sum_t e^t zbar_out^t and sum_t e^t (zbar_out: the spikes filtered as by the
-   readout).
-5. Firing-rate regulariser E_reg = c_reg sum_j (f_j - f_target)^2 (f_j the neuron's mean rate
+1. Step the neurons (Eqs. M1-M5) and the presynaptic traces zbar (Eq. M7) for the K steps of
+   a chunk, keeping only per-neuron quantities (z, psi, zbar).
+2. The readout over the chunk (Eq. M6) and, where a step has a target, the error at the
+   readout e^t = dE/dy^t and the learning signal L^t = B e^t (Eq. 4): ``B = W_out^T``
+   (``eprop``, symmetric) or a fixed random B (``eprop-random``).
+3. -DeltaW = sum_t L^t ebar^t (Eq. 3) for W_in and W_rec, evaluated for the chunk by the
+   linear identity sum_t L^t ebar^t = kappa Lbar^{t0} ebar^{t0-1} + sum_s (1 - kappa)
+   Lbar^s e^s (Lbar the learning signal filtered backwards within the chunk), with e^s's
+   eps_a part carried by a backward recursion of per-neuron scalars (Eq. C1 of
+   :mod:`bionn.functional.eprop`): one matrix product over (K x B) rows per chunk. The
+   per-synapse states ebar (Eq. M10) and eps_a (Eq. M8) are carried to the next chunk the
+   same way. W_out and b_out by their exact gradients sum_t e^t zbar_out^t and sum_t e^t
+   (zbar_out: the spikes filtered as by the readout).
+4. Firing-rate regulariser E_reg = c_reg sum_j (f_j - f_target)^2 (f_j the neuron's mean rate
    over the batch and trial, in spikes per ms): its learning signal dE_reg/dz_j^t =
    2 c_reg (f_j - f_target) / (T B) is the same at every step, so its update is that factor
-   times the sum of the unfiltered traces e^t, accumulated online (Eq. REG).
-6. ``p.grad = -DeltaW / eta`` for every parameter.
+   times the sum of the unfiltered traces e^t, accumulated over the chunks (Eq. REG).
+5. ``p.grad = -DeltaW / eta`` for every parameter.
 
 ``rsnn-bptt`` trains the same network by autograd through the unrolled trial, the spikes
 differentiated through their pseudo-derivative psi (Eq. M5), with the same regulariser.
@@ -56,6 +61,7 @@ Symbols (paper -> code)
 | ``B`` | ``W_out^T`` / ``model.feedback`` | feedback of the learning signal |
 | ``e, ebar, eps_a, zbar`` | ``e``, ``traces.ebar``, ``traces.eps_a``, ``traces.zbar`` | traces |
 | ``L_j^t`` | ``signal`` | learning signal |
+| ``K`` | ``trace_chunk`` | steps contracted at once (Eq. C1); not in the paper |
 
 Deviations from the paper
 
@@ -70,6 +76,9 @@ Deviations from the paper
   silences ``n_ref - 1``).
 - Random feedback B is uniform in +-``feedback_scale`` times the range of W_out's initial
   weights (the authors draw it from a standard normal).
+- The sums of Eq. (3) are evaluated per chunk of K steps (Eq. C1) instead of one step at a
+  time: the same update to float rounding, whatever K (the tests check K = 1 .. T against
+  autograd), with memory O(K) instead of O(1) in T.
 """
 
 from __future__ import annotations
