@@ -155,8 +155,9 @@ class EPropConfig:
     reg_rate: float = field(default=10.0, metadata=_help(
         "f_target (Hz): the target firing rate of the regulariser (Eq. REG)"))
     trace_chunk: int = field(default=100, metadata=_help(
-        "K: steps whose eligibility traces e-prop contracts at once (Eq. C1); memory grows "
-        "with K, not with the trial length; the update does not depend on it"))
+        "K: steps whose eligibility traces e-prop contracts at once (Eq. C1; rsnn-bptt "
+        "ignores it); memory grows with K, not with the trial length; the update does not "
+        "depend on it"))
 
     def __post_init__(self) -> None:
         for name in ("tau_m", "tau_a", "tau_out", "v_th", "gamma_pd"):
