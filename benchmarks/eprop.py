@@ -10,8 +10,9 @@ Sections, each writing its own JSON file in ``benchmarks/results/`` (the budget 
   so a run stopped early (``--max-minutes``) keeps its curve.
 - ``pattern``: pattern generation (frozen Poisson input, sum of four sines; 100 LIF neurons,
   the authors' tutorial settings), normalised mean squared error for e-prop and BPTT.
-- ``memory``: peak allocator memory of one update (glibc ``mallinfo2``, sampled every step)
-  for trial lengths 500..4000, e-prop against BPTT; a figure.
+- ``memory``: peak resident memory of one update (Linux ``VmHWM``, each point in a fresh
+  process) for trial lengths 500..4000, e-prop against BPTT; a figure.
+- ``iteration``: the wall and CPU time of one evidence iteration of each rule, and a profile.
 - ``speed``: one training iteration of bionn's e-prop against the PyTorch port of e-prop
   (ChFrenkel/eprop-PyTorch, ``--peer-src``, run by ``--peer-python`` in its own environment)
   on the same LIF network, task and batch.
@@ -103,25 +104,56 @@ def section_evidence(args) -> dict[str, Any]:
     bptt = make_rule("rsnn-bptt")
     model = rule.build_model("rsnn:50+50", (40,), 2, "relu")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    held = EvidenceAccumulation(train=False, n_test=64, seed=10_000 + args.seed)
     out_path = Path(args.out or RESULTS / f"eprop_evidence_{args.rule}.json")
     record: dict[str, Any] = {
         **header(args), "section": "evidence", "rule": args.rule,
         "settings": {"network": "40 inputs, 50 LIF + 50 ALIF, 2 outputs", "optimizer": "Adam",
-                     "lr": args.lr, "batch": 64, "trial_steps": held.data.shape[0],
-                     "iterations_planned": args.iterations, "max_minutes": args.max_minutes},
-        "iteration": [], "batch_error": [], "loss": [], "rate_hz": [],
+                     "lr": args.lr, "batch": 64, "trial_steps": 2250,
+                     "regulariser": "c_reg 1, 10 Hz (the authors' 'simple' form)",
+                     "iterations_planned": args.iterations, "max_minutes": args.max_minutes,
+                     "validate_every": args.validate_every, "angle_every": args.angle_every},
+        "measures": {
+            "batch_step_error": "1 - the per-step accuracy over the 150 recall steps of the "
+                                "training batch, from the forward pass that made the update",
+            "validation": "the paper's error (argmax of the logits averaged over the recall "
+                          "window) on a fresh batch of 64 trials never trained on",
+            "final_test": "the paper's error on 4 fresh batches of 64 trials after training"},
+        "iteration": [], "batch_step_error": [], "loss": [],
         "validation": {"iteration": [], "error": []}, "angle_to_bptt": {"iteration": [],
                                                                          "degrees": []},
     }
     start = time.perf_counter()
+    cpu_start = time.process_time()
     reached = None
-    for it in tqdm(range(1, args.iterations + 1), desc=args.rule, file=sys.stderr):
+
+    def validate(it: int) -> None:
+        nonlocal reached
+        held = EvidenceAccumulation(train=False, n_test=64, seed=10_000_000 + args.seed * 1000
+                                    + it)
+        with torch.no_grad():
+            err = recall_error(model(held.data), held.targets)
+        record["validation"]["iteration"].append(it)
+        record["validation"]["error"].append(err)
+        if reached is None and err < EVIDENCE_TARGET:
+            reached = it
+        record["first_iteration_below_7pct"] = reached
+        record["wall_s"] = time.perf_counter() - start
+        record["cpu_s"] = time.process_time() - cpu_start
+        record["iterations_done"] = it
+        record["cpu_s_per_iteration"] = record["cpu_s"] / max(it, 1)
+        write(out_path, record)
+        print(f"{args.rule} iteration {it}: validation error {err:.3f}", file=sys.stderr,
+              flush=True)
+
+    validate(0)
+    it = 0
+    for it in tqdm(range(1, args.iterations + 1), desc=args.rule, file=sys.stderr,
+                   mininterval=30):
         trials = EvidenceAccumulation(train=True, n_train=64, seed=args.seed * 1_000_000 + it)
         x, y = trials.data, trials.targets
         opt.zero_grad()
         metrics = rule.fill_grads(model, x, y)
-        if args.rule != "rsnn-bptt" and (it == 1 or it % args.validate_every == 0):
+        if args.rule != "rsnn-bptt" and (it == 1 or it % args.angle_every == 0):
             update = [p.grad.clone() for p in model.parameters()]
             bptt.fill_grads(model, x, y)
             true = [p.grad.clone() for p in model.parameters()]
@@ -130,35 +162,72 @@ def section_evidence(args) -> dict[str, Any]:
             for p, g in zip(model.parameters(), update, strict=True):
                 p.grad = g
         opt.step()
-        with torch.no_grad():
-            rec = model.simulate(x)
         record["iteration"].append(it)
-        record["batch_error"].append(recall_error(rec.output, y))
-        record["loss"].append(metrics["loss"])
-        record["rate_hz"].append(float(rec.z.mean()) * 1000.0)
-        if it == 1 or it % args.validate_every == 0:
-            with torch.no_grad():
-                err = recall_error(model(held.data), held.targets)
-            record["validation"]["iteration"].append(it)
-            record["validation"]["error"].append(err)
-            if reached is None and err < EVIDENCE_TARGET:
-                reached = it
-            record["first_iteration_below_7pct"] = reached
-            record["wall_s"] = time.perf_counter() - start
-            record["seconds_per_iteration"] = record["wall_s"] / it
-            write(out_path, record)
+        record["batch_step_error"].append(1.0 - float(metrics["accuracy"]))
+        record["loss"].append(float(metrics["loss"]))
+        if it % args.validate_every == 0:
+            validate(it)
         if time.perf_counter() - start > args.max_minutes * 60:
             record["stopped_early"] = (
                 f"stopped after {it} of {args.iterations} iterations by --max-minutes "
                 f"{args.max_minutes}"
             )
             break
+    if it % args.validate_every:
+        validate(it)
+    errors = []
+    for k in range(4):
+        test = EvidenceAccumulation(train=False, n_test=64, seed=20_000_000 + k)
+        with torch.no_grad():
+            errors.append(recall_error(model(test.data), test.targets))
+    record["final_test_error"] = sum(errors) / len(errors)
+    record["final_test_errors"] = errors
     record["wall_s"] = time.perf_counter() - start
-    record["iterations_done"] = record["iteration"][-1]
-    with torch.no_grad():
-        record["final_validation_error"] = recall_error(model(held.data), held.targets)
+    record["cpu_s"] = time.process_time() - cpu_start
     write(out_path, record)
     return record
+
+
+def section_iteration(args) -> dict[str, Any]:
+    """One evidence-accumulation iteration (fill_grads on a batch of 64 2250-step trials) of
+    each rule: wall and process CPU time, and the operators that take the time."""
+    import bionn
+    from bionn.core.registry import make_rule
+    from bionn.data.sequences import EvidenceAccumulation
+
+    trials = EvidenceAccumulation(train=True, n_train=64, seed=1)
+    x, y = trials.data, trials.targets
+    results: dict[str, Any] = {**header(args), "section": "iteration", "label": args.label,
+                               "settings": {"network": "40 inputs, 50 LIF + 50 ALIF, 2 outputs",
+                                            "batch": 64, "trial_steps": x.shape[0],
+                                            "repeats": args.repeats},
+                               "bionn": str(Path(bionn.__file__).parent.parent.name),
+                               "rules": {}}
+    for name in args.rules:
+        if name == "eprop-random":
+            continue
+        torch.manual_seed(0)
+        rule = make_rule(name)
+        model = rule.build_model("rsnn:50+50", (40,), 2, "relu")
+        walls, cpus = [], []
+        for _ in range(args.repeats):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            rule.fill_grads(model, x, y)
+            walls.append(time.perf_counter() - start)
+            cpus.append(time.process_time() - start_cpu)
+        entry: dict[str, Any] = {"wall_s": walls, "cpu_s": cpus, "cpu_s_min": min(cpus)}
+        if args.profile:
+            with torch.autograd.profiler.profile() as prof:
+                rule.fill_grads(model, x, y)
+            table = prof.key_averages()
+            top = sorted(table, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+            entry["profile_top_ops"] = [
+                {"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000}
+                for e in top]
+        results["rules"][name] = entry
+        print(name, json.dumps(entry), flush=True)
+        write(Path(args.out or RESULTS / f"eprop_iteration_{args.label}.json"), results)
+    return results
 
 
 def section_pattern(args) -> dict[str, Any]:
@@ -167,7 +236,9 @@ def section_pattern(args) -> dict[str, Any]:
 
     data = PoissonPattern(train=True, length=args.length, n_train=1, seed=args.seed)
     x, y = data.data, data.targets
-    opts = {"tau_m": 30.0, "tau_out": 30.0, "v_th": 0.03, "reg_weight": 0.5 * args.reg,
+    # the authors weigh 0.5 sum_t (y - y*)^2 against (reg / 2) sum_j (f_j - f0)^2; bionn's loss is
+    # the mean over the T steps, (2 / T) times theirs, so the same balance is c_reg = reg / T
+    opts = {"tau_m": 30.0, "tau_out": 30.0, "v_th": 0.03, "reg_weight": args.reg / args.length,
             "reg_rate": 10.0, "n_ref": 0}
     results: dict[str, Any] = {**header(args), "section": "pattern", "settings": {
         "network": "100 inputs (frozen Poisson, 50 Hz), 100 LIF, 1 output", "options": opts,
@@ -196,57 +267,61 @@ def section_pattern(args) -> dict[str, Any]:
     return results
 
 
-class _MallInfo(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+def _status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} in /proc/self/status")
 
 
-def allocator_bytes() -> int:
-    """Bytes the C allocator holds for the process's live allocations (glibc ``mallinfo2``:
-    ``uordblks + hblkhd``), where torch's CPU tensors live; exact to the byte, unlike RSS."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo
-    info = libc.mallinfo2()
-    return int(info.uordblks + info.hblkhd)
+def section_memory_point(args) -> dict[str, Any]:
+    """One memory point, run in a fresh process by ``memory``: the peak resident memory of
+    one ``fill_grads`` call above the resident memory before it (Linux ``VmHWM`` after the
+    high-water mark is reset through ``/proc/self/clear_refs``, with the free heap handed
+    back first by glibc's ``malloc_trim``), so every transient allocation counts; after one
+    short warm-up update, so the libraries' one-time buffers are not counted."""
+    import gc
 
-
-def memory_point(rule_name: str, steps: int, batch: int) -> dict[str, float]:
-    """Peak allocator memory (bytes above the start) of one update, sampled at every step of
-    the network and after the update."""
-    import bionn.nn.eprop as nn_eprop
-    import bionn.rules.eprop as rules_eprop
     from bionn.core.registry import make_rule
     from bionn.data.sequences import EvidenceAccumulation
 
     torch.manual_seed(0)
-    rule = make_rule(rule_name)
+    rule = make_rule(args.rule)
     model = rule.build_model("rsnn:50+50", (40,), 2, "relu")
+    steps, batch = args.steps, args.mem_batch
     cues = min(7, max(1, (steps - 300) // 150))
     cues -= 1 - cues % 2  # odd: 7 cues from 1350 steps on, fewer for shorter trials
     data = EvidenceAccumulation(train=True, n_train=batch, seed=1, cues=cues,
                                 delay=steps - cues * 150 - 150)
     x, y = data.data, data.targets
     assert x.shape[0] == steps
-    peak = [0]
-    original = nn_eprop.eprop_step
+    # one short update first, so the libraries' one-time buffers are not counted
+    warm = EvidenceAccumulation(train=True, n_train=batch, seed=2, cues=1, delay=50)
+    rule.fill_grads(model, warm.data, warm.targets)
+    for p in model.parameters():
+        p.grad = None
+    del warm
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_kib("VmRSS")
+    start = time.perf_counter()
+    rule.fill_grads(model, x, y)
+    wall = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    point = {"peak_bytes": float((peak - base) * 1024), "wall_s": wall}
+    print(json.dumps(point))
+    return point
 
-    def sampled(*a, **k):
-        out = original(*a, **k)
-        peak[0] = max(peak[0], allocator_bytes())
-        return out
 
-    nn_eprop.eprop_step, rules_eprop.eprop_step = sampled, sampled
-    try:
-        base = allocator_bytes()
-        peak[0] = base
-        start = time.perf_counter()
-        rule.fill_grads(model, x, y)
-        wall = time.perf_counter() - start
-        peak[0] = max(peak[0], allocator_bytes())
-    finally:
-        nn_eprop.eprop_step, rules_eprop.eprop_step = original, original
-    return {"peak_bytes": float(peak[0] - base), "wall_s": wall}
+def memory_point(rule_name: str, steps: int, batch: int, threads: int) -> dict[str, float]:
+    """Peak resident memory (bytes above the start) of one update, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--section", "memory-point", "--rule", rule_name,
+         "--steps", str(steps), "--mem-batch", str(batch), "--threads", str(threads)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def section_memory(args) -> dict[str, Any]:
@@ -255,14 +330,16 @@ def section_memory(args) -> dict[str, Any]:
     lengths = args.lengths
     results: dict[str, Any] = {**header(args), "section": "memory", "settings": {
         "network": "40 inputs, 50 LIF + 50 ALIF, 2 outputs", "batch": args.mem_batch,
-        "measure": "peak of the C allocator's live bytes (glibc mallinfo2 uordblks + hblkhd, "
-                   "where torch's CPU tensors live) above the start, sampled after every "
-                   "network step and after the update, during one fill_grads call"},
+        "trace_chunk": 100,
+        "measure": "peak resident memory of one fill_grads call above the resident memory "
+                   "before it, each point in a fresh process (Linux VmHWM after resetting the "
+                   "high-water mark through /proc/self/clear_refs, glibc malloc_trim first) "
+                   "after one 350-step warm-up update: every transient allocation counts"},
         "lengths": lengths, "rules": {}}
     for name in ("eprop", "rsnn-bptt"):
         points = []
         for steps in lengths:
-            point = memory_point(name, steps, args.mem_batch)
+            point = memory_point(name, steps, args.mem_batch, args.threads)
             points.append(point)
             print(name, steps, point, flush=True)
         results["rules"][name] = {
@@ -365,7 +442,8 @@ def section_figures(args) -> dict[str, Any]:
         if not path.exists():
             continue
         rec = json.loads(path.read_text())
-        curves[f"{name} (batch)"] = (rec["iteration"], [100 * e for e in rec["batch_error"]])
+        curves[f"{name} (held-out batch)"] = (rec["validation"]["iteration"],
+                                               [100 * e for e in rec["validation"]["error"]])
         if rec["angle_to_bptt"]["iteration"]:
             its = rec["angle_to_bptt"]["iteration"]
             angles[name] = rec["angle_to_bptt"]["degrees"]
@@ -386,14 +464,16 @@ def section_figures(args) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--section", required=True,
-                    choices=["evidence", "pattern", "memory", "speed", "figures"])
+                    choices=["evidence", "iteration", "pattern", "memory", "memory-point", "speed",
+                             "figures"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rule", default="eprop", choices=["eprop", "eprop-random", "rsnn-bptt"])
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--validate-every", type=int, default=10)
+    ap.add_argument("--validate-every", type=int, default=25)
+    ap.add_argument("--angle-every", type=int, default=50)
     ap.add_argument("--max-minutes", type=float, default=1e9)
     ap.add_argument("--length", type=int, default=1000)
     ap.add_argument("--reg", type=float, default=300.0)
@@ -404,14 +484,19 @@ def main() -> None:
     ap.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")],
                     default=[500, 1000, 2000, 4000])
     ap.add_argument("--mem-batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=500, help="memory-point: the trial length")
     ap.add_argument("--speed-steps", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--label", default="chunked",
+                    help="iteration: the name of the measured version in the JSON file name")
+    ap.add_argument("--profile", action="store_true", help="iteration: also profile one call")
     ap.add_argument("--peer-python", default=None)
     ap.add_argument("--peer-src", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"evidence": section_evidence, "pattern": section_pattern, "memory": section_memory,
-     "speed": section_speed, "figures": section_figures}[args.section](args)
+     "speed": section_speed, "figures": section_figures,
+     "iteration": section_iteration, "memory-point": section_memory_point}[args.section](args)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from bionn.functional.eprop import (
     EpropParameters,
     SpikeFunction,
+    eprop_adaptation_end,
     eprop_initial_state,
     eprop_initial_traces,
     eprop_step,
     eprop_trace_step,
+    eprop_trace_sums,
+    leaky_filter,
     pseudo_derivative,
     readout_step,
+    spike_and_psi,
 )
 
 
@@ -146,3 +151,92 @@ def test_beta_zero_alif_traces_equal_lif_traces():
         torch.testing.assert_close(e1, e2, rtol=0, atol=0)
         torch.testing.assert_close(alif.ebar, lif.ebar, rtol=0, atol=0)
     assert alif.eps_a.abs().sum() > 0
+
+
+# --- the chunked form (Eq. C1) against the step-by-step traces, written out by hand here ---
+
+def _hand_traces(pre, psi, beta, alpha, rho):
+    """Eqs. (M7)-(M9) one step at a time: e^t (T, B, N, P), eps_a and zbar after the last
+    step, and zbar before each step and after it."""
+    steps, b, p = pre.shape
+    n = psi.shape[2]
+    zbar = torch.zeros(b, p, dtype=pre.dtype)
+    eps_a = torch.zeros(b, n, p, dtype=pre.dtype)
+    psi_prev = torch.zeros(b, n, dtype=pre.dtype)
+    es, zbars = [], [zbar]
+    for t in range(steps):
+        eps_a = ((rho - psi_prev * beta)[:, :, None] * eps_a
+                 + psi_prev[:, :, None] * zbar[:, None, :])
+        zbar = alpha * zbar + pre[t]
+        es.append(psi[t][:, :, None] * (zbar[:, None, :] - beta[None, :, None] * eps_a))
+        zbars.append(zbar)
+        psi_prev = psi[t]
+    return torch.stack(es), eps_a, torch.stack(zbars)
+
+
+@pytest.mark.parametrize("n_lif,n_alif", [(5, 0), (0, 5), (3, 4)])
+@pytest.mark.parametrize("chunk", [1, 4, 7, 30])
+def test_chunked_trace_sums_equal_the_step_by_step_traces(n_lif, n_alif, chunk):
+    """sum_t u^t e^t over chunks of K steps (K = 4 and 7 do not divide T = 30), with eps_a
+    carried across the chunks, equals the sum of the hand-stepped traces: summed over the
+    batch and per example; and the carried eps_a equals the hand one."""
+    gen = torch.Generator().manual_seed(chunk + 10 * n_alif)
+    steps, b, n, p = 30, 3, n_lif + n_alif, 6
+    pre = (torch.rand(steps, b, p, generator=gen) < 0.4).double()
+    psi = torch.rand(steps, b, n, generator=gen, dtype=torch.float64) * 0.5
+    psi[torch.rand(steps, b, n, generator=gen) < 0.3] = 0.0
+    beta = torch.cat([torch.zeros(n_lif), torch.full((n_alif,), 0.7)]).double()
+    u = torch.randn(2, steps, b, n, generator=gen, dtype=torch.float64)
+    par = EpropParameters(alpha=0.9, rho=0.97, kappa=0.8, v_th=1.0, beta=beta)
+    e, eps_end, zbars = _hand_traces(pre, psi, beta, par.alpha, par.rho)
+    want = torch.einsum("stbj,tbji->sji", u, e)
+    want_each = torch.einsum("stbj,tbji->sbji", u, e)
+    psis = torch.cat([torch.zeros(1, b, n, dtype=torch.float64), psi])
+    got = torch.zeros_like(want)
+    got_each = torch.zeros_like(want_each)
+    eps_a = torch.zeros(b, n_alif, p, dtype=torch.float64)
+    for t0 in range(0, steps, chunk):
+        t1 = min(t0 + chunk, steps)
+        zb = zbars[t0 : t1 + 1].transpose(0, 1)  # (B, K + 1, P)
+        ps = psis[t0 : t1 + 1].transpose(0, 1)
+        w = u[:, t0:t1].permute(2, 1, 0, 3)  # (B, K, S, N)
+        got += eprop_trace_sums(w, zb, ps, eps_a, par)
+        got_each += eprop_trace_sums(w, zb, ps, eps_a, par, per_example=True)
+        eps_a = eprop_adaptation_end(zb, ps, eps_a, par)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_each, want_each, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(eps_a, eps_end[:, n_lif:], rtol=1e-12, atol=1e-12)
+    if n_alif:
+        assert eps_a.abs().max() > 0.1  # the adaptation part is exercised
+
+
+def test_leaky_filter_forward_and_backward_match_the_recursion():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(12, 3, 2, generator=gen, dtype=torch.float64)
+    y = leaky_filter(x, 0.7)
+    ref, prev = [], torch.zeros(3, 2, dtype=torch.float64)
+    for t in range(12):
+        prev = 0.7 * prev + 0.3 * x[t]
+        ref.append(prev)
+    ref = torch.stack(ref)
+    torch.testing.assert_close(y, ref, rtol=1e-14, atol=1e-14)
+    (got,) = torch.autograd.grad((y * g).sum(), x)
+    (want,) = torch.autograd.grad((ref * g).sum(), x)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-14)
+
+
+def test_spike_and_psi_match_the_spike_function_and_the_pseudo_derivative():
+    p = params(v_th=0.5)
+    v = torch.linspace(-0.2, 1.4, 33, dtype=torch.float64)[None].repeat(2, 1)
+    free = torch.rand(2, 33, generator=torch.Generator().manual_seed(1)) < 0.7
+    vm = v.clone().requires_grad_(True)
+    z, psi = spike_and_psi(vm, free, p.v_th, p.gamma)
+    thr = torch.full_like(v, p.v_th)
+    assert torch.equal(z, ((v > p.v_th) & free).double())
+    torch.testing.assert_close(psi, pseudo_derivative(v, thr, p, ~free), rtol=1e-14, atol=0)
+    (grad,) = torch.autograd.grad(z.sum(), vm)
+    u = ((v - p.v_th) / p.v_th).requires_grad_(True)
+    ref = torch.where(~free, torch.zeros_like(u), SpikeFunction.apply(u, p.gamma))
+    (ref_grad,) = torch.autograd.grad(ref.sum(), u)
+    torch.testing.assert_close(grad, ref_grad / p.v_th, rtol=1e-14, atol=0)

@@ -33,6 +33,11 @@ synapse::
 
 For LIF neurons (beta = 0) Eq. (M9) is ``e = psi_j zbar_i``; ``eps_v`` depends on the
 presynaptic neuron only, ``(B, N_pre)``, the others are per synapse, ``(B, N, N_pre)``.
+
+:func:`eprop_chunk_sums` evaluates weighted sums of the traces over a chunk of K steps at once
+from per-neuron quantities (Eq. C1, this module's label, below); :func:`spike_and_psi` and
+:func:`leaky_filter` are Eqs. (M4)-(M5) and the filter of Eq. (M6) as single autograd nodes
+for BPTT.
 """
 
 from __future__ import annotations
@@ -47,11 +52,16 @@ __all__ = [
     "EpropTraces",
     "SpikeFunction",
     "eprop_initial_state",
+    "eprop_adaptation_end",
+    "eprop_chunk_sums",
     "eprop_initial_traces",
     "eprop_step",
     "eprop_trace_step",
+    "eprop_trace_sums",
+    "leaky_filter",
     "pseudo_derivative",
     "readout_step",
+    "spike_and_psi",
 ]
 
 
@@ -239,3 +249,191 @@ def eprop_trace_step(
     if filter_readout:
         ebar = params.kappa * ebar + (1.0 - params.kappa) * e  # Eq. (M10)
     return e, EpropTraces(zbar, eps_a, ebar, psi_next)
+
+
+# --------------------------------------------------------------------------------------------
+# The same traces over a chunk of K steps at once (what the e-prop rule runs)
+#
+# Every quantity the update needs is a sum over the steps s of a chunk of the traces e^s
+# (Eq. M9) weighted per postsynaptic neuron: S_ji = sum_s u_j^s e_ji^s. Eq. (3) is such a sum
+# with u^s = (1 - kappa) Lbar^s, Lbar^s = sum_{t >= s} kappa^{t - s} L^t (the learning signal
+# filtered backwards, the transpose of Eq. M10), plus kappa Lbar^{t0} against the carried ebar;
+# the regulariser's sum has u = 1; the carried ebar at the chunk's end has
+# u^s = (1 - kappa) kappa^{K - 1 - s}. Since e = psi_j (zbar_i - beta_j eps_a_ji) and
+# eps_a^k = d_j^k eps_a^{k-1} + psi_j^{k-1} zbar_i^{k-1} with the per-neuron coefficient
+# d_j^k = rho - psi_j^{k-1} beta_j (Eq. M8), the eps_a part is carried by the backward
+# recursion of per-neuron scalars W^k = w^k + d^{k+1} W^{k+1}, w^k = u^k psi^k beta_j:
+#
+#     sum_k w^k eps_a^k = d^0 W^0 eps_a^{-1} + sum_k W^k psi^{k-1} zbar^{k-1}      # Eq. (C1)
+#
+# so that S is one matrix product over (time x batch) of per-neuron coefficients against the
+# presynaptic traces zbar, plus the carried eps_a^{-1} (the state at the chunk's start). Memory
+# is bounded by K, not by the trial length.
+# --------------------------------------------------------------------------------------------
+
+
+def _adaptation_coefficients(
+    w: torch.Tensor, psi: torch.Tensor, beta_a: torch.Tensor, rho: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (C1)'s coefficients for weights ``w`` ``(B, K, S, N_a)`` on eps_a^0 .. eps_a^{K-1}.
+
+    ``psi`` ``(B, K + 1, 1, N_a)`` holds psi^{-1} .. psi^{K-1} of the adaptive neurons.
+    Returns ``(q, first)``: ``q`` ``(B, K, S, N_a)`` the coefficient of zbar^{k-1}
+    (k = 0 .. K-1) and ``first`` ``(B, S, N_a)`` that of the carried eps_a^{-1}.
+    """
+    steps = w.shape[1]
+    d = rho - psi[:, :-1] * beta_a  # d^k = rho - psi^{k-1} beta, Eq. (M8)
+    big_w = torch.empty_like(w)
+    acc = big_w[:, steps - 1]
+    acc.copy_(w[:, steps - 1])
+    for k in range(steps - 2, -1, -1):
+        acc = torch.addcmul(w[:, k], d[:, k + 1], acc, out=big_w[:, k])  # W^k = w^k + d W^{k+1}
+    first = d[:, 0] * big_w[:, 0]
+    return big_w.mul_(psi[:, :-1]), first  # Eq. (C1)
+
+
+def eprop_chunk_sums(
+    u_sum: torch.Tensor | None,
+    u_each: torch.Tensor | None,
+    zbar: torch.Tensor,
+    psi: torch.Tensor,
+    eps_a0: torch.Tensor,
+    params: EpropParameters,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Weighted sums ``sum_k u^k e^k`` of a chunk's traces (Eq. M9) and eps_a at its end.
+
+    Batch-major, the layout of the chunk's buffers:
+
+    Args:
+        u_sum: per-neuron weights ``(B, K, S, N)`` of S sums to take over the batch too, or
+            None.
+        u_each: weights ``(B, K, S', N)`` of S' sums kept per example, or None.
+        zbar: the presynaptic traces eps_v ``(B, K + 1, P)``: ``zbar[:, 0]`` the one before
+            the chunk's first step, ``zbar[:, k + 1]`` the one of step k (Eq. M7).
+        psi: ``(B, K + 1, N)``: psi before the chunk, then psi of each step (Eq. M5).
+        eps_a0: the carried eps_a ``(B, N_a, P)`` of the last ``N_a`` neurons (Eq. M8).
+        params: the constants (``rho``, ``beta``).
+
+    Returns ``(sums (S, N, P), per_example (S', B, N, P), eps_a after the chunk)``: the same
+    numbers as stepping :func:`eprop_trace_step` K times, at the cost of one backward
+    recursion of per-neuron scalars and one matrix product over (K x B) rows (Eq. C1).
+    """
+    batch, steps = zbar.shape[0], zbar.shape[1] - 1
+    neurons, pre = psi.shape[-1], zbar.shape[-1]
+    n_a = eps_a0.shape[1]
+    lo = neurons - n_a
+    parts = [(u, True) for u in (u_sum,) if u is not None]
+    parts += [(u, False) for u in (u_each,) if u is not None]
+    coefs = []
+    for u, _ in parts:
+        coef = u.new_empty(batch, steps + 1, u.shape[2], neurons)
+        coef[:, 0] = 0.0
+        torch.mul(u, psi[:, 1:, None], out=coef[:, 1:])  # u^k psi^k: of zbar^k, Eq. (M9)
+        coefs.append(coef)
+    eps_end = eps_a0
+    if n_a:
+        beta_a = params.beta[lo:]
+        one = psi.new_zeros(batch, steps, 1, n_a)
+        one[:, -1] = 1.0  # eps_a^{K-1} itself
+        w = torch.cat([c[:, 1:, :, lo:] * beta_a for c in coefs] + [one], dim=2)
+        q, first = _adaptation_coefficients(w, psi[:, :, None, lo:], beta_a, params.rho)
+        at = 0
+        for coef in coefs:
+            width = coef.shape[2]
+            coef[:, :-1, :, lo:] -= q[:, :, at : at + width]  # - beta eps_a, Eqs. (M9), (C1)
+            at += width
+        eps_end = torch.bmm(q[:, :, -1].transpose(1, 2), zbar[:, :-1])  # Eq. (C1)
+        eps_end.add_(first[:, -1, :, None] * eps_a0)
+    out: list[torch.Tensor | None] = [None, None]
+    at = 0
+    for (_u, summed), coef in zip(parts, coefs, strict=True):
+        width = coef.shape[2]
+        if summed:
+            flat = coef.view(batch * (steps + 1), width * neurons)
+            res = (flat.T @ zbar.reshape(batch * (steps + 1), pre)).view(width, neurons, pre)
+            if n_a:
+                res[:, lo:] -= torch.einsum("bsj,bji->sji", first[:, at : at + width], eps_a0)
+            out[0] = res
+        else:
+            res = torch.bmm(coef.view(batch, steps + 1, width * neurons).transpose(1, 2), zbar)
+            res = res.view(batch, width, neurons, pre).transpose(0, 1)
+            if n_a:
+                res[:, :, lo:] -= first[:, at : at + width].transpose(0, 1)[..., None] * eps_a0
+            out[1] = res
+        at += width
+    return out[0], out[1], eps_end
+
+
+def eprop_trace_sums(
+    u: torch.Tensor,
+    zbar: torch.Tensor,
+    psi: torch.Tensor,
+    eps_a0: torch.Tensor,
+    params: EpropParameters,
+    per_example: bool = False,
+) -> torch.Tensor:
+    """``sum_k u^k e^k`` over a chunk, ``u`` ``(B, K, S, N)``: ``(S, N, P)`` summed over the
+    batch, or ``(S, B, N, P)`` with ``per_example`` (see :func:`eprop_chunk_sums`)."""
+    sums, each, _ = eprop_chunk_sums(None if per_example else u, u if per_example else None,
+                                     zbar, psi, eps_a0, params)
+    return each if per_example else sums
+
+
+def eprop_adaptation_end(
+    zbar: torch.Tensor, psi: torch.Tensor, eps_a0: torch.Tensor, params: EpropParameters
+) -> torch.Tensor:
+    """eps_a after the chunk's last step (Eq. M8 K times), from the chunk's zbar and psi (as in
+    :func:`eprop_chunk_sums`) and the carried ``eps_a0`` ``(B, N_a, P)``."""
+    return eprop_chunk_sums(None, None, zbar, psi, eps_a0, params)[2]
+
+
+class _LeakyFilter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kappa: float, y0: torch.Tensor | None) -> torch.Tensor:
+        ctx.kappa = kappa
+        out = torch.empty_like(x)
+        prev = torch.zeros_like(x[0]) if y0 is None else y0
+        for t in range(x.shape[0]):
+            prev = torch.lerp(x[t], prev, kappa, out=out[t])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        kappa = ctx.kappa
+        out = torch.empty_like(grad)
+        acc = torch.zeros_like(grad[0])
+        for t in range(grad.shape[0] - 1, -1, -1):
+            acc = torch.add(grad[t], acc, alpha=kappa, out=out[t])
+        return out * (1.0 - kappa), None, None
+
+
+def leaky_filter(x: torch.Tensor, kappa: float, y0: torch.Tensor | None = None) -> torch.Tensor:
+    """``y^t = kappa y^{t-1} + (1 - kappa) x^t`` along the first (time) dimension, from ``y0``
+    (default zero); Eq. (M6)'s filter as one autograd node (backward: the same filter run
+    backwards in time). ``y0`` is not differentiated."""
+    return _LeakyFilter.apply(x, kappa, y0)
+
+
+class _SpikeAndPsi(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vm: torch.Tensor, free: torch.Tensor, v_th: float, gamma: float):
+        u = (vm - v_th) / v_th
+        z = (u > 0).logical_and_(free).to(vm.dtype)  # Eq. (M4)
+        psi = (gamma / v_th) * (1.0 - u.abs()).clamp_(min=0.0) * free  # Eq. (M5)
+        ctx.save_for_backward(psi)
+        ctx.mark_non_differentiable(psi)
+        return z, psi
+
+    @staticmethod
+    def backward(ctx, grad_z: torch.Tensor, grad_psi: torch.Tensor):
+        (psi,) = ctx.saved_tensors
+        return grad_z * psi, None, None, None
+
+
+def spike_and_psi(
+    vm: torch.Tensor, free: torch.Tensor, v_th: float, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. (M4)-(M5) in one node: ``vm = v - beta a`` (so v - A = vm - v_th), ``free`` True
+    where the neuron is not refractory. Returns ``(z, psi)``; dz/dvm = psi in the backward pass
+    (the pseudo-derivative; the same as :class:`SpikeFunction` with ``u = (vm - v_th)/v_th``)."""
+    return _SpikeAndPsi.apply(vm, free, v_th, gamma)

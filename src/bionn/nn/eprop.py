@@ -21,8 +21,8 @@ from bionn.functional.eprop import (
     EpropParameters,
     EpropState,
     eprop_initial_state,
-    eprop_step,
-    readout_step,
+    leaky_filter,
+    spike_and_psi,
 )
 
 __all__ = ["RSNNRecord", "RecurrentSpikingNetwork"]
@@ -135,39 +135,51 @@ class RecurrentSpikingNetwork(nn.Module):
                 f"got {tuple(x.shape)}"
             )
 
-    def simulate(self, x: torch.Tensor) -> RSNNRecord:
-        """Run a trial from rest and record every step (differentiable: BPTT)."""
+    def _run(self, x: torch.Tensor, record: bool) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """The trial from rest: the input currents of all steps in one product, the reset
+        folded into the recurrent weights (W_rec - v_th I), Eqs. (M4)-(M5) in one node and the
+        readout filter in one node. Differentiable: autograd through it is BPTT."""
         self._check(x)
         params = self.parameters_tuple()
-        w_rec = self.recurrent_weight()
-        state = self.initial_state(x)
-        zs, vs, as_, psis, ys = [], [], [], [], []
-        for x_t in x:
-            z, psi, state = eprop_step(x_t, state, self.weight_ih, w_rec, params)
-            y = readout_step(z, state.y, self.readout_weight, params.kappa)
-            state = state._replace(y=y)
+        steps, batch, _ = x.shape
+        n = self.hidden
+        current = (x.reshape(steps * batch, -1) @ self.weight_ih.T).view(steps, batch, n)
+        current = current.unbind(0)  # one backward node for all steps (indexing: one per step)
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        w_eff = (self.recurrent_weight() - params.v_th * eye).T  # W_rec z - v_th z, Eq. (M1)
+        v = x.new_zeros(batch, n)
+        a = x.new_zeros(batch, n)
+        z = x.new_zeros(batch, n)
+        last = x.new_full((batch, n), -math.inf)  # the step of each neuron's last spike
+        beta = params.beta
+        zs: list[torch.Tensor] = []
+        kept: list[list[torch.Tensor]] = [[], [], []]
+        for t in range(steps):
+            v = torch.addmm(current[t], z, w_eff).add_(v, alpha=params.alpha)  # Eq. (M1)
+            a = torch.add(z, a, alpha=params.rho)  # Eq. (M2)
+            vm = torch.addcmul(v, beta, a, value=-1.0)  # v - beta a: v - A + v_th, Eq. (M3)
+            free = last < t - params.n_ref  # not refractory
+            z, psi = spike_and_psi(vm, free, params.v_th, params.gamma)  # Eqs. (M4), (M5)
+            last.masked_fill_(z.detach() > 0, float(t))
             zs.append(z)
-            vs.append(state.v)
-            as_.append(state.a)
-            psis.append(psi)
-            ys.append(y)
-        output = torch.stack(ys) + self.readout_bias
-        return RSNNRecord(output, torch.stack(zs), torch.stack(vs), torch.stack(as_),
+            if record:
+                kept[0].append(v)
+                kept[1].append(a)
+                kept[2].append(psi)
+        spikes = torch.stack(zs)
+        drive = (spikes.reshape(steps * batch, n) @ self.readout_weight.T).view(steps, batch, -1)
+        output = leaky_filter(drive, params.kappa) + self.readout_bias  # Eq. (M6)
+        return output, [[spikes]] + kept
+
+    def simulate(self, x: torch.Tensor) -> RSNNRecord:
+        """Run a trial from rest and record every step (differentiable: BPTT)."""
+        output, (spikes, vs, as_, psis) = self._run(x, record=True)
+        return RSNNRecord(output, spikes[0], torch.stack(vs), torch.stack(as_),
                           torch.stack(psis))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Readout at every step, ``(T, B, C)``, from rest."""
-        self._check(x)
-        params = self.parameters_tuple()
-        w_rec = self.recurrent_weight()
-        state = self.initial_state(x)
-        ys = []
-        for x_t in x:
-            z, _, state = eprop_step(x_t, state, self.weight_ih, w_rec, params)
-            y = readout_step(z, state.y, self.readout_weight, params.kappa)
-            state = state._replace(y=y)
-            ys.append(y)
-        return torch.stack(ys) + self.readout_bias
+        return self._run(x, record=False)[0]
 
     def extra_repr(self) -> str:
         return (

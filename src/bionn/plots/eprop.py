@@ -90,7 +90,7 @@ def plot_memory_vs_length(
     for name, values in memory.items():
         ax.plot(list(lengths), list(values), marker="o", label=name)
     ax.set_xlabel("trial length T (steps)")
-    ax.set_ylabel("peak tensor memory of one update (MiB)")
+    ax.set_ylabel("peak memory of one update (MiB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)

@@ -20,22 +20,27 @@ only needs the present error of the readout::
     (4) L_j^t = sum_k B_jk dE/dy_k^t   (B_jk (y_k^t - y*_k^t) for the squared error,
                                         B_jk (pi_k^t - pi*_k^t) for the cross-entropy)
 
-Algorithm (``eprop`` and ``eprop-random``; one pass forward in time, memory independent of T):
+Algorithm (``eprop`` and ``eprop-random``; one pass forward in time, in chunks of K steps,
+memory independent of T):
 
-1. Step the neurons (Eqs. M1-M5) and the readout (Eq. M6).
-2. Advance the traces of every synapse onto a recurrent neuron, input and recurrent together
-   (Eqs. M7-M10).
-3. Where the step has a target, the error at the readout e^t = dE/dy^t, and the learning
-   signal L^t = B e^t (Eq. 4): ``B = W_out^T`` (``eprop``, symmetric) or a fixed random B
-   (``eprop-random``).
-4. Accumulate -DeltaW = sum_t L^t ebar^t (Eq. 3) for W_in and W_rec; W_out and b_out by their
-   exact gradients sum_t e^t zbar_out^t and sum_t e^t (zbar_out: the spikes filtered as by the
-   readout).
-5. Firing-rate regulariser E_reg = c_reg sum_j (f_j - f_target)^2 (f_j the neuron's mean rate
+1. Step the neurons (Eqs. M1-M5) and the presynaptic traces zbar (Eq. M7) for the K steps of
+   a chunk, keeping only per-neuron quantities (z, psi, zbar).
+2. The readout over the chunk (Eq. M6) and, where a step has a target, the error at the
+   readout e^t = dE/dy^t and the learning signal L^t = B e^t (Eq. 4): ``B = W_out^T``
+   (``eprop``, symmetric) or a fixed random B (``eprop-random``).
+3. -DeltaW = sum_t L^t ebar^t (Eq. 3) for W_in and W_rec, evaluated for the chunk by the
+   linear identity sum_t L^t ebar^t = kappa Lbar^{t0} ebar^{t0-1} + sum_s (1 - kappa)
+   Lbar^s e^s (Lbar the learning signal filtered backwards within the chunk), with e^s's
+   eps_a part carried by a backward recursion of per-neuron scalars (Eq. C1 of
+   :mod:`bionn.functional.eprop`): one matrix product over (K x B) rows per chunk. The
+   per-synapse states ebar (Eq. M10) and eps_a (Eq. M8) are carried to the next chunk the
+   same way. W_out and b_out by their exact gradients sum_t e^t zbar_out^t and sum_t e^t
+   (zbar_out: the spikes filtered as by the readout).
+4. Firing-rate regulariser E_reg = c_reg sum_j (f_j - f_target)^2 (f_j the neuron's mean rate
    over the batch and trial, in spikes per ms): its learning signal dE_reg/dz_j^t =
    2 c_reg (f_j - f_target) / (T B) is the same at every step, so its update is that factor
-   times the sum of the unfiltered traces e^t, accumulated online (Eq. REG).
-6. ``p.grad = -DeltaW / eta`` for every parameter.
+   times the sum of the unfiltered traces e^t, accumulated over the chunks (Eq. REG).
+5. ``p.grad = -DeltaW / eta`` for every parameter.
 
 ``rsnn-bptt`` trains the same network by autograd through the unrolled trial, the spikes
 differentiated through their pseudo-derivative psi (Eq. M5), with the same regulariser.
@@ -56,6 +61,7 @@ Symbols (paper -> code)
 | ``B`` | ``W_out^T`` / ``model.feedback`` | feedback of the learning signal |
 | ``e, ebar, eps_a, zbar`` | ``e``, ``traces.ebar``, ``traces.eps_a``, ``traces.zbar`` | traces |
 | ``L_j^t`` | ``signal`` | learning signal |
+| ``K`` | ``trace_chunk`` | steps contracted at once (Eq. C1); not in the paper |
 
 Deviations from the paper
 
@@ -70,6 +76,9 @@ Deviations from the paper
   silences ``n_ref - 1``).
 - Random feedback B is uniform in +-``feedback_scale`` times the range of W_out's initial
   weights (the authors draw it from a standard normal).
+- The sums of Eq. (3) are evaluated per chunk of K steps (Eq. C1) instead of one step at a
+  time: the same update to float rounding, whatever K (the tests check K = 1 .. T against
+  autograd), with memory O(K) instead of O(1) in T.
 """
 
 from __future__ import annotations
@@ -85,12 +94,7 @@ from torch import nn
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.rule import LearningRule, batch_metrics, trainable_parameters
 from bionn.errors import ConfigError
-from bionn.functional.eprop import (
-    eprop_initial_traces,
-    eprop_step,
-    eprop_trace_step,
-    readout_step,
-)
+from bionn.functional.eprop import eprop_chunk_sums
 from bionn.functional.targets import (
     sequence_loss,
     step_loss_and_error,
@@ -150,6 +154,10 @@ class EPropConfig:
         "c_reg: weight of the firing-rate regulariser (Eq. REG); 0 disables it"))
     reg_rate: float = field(default=10.0, metadata=_help(
         "f_target (Hz): the target firing rate of the regulariser (Eq. REG)"))
+    trace_chunk: int = field(default=100, metadata=_help(
+        "K: steps whose eligibility traces e-prop contracts at once (Eq. C1; rsnn-bptt "
+        "ignores it); memory grows with K, not with the trial length; the update does not "
+        "depend on it"))
 
     def __post_init__(self) -> None:
         for name in ("tau_m", "tau_a", "tau_out", "v_th", "gamma_pd"):
@@ -158,6 +166,9 @@ class EPropConfig:
             _number(name, getattr(self, name), 0.0, low_open=False)
         if isinstance(self.n_ref, bool) or not isinstance(self.n_ref, int) or self.n_ref < 0:
             raise ConfigError(f"--n-ref must be an integer >= 0, got {self.n_ref!r}")
+        if (isinstance(self.trace_chunk, bool) or not isinstance(self.trace_chunk, int)
+                or self.trace_chunk < 1):
+            raise ConfigError(f"--trace-chunk must be an integer >= 1, got {self.trace_chunk!r}")
         if self.reg_rate >= 1000.0:
             raise ConfigError(
                 f"--reg-rate is in Hz with 1 ms steps and must be < 1000, got {self.reg_rate}"
@@ -215,6 +226,10 @@ def _check_model(model: nn.Module) -> RecurrentSpikingNetwork:
     return model
 
 
+TRACE_CHUNK = 100  # K: steps whose traces are contracted at once (memory ~ K, not T)
+
+
+
 def eprop_gradients(
     model: RecurrentSpikingNetwork,
     x: torch.Tensor,
@@ -223,6 +238,7 @@ def eprop_gradients(
     reg_weight: float = 0.0,
     reg_rate: float = 10.0,
     total_signal: torch.Tensor | None = None,
+    chunk: int = TRACE_CHUNK,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Run ``model`` forward over ``x`` once and return e-prop's gradient (minus its update).
 
@@ -234,82 +250,137 @@ def eprop_gradients(
         total_signal: if given, a learning signal ``(T, B, N)`` to use with the *unfiltered*
             traces e^t in place of Eqs. (3)-(4) and the regulariser: with the total
             derivative dE/dz (the spikes' explicit effect) this is Eq. (1), BPTT's gradient.
+        chunk: K, the steps simulated before their traces are contracted (Eq. C1 of
+            :mod:`bionn.functional.eprop`); the update does not depend on it, the memory does.
 
     Returns the gradients by parameter name, the task loss (Eq. 2 of the loss, without the
-    regulariser) and the outputs ``(T, B, C)``. Nothing is stored per step: memory is
-    independent of T.
+    regulariser) and the outputs ``(T, B, C)``. Only the per-synapse states eps_a and ebar and
+    K steps of per-neuron quantities are kept: memory is independent of T.
     """
     model = _check_model(model)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"--trace-chunk must be an integer >= 1, got {chunk!r}")
     with torch.no_grad():
         params = model.parameters_tuple()
+        alpha, rho, kappa, v_th = params.alpha, params.rho, params.kappa, params.v_th
+        gamma, n_ref = params.gamma, params.n_ref
         w_in, w_rec = model.weight_ih.detach(), model.recurrent_weight().detach()
         w_out, b_out = model.readout_weight.detach(), model.readout_bias.detach()
         b_fb = w_out.T if feedback is None else feedback
         steps, batch, f_in = x.shape
-        n = model.hidden
+        n, n_out = model.hidden, model.out_features
         targets = step_targets(x.new_empty(steps, batch, 1), y)
         mask = target_mask(targets)
         count = int(mask.sum())
-        has_target = mask.reshape(steps, -1).any(1).tolist()
-        state = model.initial_state(x)
+        has_target = mask.reshape(steps, -1).any(1)
+        later = torch.flip(torch.cumsum(torch.flip(has_target, (0,)).int(), 0), (0,)).tolist()
+        has_target = has_target.tolist()
         pre_n = f_in + n
-        lo = n - model.n_alif  # the ALIF neurons are lo .. n-1
+        n_a = model.n_alif
         exact = total_signal is not None
-        if exact:
-            traces = eprop_initial_traces(batch, n, pre_n, x, adaptive=model.n_alif)
-        # the traces of the update, neuron-major: eps_a (N_a, B, P), ebar (N, B, P)
-        zbar = x.new_zeros(batch, pre_n)
-        eps_a = x.new_zeros(n - lo, batch, pre_n)
-        ebar = x.new_zeros(n, batch, pre_n)
-        psi_prev = x.new_zeros(batch, n)
-        beta_a = params.beta[lo:]
+        k_max = min(chunk, steps)
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        # [x^{t+1}, z^t] @ w_all = W_in x^{t+1} + W_rec z^t - v_th z^t, Eq. (M1)
+        w_all = torch.cat([w_in.T, (w_rec - v_th * eye).T]).contiguous()
+        beta = params.beta
+        # the state: neurons (B, N); the per-synapse traces eps_a (B, N_a, P), ebar (B, N, P)
+        v, a = x.new_zeros(batch, n), x.new_zeros(batch, n)
+        last = x.new_full((batch, n), -math.inf)
+        vm, scratch = x.new_empty(batch, n), x.new_empty(batch, n)
+        spike, free = (torch.empty(batch, n, dtype=torch.bool, device=x.device)
+                       for _ in range(2))
+        eps_a = x.new_zeros(batch, n_a, pre_n)
+        ebar = x.new_zeros(batch, n, pre_n)
+        # K steps of per-neuron quantities; index 0 carries the previous chunk's last step
+        pre = x.new_zeros(k_max + 1, batch, pre_n)  # [x^{t+1}, z^t]; z of step k in pre[k + 1]
+        zbar = x.new_zeros(batch, k_max + 1, pre_n)  # eps_v, Eq. (M7)
+        psi = x.new_zeros(batch, k_max + 1, n)  # Eq. (M5)
+        pre_k = pre.unbind(0)
+        z_k = [p[:, f_in:] for p in pre_k]
+        zbar_k = zbar.unbind(1)
+        psi_k = psi.unbind(1)
+        # the readout filter over a chunk: filt[k, s] = (1 - kappa) kappa^(k - s), s <= k
+        lag = torch.arange(k_max, device=x.device)
+        lag = (lag[:, None] - lag[None, :]).to(x.dtype)
+        filt = torch.where(lag >= 0, (1.0 - kappa) * kappa ** lag.clamp(min=0),
+                           torch.zeros_like(lag))
+        powers = kappa ** torch.arange(1, k_max + 1, dtype=x.dtype, device=x.device)
+        zbar_out = x.new_zeros(batch, n)  # the spikes filtered by the readout, Eq. (M6)
         g = x.new_zeros(n, pre_n)
         e_sum = x.new_zeros(n, pre_n)
         g_out = torch.zeros_like(w_out)
         g_bout = torch.zeros_like(b_out)
         z_count = x.new_zeros(n)
-        zbar_out = x.new_zeros(batch, n)
         total = x.new_zeros(())
-        kappa = params.kappa
-        outputs = []
-        for t in range(steps):
-            pre = torch.cat([x[t], state.z], dim=1)  # [x^{t+1}, z^t]
-            z, psi, state = eprop_step(x[t], state, w_in, w_rec, params)  # Eqs. (M1)-(M5)
-            out_y = readout_step(z, state.y, w_out, kappa)  # Eq. (M6)
-            state = state._replace(y=out_y)
-            out = out_y + b_out
-            outputs.append(out)
-            zbar_out = kappa * zbar_out + (1.0 - kappa) * z
-            if exact:
-                e, traces = eprop_trace_step(traces, pre, psi, params, filter_readout=False)
-                g += torch.einsum("bj,bji->ji", total_signal[t], e)  # Eq. (1)
-            else:
-                # Eqs. (M7)-(M10) in place, the same recursion as eprop_trace_step
-                psi_t = psi.T  # (N, B)
-                if lo < n:
-                    pa = psi_prev[:, lo:].T
-                    decay = (params.rho - pa * beta_a[:, None])[:, :, None]
-                    eps_a.mul_(decay).addcmul_(pa[:, :, None], zbar[None])  # Eq. (M8)
-                zbar = params.alpha * zbar + pre  # Eq. (M7)
-                # ebar = kappa ebar + (1 - kappa) psi (zbar - beta eps_a)   Eqs. (M9), (M10)
-                ebar.mul_(kappa).addcmul_(psi_t[:, :, None], zbar[None], value=1.0 - kappa)
-                if lo < n:
-                    pb = psi_t[lo:] * beta_a[:, None]
-                    ebar[lo:].addcmul_(pb[:, :, None], eps_a, value=-(1.0 - kappa))
-                if reg_weight:
-                    e_sum += psi_t @ zbar  # sum_b e^t, Eq. (M9)
-                    if lo < n:
-                        e_sum[lo:] -= torch.bmm(pb[:, None, :], eps_a)[:, 0]
-                    z_count += z.sum(0)
-                psi_prev = psi
-            if has_target[t]:
-                loss_t, err = step_loss_and_error(out, targets[t], count)  # e^t = dE/dy^t
-                total += loss_t
-                g_out += err.T @ zbar_out
+        outputs = x.new_empty(steps, batch, n_out)
+        c_psi, c_abs = gamma / v_th, -gamma / v_th**2
+        for t0 in range(0, steps, k_max):
+            k_len = min(k_max, steps - t0)
+            t1 = t0 + k_len
+            pre[:k_len, :, :f_in] = x[t0:t1]
+            for k in range(k_len):  # Eqs. (M1)-(M5), (M7), in place
+                t = t0 + k
+                p_in = pre_k[k]
+                torch.add(p_in, zbar_k[k], alpha=alpha, out=zbar_k[k + 1])  # Eq. (M7)
+                v.addmm_(p_in, w_all, beta=alpha)  # Eq. (M1)
+                torch.add(z_k[k], a, alpha=rho, out=a)  # Eq. (M2)
+                torch.addcmul(v, beta, a, value=-1.0, out=vm).sub_(v_th)  # v - A, Eq. (M3)
+                torch.lt(last, t - n_ref, out=free)
+                torch.gt(vm, 0.0, out=spike).logical_and_(free)
+                z_k[k + 1].copy_(spike)  # Eq. (M4)
+                torch.abs(vm, out=scratch)
+                torch.add(scratch.mul_(c_abs), c_psi, out=psi_k[k + 1]).clamp_(min=0.0).mul_(
+                    free)  # Eq. (M5)
+                last.masked_fill_(spike, float(t))
+            zb, ps = zbar[:, : k_len + 1], psi[:, : k_len + 1]
+            zc = pre[1 : k_len + 1, :, f_in:].reshape(k_len, batch * n)  # the chunk's spikes
+            fk = filt[:k_len, :k_len]
+            drive = (zc.view(k_len * batch, n) @ w_out.T).view(k_len, batch * n_out)
+            y0 = zbar_out @ w_out.T
+            out = (fk @ drive).view(k_len, batch, n_out) + powers[:k_len, None, None] * y0
+            out += b_out  # Eq. (M6)
+            outputs[t0:t1] = out
+            z_count += zc.view(k_len, batch, n).sum((0, 1))
+            weights = []
+            chunk_targets = any(has_target[t0:t1])
+            if chunk_targets:
+                tgt = targets[t0:t1]
+                loss_c, err = step_loss_and_error(
+                    out.reshape(k_len * batch, n_out), tgt.reshape(k_len * batch, *tgt.shape[2:]),
+                    count)  # e^t = dE/dy^t
+                total += loss_c
+                zo = ((fk @ zc).view(k_len, batch, n)
+                      + powers[:k_len, None, None] * zbar_out).view(k_len * batch, n)
+                g_out += err.T @ zo
                 g_bout += err.sum(0)
                 if not exact:
-                    signal = err @ b_fb.T  # Eq. (4): L^t = B e^t
-                    g += torch.bmm(signal.T[:, None, :], ebar)[:, 0]  # Eq. (3)
+                    signal = (err @ b_fb.T).view(k_len, batch * n)  # Eq. (4)
+                    # (1 - kappa) sum_{t >= s} kappa^{t - s} L^t, Eq. (3) with Eq. (M10)
+                    lbar = (fk.T @ signal).view(k_len, batch, n)
+                    if t0:
+                        g += torch.einsum("bj,bji->ji", lbar[0] * (kappa / (1.0 - kappa)),
+                                          ebar)  # Eq. (3), the carried ebar
+                    weights.append(lbar)
+            if exact:
+                weights.append(total_signal[t0:t1])  # Eq. (1)
+            if reg_weight and not exact:
+                weights.append(x.new_ones(k_len, batch, n))  # sum_t e^t, Eq. (REG)
+            u_sum = torch.stack(weights, 2).transpose(0, 1) if weights else None
+            u_each = None
+            if not exact and t1 < steps and later[t1]:  # a target lies ahead: carry ebar
+                u_each = fk[-1][None, :, None, None].expand(batch, k_len, 1, n)
+            sums, each, eps_a = eprop_chunk_sums(u_sum, u_each, zb, ps, eps_a, params)
+            if sums is not None:
+                if exact or chunk_targets:
+                    g += sums[0]
+                if reg_weight and not exact:
+                    e_sum += sums[-1]
+            if each is not None:
+                ebar = each[0].add_(ebar, alpha=kappa**k_len)  # Eq. (M10) over the chunk
+            zbar_out = (fk[-1] @ zc).view(batch, n) + powers[k_len - 1] * zbar_out
+            pre[0] = pre[k_len]
+            zbar[:, 0] = zbar[:, k_len]
+            psi[:, 0] = psi[:, k_len]
         if not exact and reg_weight:
             rate = z_count / (steps * batch)
             factor = 2.0 * reg_weight * (rate - reg_rate / 1000.0) / (steps * batch)
@@ -321,7 +392,7 @@ def eprop_gradients(
         "readout_weight": g_out,
         "readout_bias": g_bout,
     }
-    return grads, total, torch.stack(outputs)
+    return grads, total, outputs
 
 
 class _Spiking(LearningRule):
@@ -376,7 +447,8 @@ class EProp(_Spiking):
     def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         model = _check_model(model)
         grads, loss, outputs = eprop_gradients(
-            model, x, y, self.feedback(model), self.config.reg_weight, self.config.reg_rate
+            model, x, y, self.feedback(model), self.config.reg_weight, self.config.reg_rate,
+            chunk=self.config.trace_chunk,
         )
         named = dict(model.named_parameters())
         for key, g in grads.items():
