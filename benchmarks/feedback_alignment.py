@@ -387,10 +387,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (speed: on each side; lower it on a busy machine)")
     parser.add_argument("--out", default=None, help="JSON file (default under results/)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1; speed always times one thread each)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     if args.epochs is None:
         args.epochs = {"accuracy": 20, "cnn": 5}.get(args.part, 0)
     torch.set_num_threads(args.threads)
