@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from bionn.core.resources import cpu_model
+
 RESULTS = Path("benchmarks/results")
 
 WORKER = r'''
@@ -320,18 +322,6 @@ def _plot_memory(curves: dict[str, dict[str, list]], path: Path) -> None:
         ax.legend()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def cpu_model() -> str:
-    """lscpu's "Model name" (ratios against peers differ between CPU makers)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def run_speed(args: argparse.Namespace, tmp: Path, worker: Path, batch_file: Path) -> dict:

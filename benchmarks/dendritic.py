@@ -31,7 +31,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from torch.nn import functional as F
 
 from bionn.core.config import TrainConfig
 from bionn.core.models import MLP
+from bionn.core.resources import cpu_model as _cpu
 from bionn.core.rule import Backprop
 from bionn.core.run import run_training
 from bionn.data import TeacherStudent
@@ -50,17 +50,6 @@ from bionn.nn.microcircuit import Microcircuit
 from bionn.rules.dendritic import DendriticConfig, DendriticMicrocircuit, alignment_metrics
 
 SIZES = (784, 500, 500, 10)
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _machine(args: argparse.Namespace) -> dict[str, Any]:

@@ -36,22 +36,11 @@ from pathlib import Path
 import torch
 
 from bionn.core.config import TrainConfig
+from bionn.core.resources import cpu_model
 from bionn.core.run import run_training
 
 ACCURACY_RULES = ("bp", "fa", "usf", "brsf", "frsf", "dfa")
 TARGETS = {"fa": 0.005, "usf": 0.003, "brsf": 0.003, "frsf": 0.003, "dfa": 0.007}
-
-
-def cpu_model() -> str:
-    """lscpu's "Model name" (ratios against peers differ between CPU makers)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _machine() -> dict:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from bionn.core.config import TrainConfig
+from bionn.core.resources import cpu_model
 from bionn.core.rule import LearningRule
 from bionn.core.run import run_training
 from bionn.core.trainer import Trainer
@@ -100,18 +101,6 @@ elapsed = time.perf_counter() - start
 finite = bool(np.isfinite(scope["synapses"]).all())
 print(json.dumps({"seconds": elapsed, "synapses_finite": finite}))
 """
-
-
-def cpu_model() -> str:
-    """lscpu's "Model name" (the ratio to NumPy's OpenBLAS differs between CPU makers)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def mnist_pixels(data_dir: str | None, name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:

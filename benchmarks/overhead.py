@@ -61,6 +61,7 @@ from torch.nn import functional as F
 
 import bionn
 from bionn.core.models import MLP
+from bionn.core.resources import cpu_model as _cpu_model
 from bionn.core.rule import Backprop
 from bionn.core.trainer import Trainer
 from bionn.data import load_dataset
@@ -81,17 +82,6 @@ def hand_epoch(model, opt, x, y, xt, yt, batch_size, generator):
         for i in range(0, len(xt), 1000):
             correct += (model(xt[i : i + 1000]).argmax(1) == yt[i : i + 1000]).sum().item()
     return correct / len(xt)
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _command() -> str:

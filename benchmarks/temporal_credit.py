@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,18 +33,9 @@ from typing import Any
 
 import torch
 
+from bionn.core.resources import cpu_model
+
 RESULTS = Path("benchmarks/results")
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor()
 
 
 def train(rule_name, spec, model_spec, epochs, lr, options=None, data_dir=None, seed=0,

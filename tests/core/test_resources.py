@@ -95,3 +95,23 @@ def test_use_threads_sets_the_count_for_the_block_and_restores_it():
     assert torch.get_num_threads() == 1
     with use_threads(None):
         assert torch.get_num_threads() == 1
+
+
+def test_cpu_model_reads_lscpu_and_falls_back(monkeypatch):
+    import platform
+    import subprocess
+
+    from bionn.core import resources
+
+    class Done:
+        stdout = "Architecture:  x86_64\nModel name:      Example CPU 9000\nThread(s): 2\n"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    assert resources.cpu_model() == "Example CPU 9000"
+
+    def missing(*a, **k):
+        raise FileNotFoundError("lscpu")
+
+    monkeypatch.setattr(subprocess, "run", missing)
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert resources.cpu_model() == "unknown"

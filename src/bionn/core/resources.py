@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +22,7 @@ import torch
 from bionn.errors import ResourceError
 
 __all__ = [
+    "cpu_model",
     "available_memory",
     "allocation_failure",
     "available_cores",
@@ -166,3 +169,19 @@ def use_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` gives it (``platform.processor()`` without lscpu).
+
+    Benchmarks record it beside every figure: speed ratios against peers that use other BLAS
+    libraries differ between CPU makers.
+    """
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
