@@ -92,9 +92,8 @@ def test_td_rpes_telescope_with_gamma_one_for_any_weights(seed):
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-5)
 
 
-def _rw_run(alpha_pos, alpha_neg, p, e=20000, trials=400, seed=0):
-    agent = RescorlaWagner(e, 1, 2, RWConfig(alpha_pos=alpha_pos, alpha_neg=alpha_neg))
-    g = torch.Generator().manual_seed(seed)
+def _bernoulli_trials(agent, p, e, trials, g):
+    """``trials`` rewards of Bernoulli(p) for action 0 of state 0 in each of ``e`` experiments."""
     obs = torch.zeros(e, dtype=torch.long)
     a = torch.zeros(e, dtype=torch.long)
     for _ in range(trials):
@@ -102,6 +101,11 @@ def _rw_run(alpha_pos, alpha_neg, p, e=20000, trials=400, seed=0):
         t = Transition(obs, a, r, obs, torch.zeros(e, dtype=torch.bool),
                        torch.ones(e, dtype=torch.bool))
         agent.apply(agent.update(t).deltas)
+
+
+def _rw_run(alpha_pos, alpha_neg, p, e=20000, trials=400, seed=0):
+    agent = RescorlaWagner(e, 1, 2, RWConfig(alpha_pos=alpha_pos, alpha_neg=alpha_neg))
+    _bernoulli_trials(agent, p, e, trials, torch.Generator().manual_seed(seed))
     return agent.Q[:, 0, 0]
 
 
@@ -322,15 +326,8 @@ def _two_timescale_run(alpha, sigma, p, e=20000, trials=400, seed=0):
     agent = TwoTimescale(e, 1, 2, TwoTimescaleConfig(
         alpha_fast_pos=alpha, alpha_fast_neg=alpha, alpha_slow_pos=alpha, alpha_slow_neg=alpha,
         noise_fast=sigma))
-    g = torch.Generator().manual_seed(seed)
     agent.bind_generator(torch.Generator().manual_seed(seed + 1))
-    obs = torch.zeros(e, dtype=torch.long)
-    a = torch.zeros(e, dtype=torch.long)
-    for _ in range(trials):
-        r = (torch.rand(e, generator=g) < p).float()
-        t = Transition(obs, a, r, obs, torch.zeros(e, dtype=torch.bool),
-                       torch.ones(e, dtype=torch.bool))
-        agent.apply(agent.update(t).deltas)
+    _bernoulli_trials(agent, p, e, trials, torch.Generator().manual_seed(seed))
     return agent.Q_fast[:, 0, 0], agent.Q_slow[:, 0, 0]
 
 
