@@ -47,23 +47,13 @@ import torch
 from torch.nn import functional as F
 
 from bionn.core.registry import make_rule
+from bionn.core.resources import cpu_model
 from bionn.core.rule import Backprop
 from bionn.core.trainer import Trainer
 from bionn.data import load_dataset
 from bionn.functional.energy import input_drive, relax
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or platform.machine()
-    for line in out.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def header(args: argparse.Namespace, section: str) -> dict:

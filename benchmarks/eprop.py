@@ -32,7 +32,6 @@ import argparse
 import ctypes
 import json
 import math
-import platform
 import subprocess
 import sys
 import time
@@ -41,19 +40,10 @@ from typing import Any
 
 import torch
 
+from bionn.core.resources import cpu_model
+
 RESULTS = Path("benchmarks/results")
 EVIDENCE_TARGET = 0.07
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor()
 
 
 def _public(arg: str) -> str:

@@ -33,7 +33,6 @@ import json
 import logging
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.core.models import build_model
+from bionn.core.resources import cpu_model as _cpu_model
 from bionn.core.rule import Backprop
 from bionn.core.trainer import Trainer
 from bionn.data import load_dataset
@@ -51,17 +51,6 @@ from bionn.data.datasets import DATASETS
 from bionn.errors import BionnError
 from bionn.metrics import robustness_report
 from bionn.nn import FreeConv2d
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _machine() -> dict:

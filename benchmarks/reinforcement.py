@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bionn.core.resources import cpu_model
 from bionn.rl import envs
 from bionn.rl.agents import TDConfig, TDDelayLine
 from bionn.rl.fit import fit, negative_log_likelihood, simulate_choices
@@ -44,17 +43,6 @@ from bionn.rl.loop import TaskSpec, make_agent, run_episode
 
 SCHEDULES = ("100/0", "80/20", "70/30", "60/40")
 WINDOW = range(-10, 30)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor()
 
 
 def reversal_curve(task, ep) -> list[float]:
