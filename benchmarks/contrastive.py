@@ -90,11 +90,12 @@ def section_mnist(args) -> None:
     torch.manual_seed(args.seed)
     options = {
         "free_steps": args.free_steps,
-        "nudged_steps": args.nudged_steps,
         "step_size": args.step_size,
         "persistent": not args.no_persistent,
         "layer_lrs": tuple(float(a) for a in args.layer_lrs.split(",")),
     }
+    if args.nudged_steps is not None:  # else the rule's own default (ep 4, chl/generec 20)
+        options["nudged_steps"] = args.nudged_steps
     if args.rule in ("ep", "ep-sym"):
         options["nudging"] = args.nudging
         options["random_sign"] = args.random_sign
@@ -120,16 +121,35 @@ def section_mnist(args) -> None:
         "epochs_planned": args.epochs,
         "epochs": [],
     })
+    eval_steps = [int(v) for v in args.eval_steps.split(",") if v]
+    particles = model.zero_states(xte.flatten(1)) if args.test_particles else None
+    if eval_steps or particles is not None:
+        record["extra_evaluation"] = (
+            "test_error_steps_<T>_pct: the free phase from zero states for T steps; "
+            "test_error_particles_pct: persistent test particles, each epoch "
+            f"{model.free_steps} more free steps from the last epoch's test states (the "
+            "reference code's validation)")
     for epoch in range(1, args.epochs + 1):
         trainer.fit(epoch)
         r = trainer.history[-1]
-        record["epochs"].append({
+        row = {
             "epoch": epoch,
             "test_error_pct": round(100 * (1 - r["test_accuracy"]), 3),
             "train_error_running_pct": round(100 * (1 - r["train_accuracy"]), 3),
             "angle_to_backprop_deg": r.get("angle_to_backprop_deg"),
             "epoch_time_s": round(r["epoch_time_s"], 2),
-        })
+        }
+        with torch.no_grad():
+            xf = xte.flatten(1)
+            for steps in eval_steps:
+                out = model.relax_free(xf, steps=steps)[-1]
+                row[f"test_error_steps_{steps}_pct"] = round(
+                    100 * (out.argmax(1) != yte).double().mean().item(), 3)
+            if particles is not None:
+                particles = model.relax_free(xf, particles)
+                row["test_error_particles_pct"] = round(
+                    100 * (particles[-1].argmax(1) != yte).double().mean().item(), 3)
+        record["epochs"].append(row)
         record["epochs_done"] = epoch
         record["test_error_pct"] = record["epochs"][-1]["test_error_pct"]
         record["best_test_error_pct"] = min(e["test_error_pct"] for e in record["epochs"])
@@ -376,6 +396,7 @@ def epoch_vs_peer(args, xtr, ytr) -> dict:
 
 def section_cnn(args) -> None:
     (xtr, ytr), (xte, yte) = mnist_data(args, args.dataset)
+    cnn_nudged = args.nudged_steps if args.nudged_steps is not None else 4
     record = header(args, "cnn")
     record.update({
         "dataset": args.dataset,
@@ -383,7 +404,7 @@ def section_cnn(args) -> None:
         "reduced_budget": {
             "train_examples": len(xtr), "test_examples": len(xte), "epochs": args.epochs,
             "free_steps": args.free_steps,
-            "nudged_steps": args.nudged_steps, "batch_size": args.batch_size,
+            "nudged_steps": cnn_nudged, "batch_size": args.batch_size,
         },
         "note": "a budget this shared CPU runs in minutes, not the paper's (reduced)",
         "runs": {},
@@ -392,7 +413,7 @@ def section_cnn(args) -> None:
     for name in args.cnn_rules.split(","):
         torch.manual_seed(args.seed)
         rule = make_rule("ep-sym", {"nudging": args.nudging, "free_steps": args.free_steps,
-                                    "nudged_steps": args.nudged_steps, "output": args.output})
+                                    "nudged_steps": cnn_nudged, "output": args.output})
         model = rule.build_model("cnn", (1, 28, 28), 10, "relu")
         if name == "bp":
             train_rule = FeedForwardBP(model, args.output)
@@ -466,7 +487,8 @@ def main() -> None:
     p.add_argument("--no-persistent", action="store_true")
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--free-steps", type=int, default=20)
-    p.add_argument("--nudged-steps", type=int, default=4)
+    p.add_argument("--nudged-steps", type=int, default=None,
+                   help="K (default: the rule's own, 4 for ep and ep-sym, 20 for chl and generec)")
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--layer-lrs", default="0.1,0.05", help="mnist: the alphas, one per layer")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "linear"],
@@ -474,6 +496,12 @@ def main() -> None:
     p.add_argument("--train-size", type=int, default=0)
     p.add_argument("--test-size", type=int, default=0)
     p.add_argument("--tag", default="")
+    p.add_argument("--eval-steps", default="",
+                   help="mnist: also the test error after these free steps from zero states, "
+                        "e.g. 20,100")
+    p.add_argument("--test-particles", action="store_true",
+                   help="mnist: also the test error with persistent test particles (the "
+                        "reference code's validation)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--speed-examples", type=int, default=2000)
     p.add_argument("--peer-python", default="")

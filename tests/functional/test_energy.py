@@ -67,6 +67,39 @@ def test_euler_step_is_minus_eps_dF_ds(name, beta):
     torch.testing.assert_close(energy(x, states, ws, bs, name), hand_F(x, states, ws, bs, name))
 
 
+@pytest.mark.parametrize("sizes", [(6, 3), (6, 5, 3), (6, 5, 4, 3)])
+@pytest.mark.parametrize("mode", ["free", "nudged", "nudged-negative", "clamped"])
+def test_many_hard_sigmoid_steps_follow_the_autograd_step(sizes, mode):
+    """The packed hard-sigmoid relaxation (all layers in one buffer) over several steps equals
+    the clipped step s <- clip(s - eps dF/ds) of the hand-written F iterated in this test."""
+    ws, bs = _net(sizes, seed=3, scale=1.5)
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(4, sizes[0], generator=g, dtype=DT)
+    states = [torch.rand(4, n, generator=g, dtype=DT) for n in sizes[1:]]
+    target = F.one_hot(torch.tensor([0, 2, 1, 2]), 3).to(DT)
+    beta = {"free": 0.0, "nudged": 0.8, "nudged-negative": -0.6, "clamped": 0.0}[mode]
+    clamp = mode == "clamped"
+    eps, steps = 0.4, 7
+    got = relax(x, states, ws, bs, steps, eps, nudging=beta, target=target,
+                clamp_output=clamp).states
+    s = [t.clone() for t in states]
+    if clamp:
+        s[-1] = target.clone()
+    for _ in range(steps):
+        v = [t.clone().requires_grad_(True) for t in s]
+        grads = torch.autograd.grad(hand_F(x, v, ws, bs, "hard-sigmoid", beta, target).sum(), v)
+        new = [(t - eps * gr).clamp(0, 1) for t, gr in zip(s, grads, strict=True)]
+        if clamp:
+            new[-1] = target.clone()
+        s = new
+    assert len(got) == len(s)
+    for a, want in zip(got, s, strict=True):
+        assert a.is_contiguous()
+        torch.testing.assert_close(a, want, rtol=1e-12, atol=1e-12)
+    for a, t in zip(got, states, strict=True):  # the inputs are not modified or aliased
+        assert a.data_ptr() != t.data_ptr()
+
+
 def test_recorded_energy_is_F_along_the_trajectory():
     ws, bs = _net()
     x = torch.rand(2, 6, dtype=DT)

@@ -278,6 +278,54 @@ def test_sgd_lr1_takes_the_papers_step_with_layer_alphas():
         torch.testing.assert_close(p.data, q + a * dlt, rtol=1e-12, atol=1e-12)
 
 
+def test_reference_codes_rates_are_twice_these_on_the_halved_cost():
+    """Scellier & Bengio's code: cost ||y - d||^2 (no 1/2), beta 0.5, rates 0.1 / 0.05, and the
+    step W -= alpha d/dW [(E(s^beta) - E(s^0)) / beta], relaxations by autograd of its F,
+    written here. bionn's ep with beta 1 on C = ||y - d||^2 / 2 has the same dynamics, and
+    its step equals that one with the rates 0.2 / 0.1 (SGD lr 1)."""
+    torch.manual_seed(1)
+    model = EnergyMLP(12, [8], 4, free_steps=9, step_size=0.5).to(DT)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(6, 12, generator=g, dtype=DT)
+    y = torch.randint(0, 4, (6,), generator=g)
+    d = F.one_hot(y, 4).to(DT)
+    ws = [lin.weight.detach().clone().requires_grad_(True) for lin in model.linears]
+    bs = [lin.bias.detach().clone().requires_grad_(True) for lin in model.linears]
+
+    def ref_energy(states, ws, bs):  # the reference code's E, with its rho(s)^2 term
+        r = [x] + [s.clamp(0, 1) for s in states]
+        e = sum(0.5 * (q * q).sum(1) for q in r[1:])
+        for pre, w, b, post in zip(r[:-1], ws, bs, r[1:], strict=True):
+            e = e - (post * b).sum(1) - ((pre @ w.T) * post).sum(1)
+        return e
+
+    def ref_relax(states, steps, beta):
+        for _ in range(steps):
+            v = [q.detach().clone().requires_grad_(True) for q in states]
+            f = ref_energy(v, ws, bs) + beta * ((v[-1] - d) ** 2).sum(1)
+            grads = torch.autograd.grad(f.sum(), v)
+            states = [(q - 0.5 * gq).clamp(0, 1).detach() for q, gq in zip(v, grads, strict=True)]
+        return states
+
+    beta_ref, alphas_ref = 0.5, (0.1, 0.05)
+    free = ref_relax([torch.zeros(6, 8, dtype=DT), torch.zeros(6, 4, dtype=DT)], 9, 0.0)
+    nudged = ref_relax(free, 3, beta_ref)
+    diff = (ref_energy(nudged, ws, bs).mean() - ref_energy(free, ws, bs).mean()) / beta_ref
+    gw = torch.autograd.grad(diff, ws + bs)
+    want = []
+    for l in range(2):
+        want += [ws[l] - alphas_ref[l] * gw[l], bs[l] - alphas_ref[l] * gw[2 + l]]
+    rule = make_rule("ep", {"free_steps": 9, "nudged_steps": 3, "nudging": 1.0,
+                            "layer_lrs": (0.2, 0.1)})
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    rule.fill_grads(model, x, y)
+    opt.step()
+    got = [model.linears[0].weight, model.linears[0].bias, model.linears[1].weight,
+           model.linears[1].bias]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["chl", "generec", "ep", "ep-sym"])
 def test_contract_finite_grads_same_seed_same_grads(name):
     opts = {"free_steps": 6, "nudged_steps": 3}

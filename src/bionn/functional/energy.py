@@ -218,6 +218,10 @@ def relax(
 def _relax(x, states, weights, biases, steps, step_size, nudging, target, clamp_output,
            rho_name, labels, record_energy, drive0) -> Relaxation:
     x = x.flatten(1)
+    if (rho_name == "hard-sigmoid" and not record_energy and not torch.is_grad_enabled()
+            and len(weights) == len(states)):
+        return Relaxation(_relax_packed(x, states, weights, biases, steps, float(step_size),
+                                        nudging, target, clamp_output, drive0), None)
     states = [s.clone() for s in states]
     L = len(states)
     ce = len(weights) == L + 1
@@ -277,6 +281,65 @@ def _relax(x, states, weights, biases, steps, step_size, nudging, target, clamp_
         states = new
         record()
     return Relaxation(states, torch.stack(energies) if record_energy else None)
+
+
+def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp_output,
+                  drive0) -> list[torch.Tensor]:
+    """Eq. (4)-(5) for the hard sigmoid with the squared-error output, packed for speed.
+
+    All state layers live side by side in one (B, sum n_k) buffer (two of them, alternated,
+    for the synchronous update). Inside the box rho(s) = s, so one step is, for every layer k,
+
+        s_k <- clip(c_k + kappa_k s_k + eps W_{k-1} s_{k-1} + eps W_k^T s_{k+1}, 0, 1)
+
+    with the constant c_k = eps (W_0 x + b_0) for k = 1, eps b_{k-1} above it, plus
+    eps beta d for the nudged output, and kappa_k = 1 - eps (1 - eps - eps beta for the
+    nudged output). The terms without a product, c + kappa s, are one ``addcmul`` over the
+    whole buffer, each layer's products accumulate into its slice of the next buffer, and one
+    clip covers every layer: per step, the products and two elementwise operations.
+    """
+    L = len(states)
+    sizes = [s.shape[1] for s in states]
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    cur = torch.cat([s.detach() for s in states], 1)
+    if clamp_output:
+        assert target is not None
+        cur[:, offsets[-2]:] = target
+    nxt = torch.empty_like(cur)
+    if clamp_output:
+        nxt[:, offsets[-2]:] = target
+    free_top = L - 1 if clamp_output else L
+    if drive0 is None:
+        drive0 = torch.addmm(biases[0], x, weights[0].t())
+    const = torch.empty_like(cur[:, : offsets[free_top]])
+    keep = torch.full((offsets[free_top],), 1.0 - eps, dtype=cur.dtype, device=cur.device)
+    for k in range(free_top):
+        part = const[:, offsets[k]:offsets[k + 1]]
+        if k == 0:
+            torch.mul(drive0, eps, out=part)  # eps (W_0 x + b_0)                      Eq. (4)
+        else:
+            part.copy_((biases[k] * eps).expand_as(part))  # eps b_{k-1}                 Eq. (4)
+        if k == L - 1 and nudging != 0.0:  # - eps beta (s_L - d)                        Eq. (4)
+            part.add_(target, alpha=eps * nudging)
+            keep[offsets[k]:] = 1.0 - eps - eps * nudging
+    wt = [w.t() for w in weights]
+    bufs = (cur, nxt)
+    views = [[b[:, offsets[k]:offsets[k + 1]] for k in range(L)] for b in bufs]
+    heads = [b[:, : offsets[free_top]] for b in bufs]
+    for t in range(steps):
+        src, dst = t % 2, (t + 1) % 2
+        s_in, s_out = views[src], views[dst]
+        torch.addcmul(const, heads[src], keep, out=heads[dst])  # c + kappa s
+        for k in range(free_top):
+            if k > 0:  # + eps W_{k-1} s_{k-1}                                          Eq. (4)
+                s_out[k].addmm_(s_in[k - 1], wt[k], alpha=eps)
+            if k + 1 < L:  # + eps W_k^T s_{k+1}                                        Eq. (4)
+                s_out[k].addmm_(s_in[k + 1], weights[k + 1], alpha=eps)
+        heads[dst].clamp_(0.0, 1.0)  # Eq. (5)
+    final = views[steps % 2]
+    return [v.contiguous() for v in final]
 
 
 def hessian_top_eigenvalue(
