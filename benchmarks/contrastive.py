@@ -56,6 +56,17 @@ from bionn.functional.energy import input_drive, relax
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _command() -> str:
+    """The command line, the data folder written as DATA (it names this machine's disk)."""
+    argv = list(sys.argv)
+    for i, a in enumerate(argv):
+        if a == "--data-dir" and i + 1 < len(argv):
+            argv[i + 1] = "DATA"
+        elif a.startswith("--data-dir="):
+            argv[i] = "--data-dir=DATA"
+    return "python " + " ".join(argv)
+
+
 def header(args: argparse.Namespace, section: str) -> dict:
     return {
         "benchmark": f"contrastive/{section}",
@@ -63,7 +74,7 @@ def header(args: argparse.Namespace, section: str) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": args.threads,
-        "command": "python " + " ".join(sys.argv),
+        "command": _command(),
     }
 
 
