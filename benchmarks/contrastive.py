@@ -57,13 +57,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _command() -> str:
-    """The command line, the data folder written as DATA (it names this machine's disk)."""
+    """The command line, with the data folder written as DATA and the peer's as PEER."""
+    names = {"--data-dir": "DATA", "--peer-python": "PEER/bin/python", "--peer-dir": "PEER/src"}
     argv = list(sys.argv)
     for i, a in enumerate(argv):
-        if a == "--data-dir" and i + 1 < len(argv):
-            argv[i + 1] = "DATA"
-        elif a.startswith("--data-dir="):
-            argv[i] = "--data-dir=DATA"
+        if a in names and i + 1 < len(argv):
+            argv[i + 1] = names[a]
+        elif a.split("=", 1)[0] in names:
+            argv[i] = a.split("=", 1)[0] + "=" + names[a.split("=", 1)[0]]
     return "python " + " ".join(argv)
 
 
@@ -295,10 +296,19 @@ def section_speed(args) -> None:
             pairs["products"].append(_median_time(products, 5, 200))
             pairs["step_with_input"].append(_median_time(step_with_input, 3, 50))
             pairs["products_with_input"].append(_median_time(products_with_input, 3, 50))
+        # one step inside a relaxation: the T-step loop over T, and the marginal cost of a
+        # step, (time of 40 steps - time of 20 steps) / 20, which leaves out the per-phase
+        # setup (packing the states, the constant drive) that a 20-step phase pays once
+        loops = {20: [], 40: []}
+        for _ in range(args.repeat * 3):
+            for n in (20, 40):
+                loops[n].append(_median_time(
+                    lambda n=n: relax(x, states, w, b, n, 0.5, input_drive=drive), 5, 20))
+            pairs["products"].append(_median_time(products, 5, 200))
     med = {k: statistics.median(v) for k, v in pairs.items()}
-    # a whole relaxation step minus the Python call overhead of relax(): the T-step loop
-    loop = _median_time(lambda: relax(x, states, w, b, 20, 0.5, input_drive=drive), 5, 20)
-    med["step_in_loop"] = loop / 20
+    loop20, loop40 = statistics.median(loops[20]), statistics.median(loops[40])
+    med["step_in_loop"] = loop20 / 20
+    med["step_marginal"] = (loop40 - loop20) / 20
     record = header(args, "speed")
     record.update({
         "network": "784-500-10, batch 20",
@@ -307,6 +317,8 @@ def section_speed(args) -> None:
         "products_us": med["products"] * 1e6,
         "ratio_step_to_products": med["step"] / med["products"],
         "ratio_loop_step_to_products": med["step_in_loop"] / med["products"],
+        "step_marginal_us": med["step_marginal"] * 1e6,
+        "ratio_marginal_step_to_products": med["step_marginal"] / med["products"],
         "step_with_input_product_us": med["step_with_input"] * 1e6,
         "products_with_input_us": med["products_with_input"] * 1e6,
         "ratio_with_input": med["step_with_input"] / med["products_with_input"],
@@ -420,7 +432,8 @@ def section_cnn(args) -> None:
         "note": "a budget this shared CPU runs in minutes, not the paper's (reduced)",
         "runs": {},
     })
-    path = RESULTS / f"contrastive_cnn_{args.dataset}.json"
+    path = RESULTS / (f"contrastive_cnn_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
+                      + ".json")
     for name in args.cnn_rules.split(","):
         torch.manual_seed(args.seed)
         rule = make_rule("ep-sym", {"nudging": args.nudging, "free_steps": args.free_steps,
@@ -437,15 +450,17 @@ def section_cnn(args) -> None:
                           batch_size=args.batch_size, seed=args.seed,
                           progress=not args.no_progress, angle_batch_size=64)
         t = time.perf_counter()
-        summary = trainer.fit(args.epochs)
-        record["runs"][name] = {
-            "test_accuracy_pct": round(100 * summary["test_accuracy"], 2),
-            "per_epoch_test_accuracy_pct": [round(100 * r["test_accuracy"], 2)
-                                            for r in trainer.history],
-            "wall_time_s": round(time.perf_counter() - t, 1),
-            "optimizer": f"Adam(lr={lr})",
-        }
-        write(path, record)
+        for epoch in range(1, args.epochs + 1):  # written after every epoch
+            summary = trainer.fit(epoch)
+            record["runs"][name] = {
+                "test_accuracy_pct": round(100 * summary["test_accuracy"], 2),
+                "per_epoch_test_accuracy_pct": [round(100 * r["test_accuracy"], 2)
+                                                for r in trainer.history],
+                "epochs_done": epoch,
+                "wall_time_s": round(time.perf_counter() - t, 1),
+                "optimizer": f"Adam(lr={lr})",
+            }
+            write(path, record)
         print(name, json.dumps(record["runs"][name]), flush=True)
 
 

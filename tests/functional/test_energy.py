@@ -94,7 +94,6 @@ def test_many_hard_sigmoid_steps_follow_the_autograd_step(sizes, mode):
         s = new
     assert len(got) == len(s)
     for a, want in zip(got, s, strict=True):
-        assert a.is_contiguous()
         torch.testing.assert_close(a, want, rtol=1e-12, atol=1e-12)
     for a, t in zip(got, states, strict=True):  # the inputs are not modified or aliased
         assert a.data_ptr() != t.data_ptr()

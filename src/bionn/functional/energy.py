@@ -296,7 +296,9 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     eps beta d for the nudged output, and kappa_k = 1 - eps (1 - eps - eps beta for the
     nudged output). The terms without a product, c + kappa s, are one ``addcmul`` over the
     whole buffer, each layer's products accumulate into its slice of the next buffer, and one
-    clip covers every layer: per step, the products and two elementwise operations.
+    clip covers every layer: per step, the products and two elementwise operations. The
+    returned states are column blocks of one buffer (not contiguous, not shared with the
+    inputs).
     """
     L = len(states)
     sizes = [s.shape[1] for s in states]
@@ -307,39 +309,47 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     if clamp_output:
         assert target is not None
         cur[:, offsets[-2]:] = target
+    free_top = L - 1 if clamp_output else L
+    if steps == 0 or free_top == 0:
+        return [cur[:, offsets[k]:offsets[k + 1]] for k in range(L)]
     nxt = torch.empty_like(cur)
     if clamp_output:
         nxt[:, offsets[-2]:] = target
-    free_top = L - 1 if clamp_output else L
     if drive0 is None:
         drive0 = torch.addmm(biases[0], x, weights[0].t())
-    const = torch.empty_like(cur[:, : offsets[free_top]])
-    keep = torch.full((offsets[free_top],), 1.0 - eps, dtype=cur.dtype, device=cur.device)
+    width = offsets[free_top]
+    const = torch.empty_like(cur[:, :width])
+    nudged = free_top == L and nudging != 0.0
+    keep = None
     for k in range(free_top):
         part = const[:, offsets[k]:offsets[k + 1]]
         if k == 0:
             torch.mul(drive0, eps, out=part)  # eps (W_0 x + b_0)                      Eq. (4)
         else:
             part.copy_((biases[k] * eps).expand_as(part))  # eps b_{k-1}                 Eq. (4)
-        if k == L - 1 and nudging != 0.0:  # - eps beta (s_L - d)                        Eq. (4)
-            part.add_(target, alpha=eps * nudging)
-            keep[offsets[k]:] = 1.0 - eps - eps * nudging
+    if nudged:  # - eps beta (s_L - d)                                                   Eq. (4)
+        const[:, offsets[-2]:].add_(target, alpha=eps * nudging)
+        keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
+        keep[offsets[-2]:] = 1.0 - eps - eps * nudging
     wt = [w.t() for w in weights]
     bufs = (cur, nxt)
     views = [[b[:, offsets[k]:offsets[k + 1]] for k in range(L)] for b in bufs]
-    heads = [b[:, : offsets[free_top]] for b in bufs]
+    heads = list(bufs) if width == cur.shape[1] else [b[:, :width] for b in bufs]
     for t in range(steps):
-        src, dst = t % 2, (t + 1) % 2
+        src, dst = t & 1, (t + 1) & 1
         s_in, s_out = views[src], views[dst]
-        torch.addcmul(const, heads[src], keep, out=heads[dst])  # c + kappa s
+        if keep is None:  # c + kappa s
+            torch.add(const, heads[src], alpha=1.0 - eps, out=heads[dst])
+        else:
+            torch.addcmul(const, heads[src], keep, out=heads[dst])
         for k in range(free_top):
             if k > 0:  # + eps W_{k-1} s_{k-1}                                          Eq. (4)
                 s_out[k].addmm_(s_in[k - 1], wt[k], alpha=eps)
             if k + 1 < L:  # + eps W_k^T s_{k+1}                                        Eq. (4)
                 s_out[k].addmm_(s_in[k + 1], weights[k + 1], alpha=eps)
         heads[dst].clamp_(0.0, 1.0)  # Eq. (5)
-    final = views[steps % 2]
-    return [v.contiguous() for v in final]
+    # views of the last buffer (column blocks, one per layer): no copies
+    return views[steps & 1]
 
 
 def hessian_top_eigenvalue(
