@@ -270,3 +270,42 @@ def test_several_threads_only_on_the_runtime_torch_already_uses(fresh_build, mon
     assert kernel.parallel == (built_with_openmp and not added and not unknown)
     if not kernel.parallel:
         assert kernel.threads() == 1
+
+
+# -- the relaxation's step tail (bionn.native.energy) ------------------------------------------
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_relax_tail_equals_numpy_on_strided_blocks(dtype):
+    """out = clip(out + c + kappa s, 0, 1) on column blocks of wider buffers, against NumPy."""
+    from bionn.native.energy import relax_tail_kernel
+
+    kernel = relax_tail_kernel()
+    assert kernel is not None, native.unavailable_reason("energy")
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(7, 40, generator=g, dtype=dtype)
+    out = big[:, 3:30]  # rows 40 apart
+    c = torch.randn(7, 27, generator=g, dtype=dtype)
+    s_buf = torch.randn(7, 33, generator=g, dtype=dtype)
+    s = s_buf[:, :27]
+    kappa = torch.randn(27, generator=g, dtype=dtype)
+    want = np.clip(out.numpy() + c.numpy() + kappa.numpy() * s.numpy(), 0, 1)
+    before = big.clone()
+    kernel(out, c, s, kappa)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6 if dtype == torch.float32 else 1e-15)
+    assert torch.equal(big[:, :3], before[:, :3]) and torch.equal(big[:, 30:], before[:, 30:])
+
+
+@needs_compiler
+def test_relax_tail_checks_its_arguments():
+    from bionn.native.energy import relax_tail_kernel
+
+    kernel = relax_tail_kernel()
+    out, c, s, kappa = torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(4)
+    with pytest.raises(ValueError, match="shape"):
+        kernel(out, torch.zeros(3, 5), s, kappa)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        kernel(out, c, torch.zeros(4, 3).t(), kappa)
+    with pytest.raises(ValueError, match="kappa"):
+        kernel(out, c, s, torch.zeros(5))

@@ -67,11 +67,19 @@ def test_euler_step_is_minus_eps_dF_ds(name, beta):
     torch.testing.assert_close(energy(x, states, ws, bs, name), hand_F(x, states, ws, bs, name))
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-tail", "torch-only"])
 @pytest.mark.parametrize("sizes", [(6, 3), (6, 5, 3), (6, 5, 4, 3)])
 @pytest.mark.parametrize("mode", ["free", "nudged", "nudged-negative", "clamped"])
-def test_many_hard_sigmoid_steps_follow_the_autograd_step(sizes, mode):
+def test_many_hard_sigmoid_steps_follow_the_autograd_step(sizes, mode, native, monkeypatch):
     """The packed hard-sigmoid relaxation (all layers in one buffer) over several steps equals
-    the clipped step s <- clip(s - eps dF/ds) of the hand-written F iterated in this test."""
+    the clipped step s <- clip(s - eps dF/ds) of the hand-written F iterated in this test, with
+    the compiled tail of the step (where a C compiler is found) and with the torch code."""
+    from bionn.functional import energy as energy_module
+    from bionn.native.energy import relax_tail_kernel
+
+    if native and relax_tail_kernel() is None:
+        pytest.skip("no compiled kernel on this machine")
+    monkeypatch.setattr(energy_module, "USE_NATIVE", native)
     ws, bs = _net(sizes, seed=3, scale=1.5)
     g = torch.Generator().manual_seed(4)
     x = torch.rand(4, sizes[0], generator=g, dtype=DT)

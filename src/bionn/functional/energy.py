@@ -296,7 +296,8 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     eps beta d for the nudged output, and kappa_k = 1 - eps (1 - eps - eps beta for the
     nudged output). The terms without a product, c + kappa s, are one ``addcmul`` over the
     whole buffer, each layer's products accumulate into its slice of the next buffer, and one
-    clip covers every layer: per step, the products and two elementwise operations. The
+    clip covers every layer: per step, the products and two elementwise operations (one pass
+    of a small C kernel, :mod:`bionn.native.energy`, where it can be built). The
     returned states are column blocks of one buffer (not contiguous, not shared with the
     inputs).
     """
@@ -335,6 +336,32 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     bufs = (cur, nxt)
     views = [[b[:, offsets[k]:offsets[k + 1]] for k in range(L)] for b in bufs]
     heads = list(bufs) if width == cur.shape[1] else [b[:, :width] for b in bufs]
+    kernel = _tail_kernel(cur) if L >= 2 else None  # every free layer has a product
+    if kernel is not None:
+        if keep is None:
+            keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
+        # the products overwrite (beta = 0) or add to each layer's columns of the next
+        # buffer, then one C pass adds c + kappa s and clips
+        plans = []  # per parity of the step: the products, then the tail
+        for t in (0, 1):
+            s_in, s_out = views[t], views[1 - t]
+            products = []
+            for k in range(free_top):
+                # the first product of a layer overwrites its columns (beta = 0), a second adds
+                terms = []
+                if k > 0:  # eps W_{k-1} s_{k-1}                                           Eq. (4)
+                    terms.append((s_in[k - 1], wt[k]))
+                if k + 1 < L:  # + eps W_k^T s_{k+1}                                       Eq. (4)
+                    terms.append((s_in[k + 1], weights[k + 1]))
+                products += [(s_out[k].addmm_, a, b, 0.0 if i == 0 else 1.0)
+                             for i, (a, b) in enumerate(terms)]
+            plans.append((products, kernel.bind(heads[1 - t], const, heads[t], keep)))
+        for t in range(steps):
+            products, tail = plans[t & 1]
+            for fn, a, b, beta in products:
+                fn(a, b, beta=beta, alpha=eps)
+            tail()  # + c + kappa s, clip                                              Eq. (5)
+        return views[steps & 1]
     for t in range(steps):
         src, dst = t & 1, (t + 1) & 1
         s_in, s_out = views[src], views[dst]
@@ -350,6 +377,20 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
         heads[dst].clamp_(0.0, 1.0)  # Eq. (5)
     # views of the last buffer (column blocks, one per layer): no copies
     return views[steps & 1]
+
+
+#: Whether :func:`relax` may finish its steps with the compiled kernel of
+#: :mod:`bionn.native.energy` (where it can be built); False runs the torch code only.
+USE_NATIVE = True
+
+
+def _tail_kernel(buffer: torch.Tensor):
+    if not USE_NATIVE:
+        return None
+    from bionn.native.energy import relax_tail_kernel
+
+    kernel = relax_tail_kernel()
+    return kernel if kernel is not None and kernel.supports(buffer) else None
 
 
 def hessian_top_eigenvalue(
