@@ -47,6 +47,7 @@ the top state layer is s_{L-1} and the class scores are the readout ``o = W_{L-1
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -342,25 +343,28 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
             keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
         # the products overwrite (beta = 0) or add to each layer's columns of the next
         # buffer, then one C pass adds c + kappa s and clips
+        # eps folded into the weights once, so that a step's calls carry no scalars: the first
+        # product of a layer overwrites its columns of the next buffer, a second one adds
+        down = [None] + [(w.t() * eps) for w in weights[1:]]  # eps W_{k-1}^T, bottom-up
+        up = [(w * eps) for w in weights[1:]] + [None]  # eps W_k, top-down from s_{k+1}
         plans = []  # per parity of the step: the products, then the tail
         for t in (0, 1):
             s_in, s_out = views[t], views[1 - t]
-            products = []
+            calls = []
             for k in range(free_top):
-                # the first product of a layer overwrites its columns (beta = 0), a second adds
                 terms = []
                 if k > 0:  # eps W_{k-1} s_{k-1}                                           Eq. (4)
-                    terms.append((s_in[k - 1], wt[k]))
+                    terms.append((s_in[k - 1], down[k]))
                 if k + 1 < L:  # + eps W_k^T s_{k+1}                                       Eq. (4)
-                    terms.append((s_in[k + 1], weights[k + 1]))
-                products += [(s_out[k].addmm_, a, b, 0.0 if i == 0 else 1.0)
-                             for i, (a, b) in enumerate(terms)]
-            plans.append((products, kernel.bind(heads[1 - t], const, heads[t], keep)))
+                    terms.append((s_in[k + 1], up[k]))
+                for i, (a, b) in enumerate(terms):
+                    calls.append(functools.partial(torch.mm, a, b, out=s_out[k]) if i == 0
+                                 else functools.partial(s_out[k].addmm_, a, b))
+            calls.append(kernel.bind(heads[1 - t], const, heads[t], keep))  # + c + kappa s,
+            plans.append(calls)  # clip                                                Eq. (5)
         for t in range(steps):
-            products, tail = plans[t & 1]
-            for fn, a, b, beta in products:
-                fn(a, b, beta=beta, alpha=eps)
-            tail()  # + c + kappa s, clip                                              Eq. (5)
+            for call in plans[t & 1]:
+                call()
         return views[steps & 1]
     for t in range(steps):
         src, dst = t & 1, (t + 1) & 1
