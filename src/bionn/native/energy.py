@@ -24,12 +24,16 @@ class RelaxTailKernel:
     """``out = clip(out + c + kappa * s, 0, 1)`` in one pass over row-strided 2-d blocks."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._tail = {}
+        self._tail, self._packed = {}, {}
         for dtype, suffix in _SUFFIX.items():
             fn = getattr(lib, f"bionn_relax_tail_{suffix}")
             fn.restype = None
             fn.argtypes = [_I64, _I64, _P, _I64, _P, _I64, _P, _I64, _P]
             self._tail[dtype] = fn
+            packed = getattr(lib, f"bionn_relax_tail_packed_{suffix}")
+            packed.restype = None
+            packed.argtypes = [_P]
+            self._packed[dtype] = packed
 
     @staticmethod
     def supports(t: torch.Tensor) -> bool:
@@ -52,15 +56,21 @@ class RelaxTailKernel:
         """A call without arguments that applies the tail to these blocks (checked once here;
         the tensors must stay alive and in place while it is used)."""
         self._check(out, c, s, kappa)
-        fn = self._tail[out.dtype]
-        args = (out.shape[0], out.shape[1], out.data_ptr(), out.stride(0), c.data_ptr(),
-                c.stride(0), s.data_ptr(), s.stride(0), kappa.data_ptr())
-        return lambda: fn(*args)
+        args = (ctypes.c_int64 * 9)(out.shape[0], out.shape[1], out.data_ptr(), out.stride(0),
+                                    c.data_ptr(), c.stride(0), s.data_ptr(), s.stride(0),
+                                    kappa.data_ptr())
+        call = functools.partial(self._packed[out.dtype], ctypes.addressof(args))
+        call.argument_array = args  # kept alive with the call
+        return call
 
     def __call__(self, out: torch.Tensor, c: torch.Tensor, s: torch.Tensor,
                  kappa: torch.Tensor) -> None:
         """Apply the tail once, in place on ``out``."""
-        self.bind(out, c, s, kappa)()
+        self._check(out, c, s, kappa)
+        self._tail[out.dtype](out.shape[0], out.shape[1], out.data_ptr(), out.stride(0),
+                              c.data_ptr(), c.stride(0), s.data_ptr(), s.stride(0),
+                              kappa.data_ptr())
+
 
 
 @functools.cache
