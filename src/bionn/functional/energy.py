@@ -295,12 +295,11 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
 
     with the constant c_k = eps (W_0 x + b_0) for k = 1, eps b_{k-1} above it, plus
     eps beta d for the nudged output, and kappa_k = 1 - eps (1 - eps - eps beta for the
-    nudged output). The terms without a product, c + kappa s, are one ``addcmul`` over the
-    whole buffer, each layer's products accumulate into its slice of the next buffer, and one
-    clip covers every layer: per step, the products and two elementwise operations (one pass
-    of a small C kernel, :mod:`bionn.native.energy`, where it can be built). The
-    returned states are column blocks of one buffer (not contiguous, not shared with the
-    inputs).
+    nudged output). Each layer's products go into its columns of the next buffer, and the terms
+    without a product, c + kappa s, and the clip are applied to the whole buffer at once: one
+    pass of a small C kernel (:mod:`bionn.native.energy`) where it can be built, else an
+    ``addcmul`` and a ``clamp_``. The returned states are column blocks of one buffer (not
+    contiguous, not shared with the inputs).
     """
     L = len(states)
     sizes = [s.shape[1] for s in states]
@@ -341,10 +340,9 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     if kernel is not None:
         if keep is None:
             keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
-        # the products overwrite (beta = 0) or add to each layer's columns of the next
-        # buffer, then one C pass adds c + kappa s and clips
         # eps folded into the weights once, so that a step's calls carry no scalars: the first
-        # product of a layer overwrites its columns of the next buffer, a second one adds
+        # product of a layer overwrites its columns of the next buffer, a second one adds, and
+        # one C pass adds c + kappa s and clips
         down = [None] + [(w.t() * eps) for w in weights[1:]]  # eps W_{k-1}^T, bottom-up
         up = [(w * eps) for w in weights[1:]] + [None]  # eps W_k, top-down from s_{k+1}
         plans = []  # per parity of the step: the products, then the tail
