@@ -235,7 +235,7 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
 def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
-        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "adam",
+        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
         "lr": args.lr, "schedule": "cosine", "seed": 0, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
@@ -243,6 +243,8 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     # the run folders: --run-root, or a temporary folder made now (removed by the system)
     out_root = Path(args.run_root or tempfile.mkdtemp(prefix="bionn-dendritic-"))
     results["dendritic_options"] = {"hidden_rate": args.hidden_rate, "eta_pi": args.eta_pi}
+    if args.ip_tracking:
+        results["dendritic_options"]["ip_tracking"] = True
     if args.hold_self_predicting:
         results["dendritic_options"] = {"hidden_rate": args.hidden_rate,
                                         "hold_self_predicting": True}
@@ -252,7 +254,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
             continue
         config = TrainConfig(rule=rule_name, dataset="mnist", model="mlp:500,500",
                              activation=args.hidden_rate, epochs=args.epochs,
-                             batch_size=args.batch_size, optimizer="adam", lr=args.lr,
+                             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                              schedule="cosine", seed=0, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
@@ -387,6 +389,11 @@ def main() -> None:
     parser.add_argument("--hold-self-predicting", action="store_true",
                         help="MNIST: interneurons held in the closed-form self-predicting state "
                              "of the current weights (the rule's --hold-self-predicting)")
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                        help="MNIST: the optimizer of both rules")
+    parser.add_argument("--ip-tracking", action="store_true",
+                        help="MNIST: the rule's --ip-tracking (interneuron rates that follow the "
+                             "forward weights under SGD)")
     parser.add_argument("--teacher-train", type=int, default=5000)
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)

@@ -28,6 +28,8 @@ numbered (1)-(10) in the order of the paper's main text; this module's own numbe
        dW^down_k = eta_down (phi(u_k) - phi(W^down_k r_{k+1})) r_{k+1}^T  (learned) Eq. (9)
 
    with v^_B,k = g_B / (g_lk + g_B + g_A) v_B,k and v^I^_k = g_D / (g_lk + g_D) v^I_k.
+   ``ip_tracking`` multiplies eta_IP of population k by :func:`tracking_rates`, the rate at
+   which, under SGD, W^IP_k follows W_{k+1} in the self-predicting state.
 4. In the ODE the increments are low-pass filtered, tau_w dD/dt = -D + dW, and the weights
    move by D dt                                                                      Eq. (10)
    (the filter is rule state and survives a resume). p.grad = -eta_p D_p dt accumulated over
