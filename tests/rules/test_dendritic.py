@@ -2,7 +2,8 @@
 
 Oracles: the hand-written plasticity rules (Eqs. 6-8, B4.3) for the SGD(lr=1) update; the angle
 between W^PI and -W^down and the apical potential for the self-predicting state learned from
-random interneuron weights; digits test accuracy.
+random interneuron weights; the hand-written closed-form self-predicting W^IP for the tracking
+rates under SGD; digits test accuracy.
 """
 
 from __future__ import annotations
