@@ -18,6 +18,13 @@ Sections (``--sections``, comma-separated; all by default):
              picks either; ``--hold-self-predicting`` holds the interneurons in closed form).
              The run folders go to ``--run-root``, by default a temporary folder made at run
              time.
+    tracking whether learned interneurons (Eq. 7, W^PI held at -W^down) follow the forward
+             weights: 120 steps (batch 100) on the first 6000 MNIST training images from the
+             self-predicting state, under Adam (1e-3, the interneurons' learning rate scaled by
+             a factor per population) and under SGD (eta_IP 1, the tracking rates of
+             ``--ip-tracking``, held in closed form); reports the apical potential ||v_A,k||
+             without a target (the interneurons' residual) and with it, the angles to backprop
+             and the test error.
 
     python benchmarks/dendritic.py [--sections speed,teacher,mnist] [--epochs 10]
         [--data-dir DATA] [--threads 1] [--out benchmarks/results/dendritic.json]
@@ -228,7 +235,7 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
 def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
-        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "adam",
+        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
         "lr": args.lr, "schedule": "cosine", "seed": 0, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
@@ -236,6 +243,8 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     # the run folders: --run-root, or a temporary folder made now (removed by the system)
     out_root = Path(args.run_root or tempfile.mkdtemp(prefix="bionn-dendritic-"))
     results["dendritic_options"] = {"hidden_rate": args.hidden_rate, "eta_pi": args.eta_pi}
+    if args.ip_tracking:
+        results["dendritic_options"]["ip_tracking"] = True
     if args.hold_self_predicting:
         results["dendritic_options"] = {"hidden_rate": args.hidden_rate,
                                         "hold_self_predicting": True}
@@ -245,7 +254,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
             continue
         config = TrainConfig(rule=rule_name, dataset="mnist", model="mlp:500,500",
                              activation=args.hidden_rate, epochs=args.epochs,
-                             batch_size=args.batch_size, optimizer="adam", lr=args.lr,
+                             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                              schedule="cosine", seed=0, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
@@ -279,6 +288,93 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+# --- do the learned interneurons follow the forward weights? ------------------------------------
+
+
+def _tracking_run(X, Y, Xt, Yt, optimizer: str, lr: float, ip_factors: tuple[float, ...],
+                  steps: int, **options: Any) -> dict[str, Any]:
+    from bionn.functional.dendritic import settle
+    from bionn.metrics import angle_to_backprop
+
+    torch.manual_seed(0)
+    rule = DendriticMicrocircuit(DendriticConfig(hidden_rate="tanh", eta_pi=0.0, **options))
+    model = rule.build_model("mlp:500,500", (1, 28, 28), 10, "tanh")
+    inter = {id(p) for i in model.interneurons for p in (i.weight_ip, i.bias_ip)}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in inter]
+    groups = [{"params": rest}] + [{"params": [i.weight_ip, i.bias_ip], "lr": lr * f}
+                                   for i, f in zip(model.interneurons, ip_factors, strict=True)]
+    opt = (torch.optim.Adam(groups, lr=lr) if optimizer == "adam"
+           else torch.optim.SGD(groups, lr=lr))
+    n = X.shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    probe = X[:500].flatten(1)
+    residual_curve = []
+    for s in range(steps):
+        start = (s * 100) % n
+        idx = order[start:start + 100]
+        rule.fill_grads(model, X[idx], Y[idx])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if (s + 1) % 20 == 0:
+            with torch.no_grad():
+                free = settle(probe, rule._weights(model), model.conductances, None, 1,
+                              model.hidden_rate, model.output_rate)
+            residual_curve.append(float(free.v_a[0].norm(dim=1).mean()))
+    with torch.no_grad():
+        weights = rule._weights(model)
+        target = F.one_hot(Y[:500], 10).to(X.dtype)
+        free = settle(probe, weights, model.conductances, None, 1, model.hidden_rate,
+                      model.output_rate)
+        taught = settle(probe, weights, model.conductances, target, 1, model.hidden_rate,
+                        model.output_rate)
+        error = float((model(Xt).argmax(1) != Yt).to(X.dtype).mean())
+    angles = angle_to_backprop(rule, model, X[:500], Y[:500]).per_layer
+    return {
+        "optimizer": optimizer, "lr": lr, "interneuron_lr_factors": list(ip_factors),
+        "options": options,
+        "apical_norm_no_target": [float(a.norm(dim=1).mean()) for a in free.v_a],
+        "apical_norm_with_target": [float(a.norm(dim=1).mean()) for a in taught.v_a],
+        "apical_norm_no_target_1_every_20_steps": residual_curve,
+        "angle_deg": [angles.get(f"pyramidal.{k}") for k in range(3)],
+        "test_error": error,
+    }
+
+
+def run_tracking(args: argparse.Namespace) -> dict[str, Any]:
+    from bionn.data import load_dataset
+
+    train = load_dataset("mnist", args.data_dir, train=True)
+    test = load_dataset("mnist", args.data_dir, train=False)
+    X, Y = train.normalized()[:6000], train.targets[:6000]
+    Xt, Yt = test.normalized(), test.targets
+    steps = 120
+    c1 = (1 / 1.9) * 1.1  # the self-predicting factors rho_{k+1} (g_lk + g_D) / g_D
+    cases = {
+        "adam, interneuron lr x1": ("adam", 1e-3, (1.0, 1.0), {}),
+        "adam, interneuron lr x self-predicting factor": ("adam", 1e-3, (c1, 1.0), {}),
+        "adam, interneuron lr x3": ("adam", 1e-3, (3.0, 3.0), {}),
+        "adam, interneuron lr x10": ("adam", 1e-3, (10.0, 10.0), {}),
+        "adam, held self-predicting": ("adam", 1e-3, (1.0, 1.0),
+                                       {"hold_self_predicting": True}),
+        "sgd 0.1, eta_IP 1": ("sgd", 0.1, (1.0, 1.0), {}),
+        "sgd 0.1, --ip-tracking": ("sgd", 0.1, (1.0, 1.0), {"ip_tracking": True}),
+        "sgd 0.1, held self-predicting": ("sgd", 0.1, (1.0, 1.0),
+                                          {"hold_self_predicting": True}),
+    }
+    out: dict[str, Any] = {"images": 6000, "batch_size": 100, "steps": steps,
+                           "network": "784-500-500-10", "hidden_rate": "tanh",
+                           "eta_pi": 0.0, "probe": "first 500 training images",
+                           "cases": {}}
+    for name, (opt, lr, factors, options) in cases.items():
+        result = _tracking_run(X, Y, Xt, Yt, opt, lr, factors, steps, **options)
+        out["cases"][name] = result
+        print(f"tracking {name}: ||v_A,1|| {result['apical_norm_no_target'][0]:.4f} without "
+              f"target, {result['apical_norm_with_target'][0]:.4f} with; angle layer 1 "
+              f"{result['angle_deg'][0]:.1f}; test error {result['test_error']:.4f}",
+              file=sys.stderr)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="speed,teacher,mnist")
@@ -293,6 +389,11 @@ def main() -> None:
     parser.add_argument("--hold-self-predicting", action="store_true",
                         help="MNIST: interneurons held in the closed-form self-predicting state "
                              "of the current weights (the rule's --hold-self-predicting)")
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                        help="MNIST: the optimizer of both rules")
+    parser.add_argument("--ip-tracking", action="store_true",
+                        help="MNIST: the rule's --ip-tracking (interneuron rates that follow the "
+                             "forward weights under SGD)")
     parser.add_argument("--teacher-train", type=int, default=5000)
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)
@@ -311,7 +412,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    runners = {"speed": run_speed, "teacher": run_teacher, "mnist": run_mnist}
+    runners = {"speed": run_speed, "teacher": run_teacher, "mnist": run_mnist,
+               "tracking": run_tracking}
     for name in sections:
         if name not in runners:
             print(f"unknown section {name!r}; choose from {', '.join(runners)}", file=sys.stderr)

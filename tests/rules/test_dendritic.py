@@ -2,7 +2,8 @@
 
 Oracles: the hand-written plasticity rules (Eqs. 6-8, B4.3) for the SGD(lr=1) update; the angle
 between W^PI and -W^down and the apical potential for the self-predicting state learned from
-random interneuron weights; digits test accuracy.
+random interneuron weights; the hand-written closed-form self-predicting W^IP for the tracking
+rates under SGD; digits test accuracy.
 """
 
 from __future__ import annotations
@@ -307,3 +308,56 @@ def test_learns_digits(name, options, lr, epochs, threshold):
 
 def test_box4_is_a_rule_with_its_own_loss():
     assert isinstance(make_rule("dendritic-box4"), Box4)
+
+
+def test_tracking_rates_are_the_hand_computed_closed_form():
+    # eta_IP_k = eta_{k+1} * rho_{k+1} (g_lk + g_D)/g_D * (g_lk + g_D + g_som)/g_som, by hand
+    from bionn.rules.dendritic import tracking_rates
+
+    g = DendriticConfig().conductances  # 0.1, 1.0, 0.8, 1.0, 0.8
+    rates = tracking_rates(g, [1.0, 1.0, 1.0])
+    assert rates == pytest.approx([(1 / 1.9) * 1.1 * 1.9 / 0.8, (1 / 1.1) * 1.1 * 1.9 / 0.8])
+    assert rates == pytest.approx([1.375, 2.375])
+    assert tracking_rates(g, [1.0, 2.0, 0.5]) == pytest.approx([2.75, 1.1875])
+
+
+@pytest.mark.parametrize("hidden", ["linear", "tanh"])
+def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(hidden):
+    """Oracle: the closed-form self-predicting W^IP_k = rho_{k+1} (g_lk+g_D)/g_D W_{k+1},
+    written by hand. With linear rates the Eq. 7 and Eq. 6 errors are exactly proportional, so
+    SGD with the tracking rates keeps W^IP on that closed form while the forward weights learn;
+    with tanh rates it stays close, far closer than with eta_IP = 1."""
+    g_lk, g_b, g_a, g_d = 0.1, 1.0, 0.8, 1.0
+    factors = [g_b / (g_lk + g_b + g_a) * (g_lk + g_d) / g_d, g_b / (g_lk + g_b) * (g_lk + g_d) / g_d]
+
+    def deviation(tracking):
+        torch.manual_seed(0)
+        rule = DendriticMicrocircuit(DendriticConfig(eta_pi=0.0, ip_tracking=tracking))
+        model = Microcircuit((8, 7, 6, 3), hidden=hidden, output="linear").double()
+        with torch.no_grad():  # the closed-form start, in double precision
+            for k, c in enumerate(factors):
+                model.interneurons[k].weight_ip.copy_(c * model.pyramidal[k + 1].weight)
+                model.interneurons[k].bias_ip.copy_(c * model.pyramidal[k + 1].bias)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(30):
+            x = torch.randn(16, 8, generator=gen, dtype=torch.float64)
+            rule.fill_grads(model, x, torch.randint(0, 3, (16,), generator=gen))
+            opt.step()
+            opt.zero_grad()
+        out = []
+        with torch.no_grad():
+            for k, c in enumerate(factors):
+                above = model.pyramidal[k + 1]
+                inter = model.interneurons[k]
+                out.append(float((inter.weight_ip - c * above.weight).norm()
+                                 + (inter.bias_ip - c * above.bias).norm()))
+        return out
+
+    tracked = deviation(True)
+    plain = deviation(False)
+    if hidden == "linear":
+        assert max(tracked) < 1e-10, tracked
+    else:
+        assert max(tracked) < 0.05 * min(plain), (tracked, plain)
+    assert min(plain) > 1e-3, plain

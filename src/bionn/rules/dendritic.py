@@ -28,6 +28,8 @@ numbered (1)-(10) in the order of the paper's main text; this module's own numbe
        dW^down_k = eta_down (phi(u_k) - phi(W^down_k r_{k+1})) r_{k+1}^T  (learned) Eq. (9)
 
    with v^_B,k = g_B / (g_lk + g_B + g_A) v_B,k and v^I^_k = g_D / (g_lk + g_D) v^I_k.
+   ``ip_tracking`` multiplies eta_IP of population k by :func:`tracking_rates`, the rate at
+   which, under SGD, W^IP_k follows W_{k+1} in the self-predicting state.
 4. In the ODE the increments are low-pass filtered, tau_w dD/dt = -D + dW, and the weights
    move by D dt                                                                      Eq. (10)
    (the filter is rule state and survives a resume). p.grad = -eta_p D_p dt accumulated over
@@ -188,6 +190,11 @@ class DendriticConfig:
         "help": "eta_k, learning-rate factor of each forward layer (one per layer, or one for "
                 "all; empty = 1), Eq. 6"})
     eta_ip: float = field(default=1.0, metadata={"help": "eta_IP, factor of Eq. 7"})
+    ip_tracking: bool = field(default=False, metadata={
+        "help": "multiply eta_IP of population k by eta_{k+1} rho_{k+1} (g_lk+g_D)/g_D "
+                "(g_lk+g_D+g_som)/g_som, the rate at which, under SGD, the Eq. 7 increment of "
+                "W^IP_k is to first order the self-predicting factor times that of W_{k+1}, so "
+                "the learned interneurons follow the forward weights (see tracking_rates)"})
     eta_pi: float = field(default=1.0, metadata={"help": "eta_PI, factor of Eq. 8"})
     eta_down: float = field(default=1.0, metadata={"help": "eta_down, factor of Eq. 9"})
     dt: float = field(default=0.1, metadata={"help": "dt, Euler step of the ODE in ms"})
@@ -216,6 +223,8 @@ class DendriticConfig:
         _integer("pretrain_epochs", self.pretrain_epochs, 0)
         if not isinstance(self.hold_self_predicting, bool):
             raise ConfigError("--hold-self-predicting must be true or false")
+        if not isinstance(self.ip_tracking, bool):
+            raise ConfigError("--ip-tracking must be true or false")
         if self.hold_self_predicting and self.pretrain_epochs:
             raise ConfigError("--hold-self-predicting keeps the interneurons in closed form, so "
                               "--pretrain-epochs has nothing to learn; set it to 0")
@@ -286,6 +295,29 @@ def _hidden_sizes(spec: str) -> list[int]:
     if not hidden or any(h <= 0 for h in hidden):
         raise ConfigError(f"bad model {spec!r}: hidden sizes must be positive")
     return hidden
+
+
+def tracking_rates(g: Conductances, eta_forward: list[float]) -> list[float]:
+    """eta_IP factors (one per interneuron population k = 1..N-1) at which W^IP_k follows W_{k+1}.
+
+    In the self-predicting state the Eq. (7) error of interneuron population k is, to first
+    order in v_A, g_som / (g_lk + g_D + g_som) times the Eq. (6) error of layer k+1 (exactly so
+    for linear rates), and both multiply the same presynaptic rates r_k. So with a linear
+    optimizer (SGD, with or without momentum) and eta_IP_k = eta_{k+1} c_k (g_lk + g_D + g_som)
+    / g_som, where c_k = rho_{k+1} (g_lk + g_D) / g_D is the self-predicting factor
+    (W^IP_k = c_k W_{k+1}), the increment of W^IP_k is c_k times that of W_{k+1}: the learned
+    interneurons keep the self-predicting state while the forward weights learn, and Eq. (7)
+    corrects what is left. Adam normalises each parameter's step by its own history, which
+    breaks the proportionality, so these rates do not help there.
+    """
+    n = len(eta_forward)
+    out = []
+    for k in range(n - 1):
+        above_hidden = k + 1 < n - 1
+        rho = g.g_b / (g.g_lk + g.g_b + (g.g_a if above_hidden else 0.0))
+        c = rho * (g.g_lk + g.g_d) / g.g_d
+        out.append(eta_forward[k + 1] * c * (g.g_lk + g.g_d + g.g_som) / g.g_som)
+    return out
 
 
 def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -384,11 +416,14 @@ class DendriticMicrocircuit(LearningRule):
                 out += [etas[k] * inc.forward[k], etas[k] * inc.bias[k]]
             else:
                 out += [None, None]
+        track = (tracking_rates(model.conductances, etas) if cfg.ip_tracking
+                 else [1.0] * (model.depth - 1))
         for k in range(model.depth - 1):
             if cfg.hold_self_predicting:
                 out += [None, None, None]
                 continue
-            out += [cfg.eta_ip * inc.ip[k], cfg.eta_ip * inc.ip_bias[k], cfg.eta_pi * inc.pi[k]]
+            eta_ip = cfg.eta_ip * track[k]
+            out += [eta_ip * inc.ip[k], eta_ip * inc.ip_bias[k], cfg.eta_pi * inc.pi[k]]
         if model.top_down_mode == "learned":
             out += [cfg.eta_down * d if supervised else None for d in inc.down]
         return out
