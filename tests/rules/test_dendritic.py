@@ -328,7 +328,8 @@ def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(hidden
     SGD with the tracking rates keeps W^IP on that closed form while the forward weights learn;
     with tanh rates it stays close, far closer than with eta_IP = 1."""
     g_lk, g_b, g_a, g_d = 0.1, 1.0, 0.8, 1.0
-    factors = [g_b / (g_lk + g_b + g_a) * (g_lk + g_d) / g_d, g_b / (g_lk + g_b) * (g_lk + g_d) / g_d]
+    factors = [g_b / (g_lk + g_b + g_a) * (g_lk + g_d) / g_d,
+               g_b / (g_lk + g_b) * (g_lk + g_d) / g_d]
 
     def deviation(tracking):
         torch.manual_seed(0)
