@@ -297,9 +297,9 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     eps beta d for the nudged output, and kappa_k = 1 - eps (1 - eps - eps beta for the
     nudged output). Each layer's products go into its columns of the next buffer, and the terms
     without a product, c + kappa s, and the clip are applied to the whole buffer at once: one
-    pass of a small C kernel (:mod:`bionn.native.energy`) where it can be built, else an
-    ``addcmul`` and a ``clamp_``. The returned states are column blocks of one buffer (not
-    contiguous, not shared with the inputs).
+    pass of a small C kernel (:mod:`bionn.native.energy`) where it can be built, else three
+    in-place torch operations (:func:`_torch_tail`). The returned states are column blocks of
+    one buffer (not contiguous, not shared with the inputs).
     """
     L = len(states)
     sizes = [s.shape[1] for s in states]
@@ -321,64 +321,54 @@ def _relax_packed(x, states, weights, biases, steps, eps, nudging, target, clamp
     width = offsets[free_top]
     const = torch.empty_like(cur[:, :width])
     nudged = free_top == L and nudging != 0.0
-    keep = None
     for k in range(free_top):
         part = const[:, offsets[k]:offsets[k + 1]]
         if k == 0:
             torch.mul(drive0, eps, out=part)  # eps (W_0 x + b_0)                      Eq. (4)
         else:
             part.copy_((biases[k] * eps).expand_as(part))  # eps b_{k-1}                 Eq. (4)
+    keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
     if nudged:  # - eps beta (s_L - d)                                                   Eq. (4)
         const[:, offsets[-2]:].add_(target, alpha=eps * nudging)
-        keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
         keep[offsets[-2]:] = 1.0 - eps - eps * nudging
-    wt = [w.t() for w in weights]
+    # eps folded into the weights once, so that a step's calls carry no scalars
+    down = [None] + [(w.t() * eps) for w in weights[1:]]  # eps W_{k-1}^T, bottom-up
+    up = [(w * eps) for w in weights[1:]] + [None]  # eps W_k, top-down from s_{k+1}
     bufs = (cur, nxt)
     views = [[b[:, offsets[k]:offsets[k + 1]] for k in range(L)] for b in bufs]
     heads = list(bufs) if width == cur.shape[1] else [b[:, :width] for b in bufs]
-    kernel = _tail_kernel(cur) if L >= 2 else None  # every free layer has a product
-    if kernel is not None:
-        if keep is None:
-            keep = torch.full((width,), 1.0 - eps, dtype=cur.dtype, device=cur.device)
-        # eps folded into the weights once, so that a step's calls carry no scalars: the first
-        # product of a layer overwrites its columns of the next buffer, a second one adds, and
-        # one C pass adds c + kappa s and clips
-        down = [None] + [(w.t() * eps) for w in weights[1:]]  # eps W_{k-1}^T, bottom-up
-        up = [(w * eps) for w in weights[1:]] + [None]  # eps W_k, top-down from s_{k+1}
-        plans = []  # per parity of the step: the products, then the tail
-        for t in (0, 1):
-            s_in, s_out = views[t], views[1 - t]
-            calls = []
-            for k in range(free_top):
-                terms = []
-                if k > 0:  # eps W_{k-1} s_{k-1}                                           Eq. (4)
-                    terms.append((s_in[k - 1], down[k]))
-                if k + 1 < L:  # + eps W_k^T s_{k+1}                                       Eq. (4)
-                    terms.append((s_in[k + 1], up[k]))
-                for i, (a, b) in enumerate(terms):
-                    calls.append(functools.partial(torch.mm, a, b, out=s_out[k]) if i == 0
-                                 else functools.partial(s_out[k].addmm_, a, b))
-            calls.append(kernel.bind(heads[1 - t], const, heads[t], keep))  # + c + kappa s,
-            plans.append(calls)  # clip                                                Eq. (5)
-        for t in range(steps):
-            for call in plans[t & 1]:
-                call()
-        return views[steps & 1]
-    for t in range(steps):
-        src, dst = t & 1, (t + 1) & 1
-        s_in, s_out = views[src], views[dst]
-        if keep is None:  # c + kappa s
-            torch.add(const, heads[src], alpha=1.0 - eps, out=heads[dst])
-        else:
-            torch.addcmul(const, heads[src], keep, out=heads[dst])
+    kernel = _tail_kernel(cur)
+    plans = []  # per parity of the step: the products, then the tail
+    for t in (0, 1):
+        s_in, s_out = views[t], views[1 - t]
+        calls = []
         for k in range(free_top):
-            if k > 0:  # + eps W_{k-1} s_{k-1}                                          Eq. (4)
-                s_out[k].addmm_(s_in[k - 1], wt[k], alpha=eps)
-            if k + 1 < L:  # + eps W_k^T s_{k+1}                                        Eq. (4)
-                s_out[k].addmm_(s_in[k + 1], weights[k + 1], alpha=eps)
-        heads[dst].clamp_(0.0, 1.0)  # Eq. (5)
+            # the first product of a layer overwrites its columns of the next buffer, a
+            # second one adds (a layer without products, the lone output, starts from 0)
+            terms = []
+            if k > 0:  # eps W_{k-1} s_{k-1}                                               Eq. (4)
+                terms.append((s_in[k - 1], down[k]))
+            if k + 1 < L:  # + eps W_k^T s_{k+1}                                           Eq. (4)
+                terms.append((s_in[k + 1], up[k]))
+            if not terms:
+                calls.append(s_out[k].zero_)
+            for i, (a, b) in enumerate(terms):
+                calls.append(functools.partial(torch.mm, a, b, out=s_out[k]) if i == 0
+                             else functools.partial(s_out[k].addmm_, a, b))
+        # + c + kappa s, then the clip (Eq. 5): one C pass where the kernel exists
+        calls.append(kernel.bind(heads[1 - t], const, heads[t], keep) if kernel is not None
+                     else functools.partial(_torch_tail, heads[1 - t], const, heads[t], keep))
+        plans.append(calls)
+    for t in range(steps):
+        for call in plans[t & 1]:
+            call()
     # views of the last buffer (column blocks, one per layer): no copies
     return views[steps & 1]
+
+
+def _torch_tail(out: torch.Tensor, c: torch.Tensor, s: torch.Tensor, kappa: torch.Tensor):
+    """out = clip(out + c + kappa s, 0, 1) in torch (the fallback of the C kernel)."""
+    out.add_(c).addcmul_(s, kappa).clamp_(0.0, 1.0)
 
 
 #: Whether :func:`relax` may finish its steps with the compiled kernel of
