@@ -69,8 +69,9 @@ def _two_layer_grads(first, second, x, y, exact: bool):
 
 @pytest.mark.parametrize("cls", LINEARS)
 def test_linear_with_feedback_equal_to_w_gives_autograds_gradients(cls, monkeypatch):
-    if cls is BRSFLinear:  # brSF draws |R| every batch: make the draw |W| (so |B| = |W|)
-        monkeypatch.setattr(fa_module, "feedback_matrix", lambda w, scale=1.0: w.clone())
+    if cls is BRSFLinear:  # brSF draws |R| sign(W) every batch: make the draw W (|R| = |W|)
+        monkeypatch.setattr(fa_module, "_sign_concordant_draw",
+                            lambda w, scale=1.0: w.detach().clone())
     torch.manual_seed(0)
     first = cls(6, 5, dtype=torch.float64)
     second = cls(5, 4, dtype=torch.float64)
@@ -88,7 +89,8 @@ def test_linear_with_feedback_equal_to_w_gives_autograds_gradients(cls, monkeypa
 @pytest.mark.parametrize("shape", CONV_SHAPES)
 def test_conv_with_feedback_equal_to_w_gives_autograds_gradients(cls, shape, monkeypatch):
     if cls is BRSFConv2d:
-        monkeypatch.setattr(fa_module, "feedback_matrix", lambda w, scale=1.0: w.clone())
+        monkeypatch.setattr(fa_module, "_sign_concordant_draw",
+                            lambda w, scale=1.0: w.detach().clone())
     torch.manual_seed(0)
     layer = cls(4, 6, dtype=torch.float64, **shape)
     _set_feedback_to_weight(layer)

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bionn.native.signrand import draw_seed, sign_uniform
 from bionn.nn.free_conv import FreeConv2d, _fold_columns, _free_backward, _free_forward
 
 __all__ = [
@@ -156,6 +157,18 @@ def feedback_matrix(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     fan_in = weight[0].numel()
     bound = scale / math.sqrt(fan_in)
     return torch.empty_like(weight, memory_format=torch.contiguous_format).uniform_(-bound, bound)
+
+
+def _sign_concordant_draw(weight: torch.Tensor, scale: float) -> torch.Tensor:
+    """brSF's B = |R| * sign(W) for one mini-batch, R uniform in +-scale/sqrt(fan_in) as
+    :func:`feedback_matrix` draws it: |R| is uniform on [0, scale/sqrt(fan_in)).
+
+    Drawn in one fused pass from a seed taken from the global torch generator
+    (:func:`bionn.native.signrand.sign_uniform`); torch's own uniform draw cost more than the
+    step's products.
+    """
+    bound = scale / math.sqrt(weight[0].numel())
+    return sign_uniform(weight.detach(), bound, draw_seed())
 
 
 class _FeedbackLinear(nn.Linear):
@@ -393,12 +406,13 @@ class _RSFConv2dFn(torch.autograd.Function):
         return gi, gw, gb, None, None, None, None, None
 
 
-class _BRSFLinearFn(_RSFLinearFn):
-    """brSF: the magnitudes are a fresh draw for every forward pass (one per mini-batch)."""
+class _BRSFLinearFn(_FALinearFn):
+    """brSF: B = |R| sign(W) is a fresh draw for every forward pass (one per mini-batch), given
+    whole at forward (see :func:`_sign_concordant_draw`)."""
 
 
-class _BRSFConv2dFn(_RSFConv2dFn):
-    """brSF convolution: fresh magnitudes per forward pass."""
+class _BRSFConv2dFn(_FAConv2dFn):
+    """brSF convolution: a fresh B = |R| sign(W) per forward pass."""
 
 
 class _FRSFLinearFn(_RSFLinearFn):
@@ -423,23 +437,22 @@ class BRSFLinear(_FeedbackLinear):
                  device=None, dtype=None, feedback_scale: float = 1.0) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.feedback_scale = float(feedback_scale)
-        self._magnitude: torch.Tensor | None = None
+        self._B: torch.Tensor | None = None
 
     def _draw(self) -> torch.Tensor:
-        self._magnitude = feedback_matrix(self.weight.detach(), self.feedback_scale).abs_()
-        return self._magnitude
+        self._B = _sign_concordant_draw(self.weight, self.feedback_scale)
+        return self._B
 
     @property
     def B(self) -> torch.Tensor:
-        """The feedback matrix the next backward pass will use."""
-        magnitude = self._draw() if self._magnitude is None else self._magnitude
-        return magnitude * torch.sign(self.weight.detach())
+        """The feedback matrix of the last draw (a first draw if there was none)."""
+        return self._draw() if self._B is None else self._B
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_exact_backward or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         if not x.requires_grad:  # no input gradient is asked for: B is never used, not drawn
-            self._magnitude = None
+            self._B = None
             return F.linear(x, self.weight, self.bias)
         return _BRSFLinearFn.apply(x, self.weight, self.bias, self._draw())
 
@@ -451,23 +464,22 @@ class BRSFConv2d(_FeedbackConv2d):
     def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.feedback_scale = float(feedback_scale)
-        self._magnitude: torch.Tensor | None = None
+        self._B: torch.Tensor | None = None
 
     def _draw(self) -> torch.Tensor:
-        self._magnitude = feedback_matrix(self.weight.detach(), self.feedback_scale).abs_()
-        return self._magnitude
+        self._B = _sign_concordant_draw(self.weight, self.feedback_scale)
+        return self._B
 
     @property
     def B(self) -> torch.Tensor:
-        """The feedback matrix the next backward pass will use."""
-        magnitude = self._draw() if self._magnitude is None else self._magnitude
-        return magnitude * torch.sign(self.weight.detach())
+        """The feedback matrix of the last draw (a first draw if there was none)."""
+        return self._draw() if self._B is None else self._B
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_exact_backward or not torch.is_grad_enabled():
             return super().forward(x)
         if not x.requires_grad:  # no input gradient is asked for: B is never used, not drawn
-            self._magnitude = None
+            self._B = None
             return super().forward(x)
         return self._apply_fn(_BRSFConv2dFn, x, self._draw())
 
@@ -785,8 +797,8 @@ class _RSFFreeConv2dFn(torch.autograd.Function):
         return gi, gw, gb, None, None
 
 
-class _BRSFFreeConv2dFn(_RSFFreeConv2dFn):
-    """brSF free convolution: fresh magnitudes per forward pass."""
+class _BRSFFreeConv2dFn(_FAFreeConv2dFn):
+    """brSF free convolution: a fresh B = |R| sign(W) per forward pass."""
 
 
 class _FRSFFreeConv2dFn(_RSFFreeConv2dFn):
@@ -903,23 +915,24 @@ class BRSFFreeConv2d(_FeedbackFreeConv2d):
     def __init__(self, *args: Any, feedback_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.feedback_scale = float(feedback_scale)
-        self._magnitude: torch.Tensor | None = None
+        self._B: torch.Tensor | None = None
 
     def _draw(self) -> torch.Tensor:
-        self._magnitude = _free_feedback(self, self.feedback_scale).abs_()
-        return self._magnitude
+        bound = self.feedback_scale / math.sqrt(self.fan_in)
+        self._B = sign_uniform(self.weight.detach(), bound, draw_seed())
+        return self._B
 
     @property
     def B(self) -> torch.Tensor:
-        """The feedback kernel: random magnitudes (drawn afresh per batch) times sign(W)."""
-        magnitude = self._draw() if self._magnitude is None else self._magnitude
-        return magnitude * torch.sign(self.weight.detach())
+        """The feedback kernel: random magnitudes (drawn afresh per batch) times sign(W), of the
+        last draw (a first draw if there was none)."""
+        return self._draw() if self._B is None else self._B
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_exact_backward or not torch.is_grad_enabled():
             return super().forward(x)
         if not x.requires_grad:  # no input gradient is asked for: B is never used, not drawn
-            self._magnitude = None
+            self._B = None
             return super().forward(x)
         return self._apply_fn(_BRSFFreeConv2dFn, x, self.weight_matrix(self._draw()))
 
