@@ -148,6 +148,8 @@ def unsupervised_epoch(x: torch.Tensor, config: KrotovConfig, seed: int = 0) -> 
     y = torch.zeros(len(x), dtype=torch.long)
     trainer = Trainer(model, rule, opt, (x, y), None, batch_size=config.minibatch,
                       seed=seed, progress=False)
+    rule.set_phase("unsupervised")  # as a run enters the phase (bionn.core.run)
+    trainer.set_train_inputs(rule.phase_inputs(model, "unsupervised", trainer.train_x))
     start = time.perf_counter()
     trainer.train_epoch(1, 1)
     return time.perf_counter() - start

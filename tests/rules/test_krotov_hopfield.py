@@ -26,7 +26,9 @@ from bionn.rules.krotov_hopfield import (
     CompetingHiddenUnits,
     KrotovConfig,
     KrotovHopfield,
+    input_order,
     lp_currents,
+    sparse_currents,
     synapse_norms,
     use_numpy_product,
 )
@@ -584,3 +586,89 @@ def test_the_rule_refuses_another_network_spec():
         assert rule.build_model(own, (1, 8, 8), 10, "relu").W.shape == (10, 64)
     with pytest.raises(ConfigError, match="its own network"):
         rule.build_model("cnn", (1, 8, 8), 10, "relu")
+
+
+def _sparse_images(n, shape=(1, 8, 8), seed=0, dtype=torch.float64):
+    """Images with a zero border and scattered zeros inside, like MNIST's strokes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=g, dtype=dtype)
+    x[..., 0, :] = 0
+    x[..., :, -1] = 0
+    x[torch.rand(x.shape, generator=g) < 0.6] = 0
+    return x
+
+
+def test_input_order_counts_the_examples_each_input_is_nonzero_in():
+    x = _sparse_images(50)
+    order, rank = input_order(x, chunk=7)  # chunks that do not divide the examples
+    flat = x.flatten(1).numpy()
+    counts = [(flat[:, i] != 0).sum() for i in range(flat.shape[1])]  # by hand
+    assert [counts[i] for i in order.tolist()] == sorted(counts, reverse=True)
+    for a, b in zip(order[:-1].tolist(), order[1:].tolist(), strict=True):
+        assert counts[a] > counts[b] or (counts[a] == counts[b] and a < b)  # ties by index
+    assert torch.equal(order[rank], torch.arange(flat.shape[1]))
+
+
+@pytest.mark.parametrize("numpy_blas", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_currents_equal_the_dense_product(numpy_blas, dtype):
+    # oracle: the float64 product v (sign(W)|W|^2)^T of all inputs, in NumPy
+    g = torch.Generator().manual_seed(1)
+    x = _sparse_images(200, dtype=dtype)
+    order, rank = input_order(x)
+    W = torch.randn(30, 64, generator=g, dtype=dtype)
+    kept = (W * W.abs()).index_select(1, order)  # p = 3, columns in the input order
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    batches = [x[:10], x[10:11], torch.zeros_like(x[:4]), torch.ones_like(x[:3]), x[50:150]]
+    # one input that is rare in x but used by this batch: a column gathered beyond the block
+    rare = x[150:160].clone()
+    rare.view(10, -1)[:, int(order[-1])] = 0.5
+    batches.append(rare)
+    for batch in batches:
+        v = batch.flatten(1)
+        oracle = v.double().numpy() @ (W * W.abs()).double().numpy().T
+        got = sparse_currents(v, kept, order, rank, numpy_blas=numpy_blas)
+        assert got.dtype == dtype and got.shape == (len(v), 30)
+        np.testing.assert_allclose(got.double().numpy(), oracle, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0, 4.5])
+def test_skipping_zero_inputs_follows_the_published_trajectory(p, kernel):
+    """A run enters the unsupervised phase through phase_inputs, which orders the inputs; the
+    kept weights then hold their columns in that order, refreshed row by row (by the kernel or
+    torch), and W must follow the NumPy transcription step by step."""
+    from bionn.core.trainer import Trainer
+
+    config = KrotovConfig(hidden=40, p=p, k=3, delta=0.3, radius=1.2, minibatch=10, kernel=kernel)
+    torch.manual_seed(2)
+    rule = RecordingKrotov(config)
+    model = rule.build_model("mlp", (1, 8, 8), 4, "relu").double()
+    W0 = model.W.detach().numpy().copy()
+    x = _sparse_images(120)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer(model, rule, opt, (x, torch.zeros(120).long()), None, batch_size=30,
+                      seed=0, progress=False)
+    rule.set_phase("unsupervised")
+    assert rule.phase_inputs(model, "unsupervised", x) is None  # the batches are unchanged
+    assert rule._columns is not None
+    trainer.train_epoch(1, 1)
+    trainer.train_epoch(2, 2)
+    assert rule._kept_order is not None and len(rule.seen) == 24 and all(rule.sparse)
+    # the kept matrix, refreshed on the rows of the last step as the next step would, is
+    # sign(W)|W|^(p-1) of the current W with its columns in the order
+    order = rule._columns[0]
+    Wt = model.W.detach()
+    kept = rule._lp_weights(Wt, incremental=True, kernel=rule._kernel(Wt), order=order)
+    assert kept is rule._weights  # the matrix the rule keeps
+    torch.testing.assert_close(kept, (Wt.abs() ** (p - 1) * Wt.sign())[:, order],
+                               rtol=1e-12, atol=1e-12)
+    expected = numpy_reference_trajectory(W0, rule.seen, p, 3, 0.3, 1.2, lr=0.05)
+    np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_skip_zero_inputs_off_keeps_the_dense_product():
+    rule = make_rule("krotov", {"hidden": 20, "skip_zero_inputs": False})
+    model = rule.build_model("mlp", (1, 8, 8), 10, "relu")
+    rule.set_phase("unsupervised")
+    rule.phase_inputs(model, "unsupervised", _sparse_images(20, dtype=torch.float32))
+    assert rule._columns is None

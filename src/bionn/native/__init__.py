@@ -31,7 +31,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
 # (name of the C file without .c, the interface version its bionn_<name>_abi() returns)
-KERNELS = {"krotov": 2, "recurrent": 1, "energy": 2, "signrand": 1}
+KERNELS = {"krotov": 3, "recurrent": 1, "energy": 2, "signrand": 1}
 _REASONS: dict[str, str] = {}
 
 
@@ -197,6 +197,7 @@ class KrotovKernel:
         self.parallel = parallel
         self._update = {}
         self._lp_rows = {}
+        self._lp_rows_ordered = {}
         for dtype, suffix in _SUFFIX.items():
             update = getattr(lib, f"bionn_krotov_update_{suffix}")
             update.restype = _I64
@@ -205,7 +206,11 @@ class KrotovKernel:
             lp_rows = getattr(lib, f"bionn_krotov_lp_rows_{suffix}")
             lp_rows.restype = None
             lp_rows.argtypes = [_P, _P, _P, _I64, _I64, _F64, _I64]
+            ordered = getattr(lib, f"bionn_krotov_lp_rows_ordered_{suffix}")
+            ordered.restype = None
+            ordered.argtypes = [_P, _P, _P, _I64, _I64, _P, _F64, _I64]
             self._update[dtype], self._lp_rows[dtype] = update, lp_rows
+            self._lp_rows_ordered[dtype] = ordered
 
     def threads(self) -> int:
         """Threads the kernel may use: torch's intra-op count when it shares torch's OpenMP
@@ -259,6 +264,20 @@ class KrotovKernel:
         rows = rows.contiguous()
         self._lp_rows[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(), len(rows),
                                W.shape[1], float(p), self.threads())
+
+    def lp_rows_ordered(self, W: torch.Tensor, out: torch.Tensor, rows: torch.Tensor,
+                        order: torch.Tensor, p: float) -> None:
+        """out[rows] = sign(W[rows][:, order]) |W[rows][:, order]|^(p-1), in place: the kept
+        matrix with its columns in ``order`` (a permutation of the inputs)."""
+        if not (W.is_contiguous() and out.is_contiguous() and out.shape == W.shape
+                and out.dtype == W.dtype and rows.dtype == torch.int64
+                and order.dtype == torch.int64 and order.shape == (W.shape[1],)):
+            raise ValueError("lp_rows_ordered needs contiguous W and out of one shape and "
+                             "dtype, int64 rows and an int64 order of one entry per input")
+        rows, order = rows.contiguous(), order.contiguous()
+        self._lp_rows_ordered[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(),
+                                       len(rows), W.shape[1], order.data_ptr(), float(p),
+                                       self.threads())
 
 
 @functools.cache

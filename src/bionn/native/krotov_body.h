@@ -29,6 +29,26 @@ void KROTOV_NAME(bionn_krotov_lp_rows)(const KROTOV_REAL *W, KROTOV_REAL *out,
         KROTOV_NAME(lp_row)(W + rows[r] * inputs, out + rows[r] * inputs, inputs, p);
 }
 
+/* The same with the kept matrix's columns in another order: out[rows[r]][j] is the factor of
+ * W[rows[r]][order[j]] (bionn.rules.krotov_hopfield keeps its columns in the order of how often
+ * each input is non-zero, so that a minibatch's product can skip the inputs that are zero). */
+void KROTOV_NAME(bionn_krotov_lp_rows_ordered)(const KROTOV_REAL *W, KROTOV_REAL *out,
+                                                const int64_t *rows, int64_t n_rows,
+                                                int64_t inputs, const int64_t *order, double p,
+                                                int64_t threads)
+{
+    (void)threads; /* used by the OpenMP clause only */
+#pragma omp parallel for num_threads(KROTOV_TEAM(threads, n_rows * inputs)) schedule(static)
+    for (int64_t r = 0; r < n_rows; r++) {
+        const KROTOV_REAL *w = W + rows[r] * inputs;
+        KROTOV_REAL *o = out + rows[r] * inputs;
+        for (int64_t j = 0; j < inputs; j++)
+            o[j] = w[order[j]];
+        if (p != 2.0)
+            KROTOV_NAME(lp_row)(o, o, inputs, p); /* elementwise, so in place is safe */
+    }
+}
+
 /* A key with the order of the floating-point value as an unsigned integer: the sign bit is
  * flipped for numbers >= 0 and every bit for numbers < 0. A positive NaN gets a larger key than
  * +inf, so it ranks first, as torch.topk ranks NaN. */
