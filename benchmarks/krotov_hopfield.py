@@ -50,7 +50,7 @@ from bionn.rules.krotov_hopfield import (
     KrotovConfig,
     KrotovHopfield,
     synapse_norms,
-    use_numpy_product,
+    product_library,
 )
 
 PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}
@@ -239,8 +239,7 @@ def section_speed(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "setup": {**PAPER, "minibatch": config.minibatch, "examples": len(x), "epochs": 1,
                   "kernel": config.kernel, "product": config.product,
-                  "product_used": "numpy" if use_numpy_product(config.product, torch.zeros(1))
-                  else "torch"},
+                  "product_used": product_library(config.product, torch.zeros(1))},
         "runs": rows,
         "speedup_median": float(np.median(ratio)),
         "speedup_median_torch_product": float(np.median(ratio_torch)),

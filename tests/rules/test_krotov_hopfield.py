@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bionn.core.config import TrainConfig
+from bionn.core.matmul import onednn_available
 from bionn.core.registry import make_rule, rule_info
 from bionn.core.rule import Phase
 from bionn.data import load_dataset
@@ -28,6 +29,7 @@ from bionn.rules.krotov_hopfield import (
     KrotovHopfield,
     input_order,
     lp_currents,
+    product_library,
     sparse_currents,
     synapse_norms,
     use_numpy_product,
@@ -672,3 +674,23 @@ def test_skip_zero_inputs_off_keeps_the_dense_product():
     rule.set_phase("unsupervised")
     rule.phase_inputs(model, "unsupervised", _sparse_images(20, dtype=torch.float32))
     assert rule._columns is None
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN product")
+def test_the_onednn_product_gives_the_published_update():
+    # oracle: the NumPy reference update, in float64 from the same float32 numbers
+    x = _sparse_images(60, dtype=torch.float32)
+    rule = make_rule("krotov", {"hidden": 30, "product": "onednn"})
+    torch.manual_seed(0)
+    model = rule.build_model("mlp", (1, 8, 8), 10, "relu")
+    assert product_library("onednn", model.W.detach()) == "onednn"
+    rule.fill_grads(model, x, None)
+    cfg = rule.config
+    expected = numpy_reference_update(model.W.detach().double().numpy(),
+                                      x.flatten(1).double().numpy(), cfg.p, cfg.k, cfg.delta,
+                                      cfg.radius)
+    np.testing.assert_allclose(model.W.grad.to_dense().double().numpy(), -expected,
+                               rtol=1e-4, atol=1e-5)
+    # float64, autograd or another device: not oneDNN
+    assert product_library("onednn", model.W.detach().double()) == "torch"
+    assert product_library("onednn", model.W) == "torch"

@@ -75,10 +75,12 @@ Deviations from the paper:
   the same update and is used on GPUs, for other dtypes, and where no compiler is found. Ties
   between currents go to the lower unit index in the kernel; torch.topk leaves their order
   unspecified.
-- The product of Eq. (2) on CPU may run in NumPy's OpenBLAS instead of torch's MKL, on the
-  same memory and with torch's thread count (``product``: auto, torch or numpy; auto picks
-  OpenBLAS on AMD CPUs, where it ran this product about 1.4 times faster timed alone). Only
-  the rounding of the currents differs.
+- The product of Eq. (2) on CPU may run in oneDNN or NumPy's OpenBLAS instead of torch's MKL,
+  with torch's thread count (``product``: auto, torch, numpy or onednn; auto picks oneDNN for
+  float32 on AMD CPUs, where it ran this product about twice as fast as MKL timed alone, and
+  OpenBLAS there otherwise). Only the rounding of the currents differs. With the torch or
+  NumPy product the unsupervised phase multiplies only the inputs that are non-zero in the
+  minibatch (``skip_zero_inputs``); oneDNN multiplies the whole matrix faster than that.
 - A non-finite update (NaN or inf in the inputs or in W) stops the run with TrainingDiverged.
 - Data-parallel training (torchrun): each rank computes ds of Eq. (3) on its share of the
   minibatch; the shares are summed across the ranks and only then normalised by max|ds|
@@ -105,6 +107,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.core import distributed
+from bionn.core.matmul import cpu_vendor, onednn_available, onednn_linear
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.rule import LearningRule, Phase, batch_metrics
 from bionn.errors import ConfigError, TrainingDiverged
@@ -112,7 +115,7 @@ from bionn.native import KrotovKernel, NativeKernelWarning, krotov_kernel, unava
 
 READOUTS = ("krotov", "linear")
 KERNELS = ("auto", "native", "torch")
-PRODUCTS = ("auto", "torch", "numpy")
+PRODUCTS = ("auto", "torch", "numpy", "onednn")
 # the --model values that name the rule's own network: mlp, and the run's default (no --model)
 OWN_MODEL_SPECS = ("mlp", "mlp:1000")
 OWN_MODEL_SUFFIX = " competing hidden units"  # the end of model_name's record of the network
@@ -214,9 +217,10 @@ class KrotovConfig:
     )
     product: str = field(
         default="auto",
-        metadata={"help": "the BLAS of the currents I = <W, v> (Eq. 2) on CPU: torch (its "
-                          "MKL), numpy (NumPy's OpenBLAS, on the same memory), or auto "
-                          "(numpy on AMD CPUs, where OpenBLAS multiplies faster, else torch)"},
+        metadata={"help": "the library of the currents' product I = <W, v> (Eq. 2) on CPU: "
+                          "torch (its MKL), numpy (NumPy's OpenBLAS, on the same memory), "
+                          "onednn (float32), or auto (on AMD CPUs oneDNN for float32, else "
+                          "OpenBLAS, both faster than MKL there; elsewhere torch)"},
     )
 
     def __post_init__(self) -> None:
@@ -328,19 +332,6 @@ def lp_weights(W: torch.Tensor, p: float, out: torch.Tensor | None = None) -> to
 
 
 @functools.cache
-def _cpu_vendor() -> str:
-    """The CPU's vendor string from /proc/cpuinfo ('AuthenticAMD', 'GenuineIntel'), or ''."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        if line.startswith("vendor_id"):
-            return line.split(":", 1)[1].strip()
-    return ""
-
-
-@functools.cache
 def _numpy_openblas() -> tuple[Any, ...]:
     """threadpoolctl's controllers of the OpenBLAS libraries NumPy loaded (empty if none)."""
     import numpy  # noqa: F401  (loads its BLAS before the libraries are listed)
@@ -354,28 +345,48 @@ def numpy_product_available() -> bool:
     return bool(_numpy_openblas())
 
 
-def use_numpy_product(choice: str, t: torch.Tensor) -> bool:
-    """Whether ``--product`` ``choice`` multiplies CPU tensor ``t`` with NumPy's OpenBLAS.
+def product_library(choice: str, t: torch.Tensor) -> str:
+    """Which library ``--product`` ``choice`` multiplies CPU tensor ``t`` with: ``"onednn"``,
+    ``"numpy"`` (NumPy's OpenBLAS) or ``"torch"``.
 
-    ``auto`` does so on AMD CPUs, where torch's MKL ran this product about 1.4 times slower
-    than OpenBLAS (see the docs page), and where NumPy's BLAS is OpenBLAS; ``numpy`` wherever
-    the tensor qualifies (CPU, float32 or float64, no autograd).
+    ``auto`` takes oneDNN for float32 on AMD CPUs (where torch's MKL ran this product about
+    twice as slowly; see :mod:`bionn.core.matmul`), else NumPy's OpenBLAS on AMD CPUs (about
+    1.4 times faster than MKL there), else torch. An explicit choice is taken wherever the
+    tensor qualifies (CPU, no autograd; float32 for oneDNN, float32 or float64 for NumPy) and
+    falls back to torch elsewhere.
     """
     if choice == "torch" or t.device.type != "cpu" or t.requires_grad or t.dtype not in (
         torch.float32, torch.float64
     ):
-        return False
+        return "torch"
+    onednn = t.dtype == torch.float32 and onednn_available()
+    if choice == "onednn":
+        return "onednn" if onednn else "torch"
     if choice == "numpy":
-        return True
-    return _cpu_vendor() == "AuthenticAMD" and numpy_product_available()
+        return "numpy"
+    if cpu_vendor() != "AuthenticAMD":
+        return "torch"
+    if onednn:
+        return "onednn"
+    return "numpy" if numpy_product_available() else "torch"
 
 
-def lp_currents(v: torch.Tensor, weights: torch.Tensor, numpy_blas: bool = False) -> torch.Tensor:
+def use_numpy_product(choice: str, t: torch.Tensor) -> bool:
+    """Whether ``--product`` ``choice`` multiplies CPU tensor ``t`` with NumPy's OpenBLAS
+    (:func:`product_library`)."""
+    return product_library(choice, t) == "numpy"
+
+
+def lp_currents(v: torch.Tensor, weights: torch.Tensor, numpy_blas: bool = False,
+                onednn: bool = False) -> torch.Tensor:
     """I = v (sign(W)|W|^(p-1))^T, the currents of Eq. (2), shape (batch, hidden).
 
     With ``numpy_blas`` the product runs in NumPy's OpenBLAS on the tensors' own memory, with
-    as many threads as torch uses (``torch.get_num_threads()``).
+    as many threads as torch uses (``torch.get_num_threads()``); with ``onednn`` in oneDNN
+    (float32 CPU tensors).
     """
+    if onednn:
+        return onednn_linear(v, weights)  # Eq. (2)
     if not numpy_blas:
         return v @ weights.t()  # Eq. (2)
     return torch.from_numpy(lp_currents_numpy(v, weights))  # Eq. (2)
@@ -446,6 +457,7 @@ def synaptic_update(
     prec: float = 1e-30, weights: torch.Tensor | None = None,
     kernel: KrotovKernel | None = None, won: torch.Tensor | None = None,
     numpy_blas: bool = False, columns: tuple[torch.Tensor, torch.Tensor] | None = None,
+    onednn: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
     """The paper's normalised minibatch update, as a pseudo-gradient, on the units it touches.
 
@@ -465,6 +477,7 @@ def synaptic_update(
     the product in NumPy's OpenBLAS (:func:`lp_currents`). ``columns``, if given, is
     ``(order, rank)`` of :func:`input_order`: ``weights`` then holds its columns in that order
     and the product skips the pixels that are zero in ``v`` (:func:`sparse_currents`).
+    ``onednn`` runs the (dense) product in oneDNN (:func:`lp_currents`).
     """
     if columns is not None:
         if weights is None:
@@ -473,7 +486,7 @@ def synaptic_update(
     else:
         if weights is None:
             weights = lp_weights(W, p)
-        currents = lp_currents(v, weights, numpy_blas)  # Eq. (2): I = <W_mu, v>_mu, every unit
+        currents = lp_currents(v, weights, numpy_blas, onednn)  # Eq. (2): I = <W_mu, v>_mu
     if kernel is not None:
         return kernel.update(currents, v, W, k, delta, radius**p, prec, won=won)
     top, idx = currents.topk(k, dim=1)  # the ranking of Eq. (10)
@@ -756,9 +769,12 @@ class KrotovHopfield(LearningRule):
         with torch.no_grad():
             Wd = W.detach()
             kernel = self._kernel(Wd)
+            library = product_library(cfg.product, Wd)
             columns = self._columns
-            if columns is not None and (len(columns[0]) != Wd.shape[1]
-                                        or columns[0].device != Wd.device):
+            if library == "onednn" or columns is not None and (
+                len(columns[0]) != Wd.shape[1] or columns[0].device != Wd.device
+            ):
+                # oneDNN multiplies the whole matrix faster than a strided block of it
                 columns = None
             if (columns is None) != (self._kept_order is None):
                 self._weights_version = None  # the kept weights' column order changes
@@ -770,7 +786,7 @@ class KrotovHopfield(LearningRule):
             rows, step, scale, _ = synaptic_update(
                 Wd, x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius, cfg.prec,
                 weights=weights, kernel=kernel, won=self._won,
-                numpy_blas=use_numpy_product(cfg.product, Wd), columns=columns,
+                numpy_blas=library == "numpy", columns=columns, onednn=library == "onednn",
             )
             if not math.isfinite(scale):
                 raise TrainingDiverged(
