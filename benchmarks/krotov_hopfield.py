@@ -49,8 +49,8 @@ from bionn.errors import TrainingDiverged
 from bionn.rules.krotov_hopfield import (
     KrotovConfig,
     KrotovHopfield,
-    synapse_norms,
     product_library,
+    synapse_norms,
 )
 
 PAPER = {"hidden": 2000, "p": 3.0, "k": 7, "delta": 0.4, "n": 4.5, "m": 6.0}

@@ -40,6 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from bionn.core.config import TrainConfig
+from bionn.core.matmul import describe as matmul_note
 from bionn.core.models import MLP
 from bionn.core.rule import Backprop
 from bionn.core.run import make_optimizer, make_scheduler
@@ -291,15 +292,16 @@ for _ in range(2):
     )
 compile_s = time.perf_counter() - start
 perm = np.random.default_rng(a["seed"]).permutation(len(xs))
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 for i in range(0, n, B):
     idx = perm[i:i + B]
     e = train_on_batch(T, jnp.asarray(xs[idx]), jnp.asarray(onehot[idx]),
                        model=model, optim_w=optim_w, optim_h=optim_h)
 jax.block_until_ready(e)
 epoch_s = time.perf_counter() - start
-print(json.dumps({"epoch_s": epoch_s, "compile_s": compile_s, "examples": n,
-                  "jax": jax.__version__, "device": str(jax.devices()[0])}))
+epoch_cpu_s = time.process_time() - cpu_start
+print(json.dumps({"epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s, "compile_s": compile_s,
+                  "examples": n, "jax": jax.__version__, "device": str(jax.devices()[0])}))
 """
 
 
@@ -317,7 +319,9 @@ def run_pcx(args, train) -> dict:
             + env.get("XLA_FLAGS", "")
         ).strip()
     env["JAX_PLATFORMS"] = "cpu"
-    bionn_times, fused_times, peer_times, peer_info = [], [], [], {}
+    bionn_times, default_times, peer_times, peer_info = [], [], [], {}
+    cpu_times: dict[bool, list[float]] = {True: [], False: []}
+    peer_cpu: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_path = Path(tmp) / "train.npz"
         np.savez(data_path, x=x, y=y)
@@ -335,15 +339,17 @@ def run_pcx(args, train) -> dict:
         }
         for _ in range(args.pcx_rounds):
             # bionn: one epoch of pc through the Trainer (the path `bionn train` takes), with
-            # torch's default Adam (what `bionn train` builds) and with its fused kernel
-            for fused, times in ((False, bionn_times), (True, fused_times)):
+            # the Adam `bionn train` builds (bionn.core.optim.LeanAdam, torch's fused kernel)
+            # and with torch's default (for-each) Adam
+            for lean, times in ((True, bionn_times), (False, default_times)):
                 model = _model(args.seed)
                 rule = PredictiveCoding(
                     PCConfig(
                         inference_steps=args.inference_steps, inference_rate=args.inference_rate
                     )
                 )
-                optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+                optimizer = (make_optimizer(TrainConfig(lr=1e-3), model) if lean
+                             else torch.optim.Adam(model.parameters(), lr=1e-3))
                 trainer = Trainer(
                     model,
                     rule,
@@ -353,9 +359,10 @@ def run_pcx(args, train) -> dict:
                     batch_size=args.batch_size,
                     progress=False,
                 )
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 trainer.train_epoch(1, 1)
                 times.append(time.perf_counter() - start)
+                cpu_times[lean].append(time.process_time() - cpu_start)
             # PCX: one epoch (after compiling calls on one batch, reported separately)
             proc = subprocess.run(
                 [args.peer_python, str(program), json.dumps(peer_args)],
@@ -371,11 +378,12 @@ def run_pcx(args, train) -> dict:
                 }
             peer_info = json.loads(proc.stdout.strip().splitlines()[-1])
             peer_times.append(peer_info["epoch_s"])
+            peer_cpu.append(peer_info["epoch_cpu_s"])
             print(
                 json.dumps(
                     {
                         "bionn_epoch_s": bionn_times[-1],
-                        "bionn_fused_adam_epoch_s": fused_times[-1],
+                        "bionn_torch_default_adam_epoch_s": default_times[-1],
                         "pcx_epoch_s": peer_times[-1],
                     }
                 ),
@@ -391,15 +399,23 @@ def run_pcx(args, train) -> dict:
         "pcx_epoch_s": peer_times,
         "pcx_compile_s": peer_info.get("compile_s"),
         "pcx_jax": peer_info.get("jax"),
-        "bionn_fused_adam_epoch_s": fused_times,
+        "bionn_torch_default_adam_epoch_s": default_times,
         "median_bionn_epoch_s": bionn_med,
-        "median_bionn_fused_adam_epoch_s": statistics.median(fused_times),
+        "median_bionn_torch_default_adam_epoch_s": statistics.median(default_times),
         "median_pcx_epoch_s": peer_med,
         "ratio_bionn_to_pcx": bionn_med / peer_med,
-        "ratio_bionn_fused_adam_to_pcx": statistics.median(fused_times) / peer_med,
+        "ratio_bionn_torch_default_adam_to_pcx": statistics.median(default_times) / peer_med,
+        "bionn_epoch_cpu_s": cpu_times[True],
+        "bionn_torch_default_adam_epoch_cpu_s": cpu_times[False],
+        "pcx_epoch_cpu_s": peer_cpu,
+        "ratio_bionn_to_pcx_cpu_time": statistics.median(cpu_times[True])
+        / statistics.median(peer_cpu),
+        "ratio_bionn_to_pcx_per_round": [a / b for a, b in zip(bionn_times, peer_times,
+                                                                strict=True)],
+        "matmul": matmul_note(),
         "method": (
-            "alternating rounds; bionn: Trainer.train_epoch of pc (Adam, lr 1e-3; torch's "
-            "default Adam as `bionn train` builds it, and Adam(fused=True)); PCX: its "
+            "alternating rounds; bionn: Trainer.train_epoch of pc (Adam, lr 1e-3, as `bionn "
+            "train` builds it, LeanAdam; and torch's default Adam); PCX: its "
             "documented training step (jit-compiled: forward init, T SGD steps of rate gamma "
             "on the value nodes, one Adam step on the weights), compile time excluded"
         ),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHOICES", "backend", "cpu_vendor", "linear", "matmul", "onednn_available",
+__all__ = ["CHOICES", "backend", "cpu_vendor", "describe", "linear", "matmul", "onednn_available",
            "onednn_linear", "uses_onednn"]
 
 CHOICES = ("auto", "onednn", "torch")
@@ -107,3 +107,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-d tensors, through :func:`linear` (``b^T`` as the weight)."""
     return linear(a, b.t())
+
+
+def describe() -> dict[str, object]:
+    """What the products of this process go through, for benchmark records."""
+    choice = backend()
+    return {"BIONN_MATMUL": choice, "onednn_available": onednn_available(),
+            "cpu_vendor": cpu_vendor(),
+            "float32_cpu_products": "onednn" if uses_onednn(torch.zeros(1)) else "torch"}

@@ -93,6 +93,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bionn.core.matmul import linear, matmul
 from bionn.core.models import CNN, MLP, make_activation
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.rule import LearningRule, trainable_parameters
@@ -346,13 +347,13 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
     # clamped to the target
     x0 = x.flatten(1)
     values, rates = [x0], [x0]
-    mu = torch.addmm(b[0], x0, W[0].t())
+    mu = linear(x0, W[0], b[0])
     mu1 = mu  # x_0 is clamped: mu_1 never changes
     for l in range(1, L):
         values.append(mu.clone())
         r = _rate(lay.activation, mu)
         rates.append(r)
-        mu = torch.addmm(b[l], r, W[l].t())
+        mu = linear(r, W[l], b[l])
     output = mu
     values.append(target.flatten(1).to(x0.dtype))
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(v) for v in values[1:L]]
@@ -364,8 +365,8 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
             errors = [None, values[1] - mu1]  # Eq. (1)
             for l in range(2, L + 1):
                 # eps_l Sigma_l = x_l - W_{l-1} phi(x_{l-1}) - b_{l-1}
-                e = torch.addmm(values[l], rates[l - 1], W[l - 1].t(), alpha=-1)
-                errors.append(e.sub_(b[l - 1]))  # Eq. (1)
+                mu_l = linear(rates[l - 1], W[l - 1], b[l - 1])
+                errors.append(torch.sub(values[l], mu_l, out=mu_l))  # Eq. (1)
         energy = None
         for l in range(1, L + 1):
             e = errors[l]
@@ -379,7 +380,7 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
             break
         for l in range(1, L):
             # dx_l/dt = -eps_l + phi'(x_l) * W_l^T eps_{l+1}
-            top_down = torch.mm(errors[l + 1], W[l])
+            top_down = matmul(errors[l + 1], W[l])
             drive = times_slope(lay.activation, top_down, values[l], rates[l])
             drive.sub_(errors[l])  # Eq. (3)
             values[l].add_(drive, alpha=gamma)  # Eq. (3)
@@ -398,7 +399,7 @@ def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: 
     # feed-forward pass: the predictions, rates and slopes that stay fixed
     rates, slopes, mus = [x.flatten(1)], [None], [None]
     for l in range(1, L + 1):
-        mus.append(torch.addmm(b[l - 1], rates[l - 1], W[l - 1].t()))
+        mus.append(linear(rates[l - 1], W[l - 1], b[l - 1]))
         if l < L:
             r, s = rate_and_slope(lay.activation, mus[l])
             rates.append(r)
@@ -413,14 +414,14 @@ def _infer_mlp_fixed(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: 
         # every further step is a no-op (Song et al. 2020's Z-IL schedule)
         for k in range(1, min(T, L - 1) + 1):
             l = L - k
-            errors[l] = torch.mm(errors[l + 1], W[l]).mul_(slopes[l])  # Eq. (3), (1)
+            errors[l] = matmul(errors[l + 1], W[l]).mul_(slopes[l])  # Eq. (3), (1)
             energies.append(_energy(errors, var).mean())
         T = 0
     for _ in range(T):
         new = list(errors)
         for l in range(1, L):
             # x_l += gamma (-eps_l + phi'(mu_l) W_l^T eps_{l+1}), eps_l = (x_l - mu_l) / Sigma_l
-            drive = torch.mm(errors[l + 1], W[l]).mul_(slopes[l]).sub_(errors[l])  # Eq. (3)
+            drive = matmul(errors[l + 1], W[l]).mul_(slopes[l]).sub_(errors[l])  # Eq. (3)
             new[l] = errors[l] + (gamma / var[l - 1]) * drive  # Eq. (3), (1)
         errors = new
         energies.append(_energy(errors, var).mean())
@@ -517,7 +518,7 @@ def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
     if layered.mlp:
         for l in range(1, layered.depth + 1):
             e = result.errors[l]
-            dw = torch.mm(e.t(), result.rates[l - 1]).div_(batch)  # Eq. (4)
+            dw = matmul(e.t(), result.rates[l - 1]).div_(batch)  # Eq. (4)
             deltas[id(layered.weights[l - 1])] = dw
             deltas[id(layered.biases[l - 1])] = e.sum(0).div_(batch)  # Eq. (4)
         return [deltas.get(id(p), torch.zeros_like(p)) for p in params]
