@@ -96,6 +96,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bionn.core.matmul import linear, matmul
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.resources import FLOAT_BYTES, check_memory
 from bionn.core.rule import LearningRule, batch_metrics, trainable_parameters
@@ -522,16 +523,16 @@ class DECOLLE(_SpikingRule):
             lp = layer.params
             w, b = layer.synapse.weight, layer.synapse.bias
             p, q, r = traces[i]
-            u = torch.mm(p, w.t()) if b is None else torch.addmm(b, p, w.t())
+            u = linear(p, w, b)
             u.sub_(r, alpha=lp.rho)  # Eq. (D1): U = W P + b - rho R
             s = torch.gt(u, 0.0, out=torch.empty_like(u))  # Eq. (D2)
             if learn:
                 g = model.readout(i)
-                pred = torch.mm(s, g.t())  # Eq. (D5): Y = G S
+                pred = linear(s, g)  # Eq. (D5): Y = G S
                 loss, d_pred = self._local_loss_and_grad(pred, y, onehot)
                 local.append(loss)
                 slope = SURROGATES[lp.surrogate].derivative(u, lp.surrogate_scale)
-                d_u = torch.mm(d_pred, g).mul_(slope)  # dL/dU = (G^T dL/dY) sigma'(U)
+                d_u = matmul(d_pred, g).mul_(slope)  # dL/dU = (G^T dL/dY) sigma'(U)
                 if cfg.reg_high > 0:  # lambda_1 mean relu(U + 0.01)
                     active = torch.add(u, 0.01).gt_(0.0).to(u.dtype)
                     d_u.add_(active, alpha=cfg.reg_high / u.numel())
@@ -539,7 +540,7 @@ class DECOLLE(_SpikingRule):
                     sig = torch.sigmoid(u)
                     below = torch.rsub(sig, 0.1).gt_(0.0).to(u.dtype)
                     d_u.sub_(sig * (1.0 - sig) * below, alpha=cfg.reg_low / u.numel())
-                grads.append(torch.mm(d_u.t(), p))  # Eq. (D6): dL/dW = dL/dU^T P
+                grads.append(matmul(d_u.t(), p))  # Eq. (D6): dL/dW = dL/dU^T P
                 grads.append(None if b is None else d_u.sum(0))
             torch.lerp(q, p, lp.alpha, out=p)  # Eq. (D3): P[t+1]
             torch.lerp(h, q, lp.beta, out=q)  # Eq. (D3): Q[t+1]
@@ -548,11 +549,11 @@ class DECOLLE(_SpikingRule):
         if not learn:
             return None
         out = model.output
-        scores = F.linear(h, out.weight, out.bias)  # the trainable readout on S_L
+        scores = linear(h, out.weight, out.bias)  # the trainable readout on S_L
         logp = torch.log_softmax(scores, 1)
         out_loss = -logp.gather(1, y[:, None]).mean()
         d_scores = logp.exp_().sub_(onehot).div_(h.shape[0])
-        grads.append(torch.mm(d_scores.t(), h))
+        grads.append(matmul(d_scores.t(), h))
         grads.append(None if out.bias is None else d_scores.sum(0))
         acc = (scores.argmax(1) == y).to(out_loss.dtype).mean()
         return grads, torch.stack([out_loss, acc, *local])
