@@ -113,3 +113,20 @@ def test_seeds_come_from_the_global_generator():
     torch.manual_seed(5)
     assert a == [signrand.draw_seed() for _ in range(3)]
     assert len(set(a)) == 3 and all(0 <= s < 2**63 for s in a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, word0", [(1, 0), (3, 5), (8, 0), (1001, 77)])
+def test_a_poisson_step_equals_the_reference(dtype, n, word0, monkeypatch):
+    # value i: the low 15 bits of quarter i % 4 of word word0 + i // 4; a spike where it is at
+    # most the bound (-1 never spikes, 32767 always does)
+    g = torch.Generator().manual_seed(n)
+    bound = torch.randint(-1, 32768, (n,), generator=g, dtype=torch.int64).to(torch.int16)
+    words = splitmix64(99, word0 + (n + 3) // 4)[word0:]
+    expected = torch.tensor([float(((words[i // 4] >> (16 * (i % 4))) & 0x7FFF) <= bound[i])
+                             for i in range(n)], dtype=dtype)
+    out = torch.empty(n, dtype=dtype)
+    assert torch.equal(signrand.poisson_step(bound, out, 99, word0), expected)
+    monkeypatch.setattr(signrand, "USE_NATIVE", False)
+    assert torch.equal(signrand.poisson_step(bound, torch.empty(n, dtype=dtype), 99, word0),
+                       expected)

@@ -12,9 +12,11 @@ get different spikes, the ones a single process would give them.
 
 - **Poisson rate code**: at each step each input spikes independently with probability
   ``gain * x`` (a Bernoulli approximation of a Poisson process of rate ``gain * x`` per step).
-  The uniform numbers have 15 bits: four are cut from every 64-bit integer the generator
-  draws, about three times faster than drawing a float per input; so the spike probability is
-  ``gain * x`` rounded up to a multiple of ``2**-15``.
+  The uniform numbers have 15 bits, four cut from every 64-bit word of a counter-based stream
+  (splitmix64, :mod:`bionn.native.signrand`) whose seed is one draw from the generator per
+  encoding; the words are expanded and compared in one C loop where it is built (the torch
+  code computes the same numbers). So the spike probability is ``gain * x`` rounded up to a
+  multiple of ``2**-15``.
 - **Latency code**: each input spikes once, at step ``round((1 - x) (T - 1))``, so the
   brightest pixels spike first; inputs with ``x <= threshold`` never spike.
 """
@@ -25,8 +27,9 @@ from collections.abc import Iterator
 
 import torch
 
-from bionn.data.shard import current_share, draw_rows
+from bionn.data.shard import current_share
 from bionn.errors import ConfigError
+from bionn.native.signrand import draw_seed, poisson_step, stream_words
 
 __all__ = ["ENCODERS", "encode", "encode_steps", "latency_encode", "poisson_encode"]
 
@@ -43,67 +46,46 @@ def _check(x: torch.Tensor, timesteps: int) -> None:
         )
 
 
-def _uniform15(n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """At least ``n`` independent int16 values uniform in ``0 .. 2**15 - 1``.
-
-    Four are cut from every 64-bit integer the generator draws (uniform in ``0 .. 2**63 - 1``:
-    every bit but the top one is fair, so each 16-bit quarter keeps its low 15 bits).
-    """
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(generator=generator)
-    return words.view(torch.int16).bitwise_and_(0x7FFF)
-
-
 def _poisson_bound(x: torch.Tensor, gain: float) -> torch.Tensor:
     # spike where u < ceil(2**15 p) with u uniform in 0 .. 2**15 - 1, i.e. u <= ceil(2**15 p) - 1
     if not 0.0 < gain <= 1.0:
         raise ConfigError(f"the Poisson gain must be in (0, 1], got {gain!r}")
-    return (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16)
+    return (torch.ceil(x * (gain * 32768.0)) - 1.0).to(torch.int16).contiguous()
 
 
-def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform 15-bit numbers of the shape of ``x``, one row of dimension 0 per example (a
-    rank's rows of the global batch's numbers in a data-parallel training step, see
-    :mod:`bionn.data.shard`)."""
+class _PoissonCode:
+    """The Poisson slices of one encoding: one seed drawn from the generator, then step ``t``
+    takes the words ``t * words .. (t + 1) * words - 1`` of its counter-based stream, ``words``
+    covering the global batch's values (:mod:`bionn.data.shard`; the whole batch outside a
+    data-parallel step), four 15-bit numbers a word."""
 
-    def draw(rows: int) -> torch.Tensor:
-        n = rows * (x.numel() // max(len(x), 1)) if x.dim() else x.numel()
-        return _uniform15(n, x.device, generator)[:n].view(rows, *x.shape[1:])
+    def __init__(self, x: torch.Tensor, gain: float, generator: torch.Generator | None) -> None:
+        self.x = x
+        self.bound = _poisson_bound(x, gain)
+        # in a data-parallel training step: the global batch's numbers, this rank's rows
+        self.rank, self.world = current_share() if x.dim() else (0, 1)
+        self.n = x.numel() * self.world
+        self.words = (self.n + 3) // 4
+        self.seed = draw_seed(generator)
 
-    if x.dim() == 0:
-        return _uniform15(1, x.device, generator)[:1].view(x.shape)
-    return draw_rows(draw, len(x))
-
-
-CHUNK_WORDS = 1 << 17  # 64-bit words drawn per call by the step-by-step Poisson code (1 MiB)
+    def step(self, t: int, out: torch.Tensor) -> torch.Tensor:
+        """Slice ``t`` written into ``out`` (contiguous, x's shape and dtype)."""
+        if self.world == 1:
+            return poisson_step(self.bound, out, self.seed, t * self.words)
+        x = self.x
+        words = stream_words(self.seed, t * self.words, self.words, x.device)
+        values = words.view(torch.int16).bitwise_and_(0x7FFF)[:self.n]
+        values = values.view(self.world * len(x), *x.shape[1:])[self.rank::self.world]
+        return torch.le(values, self.bound, out=out)
 
 
 def _poisson_steps(
     x: torch.Tensor, timesteps: int, gain: float, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
-    """The Poisson slices, their noise drawn for several steps per call.
-
-    A step takes ``(n + 3) // 4`` words; drawing ``k`` steps' words in one call and cutting
-    each step's ``n`` values from its own words gives the very numbers ``k`` separate draws
-    give, in the same order, with one call instead of ``k`` and memory bounded by
-    :data:`CHUNK_WORDS` whatever ``timesteps`` is.
-    """
-    bound = _poisson_bound(x, gain)
-    # in a data-parallel training step: the global batch's numbers, this rank's rows of them
-    rank, world = current_share() if x.dim() else (0, 1)
-    n = x.numel() * world
-    words = (n + 3) // 4
-    per_call = max(1, min(timesteps, CHUNK_WORDS // max(words, 1)))
-    done = 0
-    while done < timesteps:
-        k = min(per_call, timesteps - done)
-        noise = _uniform15(k * words * 4, x.device, generator).view(k, words * 4)
-        for step in noise.unbind(0):
-            values = step[:n]
-            if world > 1:
-                values = values.view(world * len(x), *x.shape[1:])[rank::world]
-            yield torch.le(values.view(x.shape), bound, out=torch.empty_like(x))
-        done += k
+    """The Poisson slices, one at a time (memory independent of ``timesteps``)."""
+    code = _PoissonCode(x, gain, generator)
+    for t in range(timesteps):
+        yield code.step(t, torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
 def _latency_steps(x: torch.Tensor, timesteps: int, threshold: float) -> Iterator[torch.Tensor]:
@@ -153,9 +135,9 @@ def encode(
     out = x.new_empty((timesteps, *x.shape))
     if encoder == "poisson":
         _check(x, timesteps)
-        bound = _poisson_bound(x, gain)
+        code = _PoissonCode(x, gain, generator)
         for t in range(timesteps):
-            torch.le(_noise(x, generator), bound, out=out[t])
+            code.step(t, out[t])
         return out
     for t, spikes in enumerate(encode_steps(x, timesteps, encoder, gain, threshold, generator)):
         out[t] = spikes

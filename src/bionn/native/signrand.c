@@ -10,6 +10,10 @@
  * float: word k gives two numbers, its bits 40-63 to element k and its bits 8-31 to element
  * k + n/2 (an odd last element takes the top bits of word n/2), each times bound * 2^-24.
  * double: word k gives element k, its top 53 bits times bound * 2^-53. sign(0) is 0.
+ *
+ * The Poisson rate code (bionn.data.spikes) takes its uniform numbers from the same stream:
+ * value i of a step is the low 15 bits of the 16-bit quarter i % 4 of word word0 + i / 4, and
+ * the input spikes where that number is at most its bound (ceil(2^15 p) - 1).
  */
 #include <stdint.h>
 
@@ -21,7 +25,7 @@ static inline uint64_t bionn_mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-int64_t bionn_signrand_abi(void) { return 1; }
+int64_t bionn_signrand_abi(void) { return 2; }
 
 void bionn_sign_uniform_f32(const float *restrict w, float *restrict out, int64_t n,
                             uint64_t seed, float bound) {
@@ -51,3 +55,26 @@ void bionn_sign_uniform_f64(const double *restrict w, double *restrict out, int6
         out[k] = (double)(int64_t)(r >> 11) * s * (double)((a > 0.0) - (a < 0.0));
     }
 }
+
+#define POISSON_STEP(NAME, REAL)                                                              \
+    void NAME(const int16_t *restrict bound, REAL *restrict out, int64_t n, uint64_t seed,    \
+              int64_t word0) {                                                                \
+        const int64_t full = n / 4;                                                           \
+        for (int64_t k = 0; k < full; ++k) {                                                  \
+            const uint64_t r = bionn_mix64(seed + (uint64_t)(word0 + k + 1) * GAMMA);         \
+            for (int q = 0; q < 4; ++q) {                                                     \
+                const int16_t u = (int16_t)((r >> (16 * q)) & 0x7FFFu);                       \
+                out[4 * k + q] = (REAL)(u <= bound[4 * k + q]);                               \
+            }                                                                                 \
+        }                                                                                     \
+        if (n > 4 * full) {                                                                   \
+            const uint64_t r = bionn_mix64(seed + (uint64_t)(word0 + full + 1) * GAMMA);      \
+            for (int64_t i = 4 * full; i < n; ++i) {                                          \
+                const int16_t u = (int16_t)((r >> (16 * (i - 4 * full))) & 0x7FFFu);          \
+                out[i] = (REAL)(u <= bound[i]);                                               \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+POISSON_STEP(bionn_poisson_step_f32, float)
+POISSON_STEP(bionn_poisson_step_f64, double)

@@ -25,7 +25,8 @@ import torch
 
 from bionn.native import load
 
-__all__ = ["USE_NATIVE", "draw_seed", "sign_uniform", "sign_uniform_torch"]
+__all__ = ["USE_NATIVE", "draw_seed", "poisson_step", "sign_uniform", "sign_uniform_torch",
+           "stream_words"]
 
 USE_NATIVE = True  # False forces the torch code (for tests and comparisons)
 
@@ -45,13 +46,18 @@ def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-def _words(seed: int, count: int, device) -> torch.Tensor:
-    """The stream's first ``count`` 64-bit words (as int64 bit patterns)."""
-    k = torch.arange(1, count + 1, dtype=torch.int64, device=device)
+def stream_words(seed: int, start: int, count: int, device=None) -> torch.Tensor:
+    """Words ``start .. start + count - 1`` of stream ``seed`` (64-bit, as int64 bit patterns)."""
+    k = torch.arange(start + 1, start + count + 1, dtype=torch.int64, device=device)
     z = k * _signed(_GAMMA) + _signed(seed)  # int64 arithmetic wraps modulo 2^64
     z = (z ^ _shr(z, 30)) * _signed(_M1)
     z = (z ^ _shr(z, 27)) * _signed(_M2)
     return z ^ _shr(z, 31)
+
+
+def _words(seed: int, count: int, device) -> torch.Tensor:
+    """The stream's first ``count`` words."""
+    return stream_words(seed, 0, count, device)
 
 
 def sign_uniform_torch(weight: torch.Tensor, bound: float, seed: int) -> torch.Tensor:
@@ -71,10 +77,10 @@ def sign_uniform_torch(weight: torch.Tensor, bound: float, seed: int) -> torch.T
 
 
 class SignUniformKernel:
-    """The C loop of ``signrand.c``, for contiguous CPU float32 and float64 tensors."""
+    """The C loops of ``signrand.c``, for contiguous CPU float32 and float64 tensors."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._fns = {}
+        self._fns, self._poisson = {}, {}
         for dtype, suffix, real in ((torch.float32, "f32", ctypes.c_float),
                                     (torch.float64, "f64", ctypes.c_double)):
             fn = getattr(lib, f"bionn_sign_uniform_{suffix}")
@@ -82,6 +88,11 @@ class SignUniformKernel:
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64,
                            real]
             self._fns[dtype] = fn
+            step = getattr(lib, f"bionn_poisson_step_{suffix}")
+            step.restype = None
+            step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64,
+                             ctypes.c_int64]
+            self._poisson[dtype] = step
 
     def supports(self, weight: torch.Tensor) -> bool:
         return weight.device.type == "cpu" and weight.dtype in self._fns
@@ -94,6 +105,12 @@ class SignUniformKernel:
         return out
 
 
+    def poisson_step(self, bound: torch.Tensor, out: torch.Tensor, seed: int,
+                     word0: int) -> None:
+        self._poisson[out.dtype](bound.data_ptr(), out.data_ptr(), out.numel(),
+                                 seed & ((1 << 64) - 1), word0)
+
+
 @functools.cache
 def _kernel() -> SignUniformKernel | None:
     loaded = load("signrand")
@@ -103,7 +120,9 @@ def _kernel() -> SignUniformKernel | None:
 def draw_seed(generator: torch.Generator | None = None) -> int:
     """One 64-bit seed (as a Python int in [0, 2^63)) from torch's CPU generator (the global one
     by default), so that a run's seed and checkpointed generator state fix every draw."""
-    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64, generator=generator))
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64, generator=generator,
+                             device=device))
 
 
 def sign_uniform(weight: torch.Tensor, bound: float, seed: int) -> torch.Tensor:
@@ -117,3 +136,23 @@ def sign_uniform(weight: torch.Tensor, bound: float, seed: int) -> torch.Tensor:
         if kernel is not None and kernel.supports(weight):
             return kernel(weight, bound, seed)
     return sign_uniform_torch(weight, bound, seed)
+
+
+def poisson_step(bound: torch.Tensor, out: torch.Tensor, seed: int, word0: int) -> torch.Tensor:
+    """One step of the Poisson rate code into ``out``: ``out[i] = (u_i <= bound[i])``.
+
+    u_i is the low 15 bits of quarter ``i % 4`` of word ``word0 + i // 4`` of stream ``seed``;
+    ``bound`` is int16 (ceil(2^15 p) - 1) shaped like ``out``. The C loop for contiguous CPU
+    float32 and float64, the torch code (the same numbers) elsewhere.
+    """
+    n = out.numel()
+    if USE_NATIVE:
+        kernel = _kernel()
+        if (kernel is not None and out.device.type == "cpu" and out.dtype in kernel._poisson
+                and out.is_contiguous() and bound.is_contiguous()
+                and bound.dtype == torch.int16 and bound.shape == out.shape):
+            kernel.poisson_step(bound, out, seed, word0)
+            return out
+    words = stream_words(seed, word0, (n + 3) // 4, out.device)
+    values = words.view(torch.int16).bitwise_and_(0x7FFF)[:n].view(out.shape)
+    return torch.le(values, bound, out=out)
