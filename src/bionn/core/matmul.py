@@ -5,7 +5,7 @@ few dense products of the form ``x @ W^T (+ b)``. torch runs them in MKL, which 
 does not take its fastest code path: on an AMD EPYC with AVX-512, oneDNN (shipped inside every
 CPU build of torch) multiplied the products of these rules about twice as fast, one thread
 each (``benchmarks/predictive_coding.py``, ``benchmarks/decolle.py``; see
-``docs/speed.md``). :func:`linear` uses oneDNN where that holds and torch's own product
+``docs/performance.md``). :func:`linear` uses oneDNN where that holds and torch's own product
 elsewhere; both compute the same product, up to the rounding of a different summation order.
 
 The choice is ``$BIONN_MATMUL``:
