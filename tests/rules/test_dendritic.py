@@ -322,24 +322,35 @@ def test_tracking_rates_are_the_hand_computed_closed_form():
 
 
 @pytest.mark.parametrize("hidden", ["linear", "tanh"])
-def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(hidden):
+@pytest.mark.parametrize(
+    "eta_forward, lr, momentum",
+    [((), 0.05, 0.0), ((4.0, 2.0, 1.0), 0.02, 0.0), ((4.0, 2.0, 1.0), 0.005, 0.9)],
+    ids=["sgd", "sgd-layer-rates", "momentum-layer-rates"],
+)
+def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(
+    hidden, eta_forward, lr, momentum
+):
     """Oracle: the closed-form self-predicting W^IP_k = rho_{k+1} (g_lk+g_D)/g_D W_{k+1},
     written by hand. With linear rates the Eq. 7 and Eq. 6 errors are exactly proportional, so
     SGD with the tracking rates keeps W^IP on that closed form while the forward weights learn;
-    with tanh rates it stays close, far closer than with eta_IP = 1."""
+    with tanh rates it stays close, far closer than with eta_IP = 1. The same holds with
+    per-layer forward rates (--eta-forward; the tracking rate of population k follows
+    eta_{k+1}) and with heavy-ball momentum, which is linear in the increments too."""
     g_lk, g_b, g_a, g_d = 0.1, 1.0, 0.8, 1.0
     factors = [g_b / (g_lk + g_b + g_a) * (g_lk + g_d) / g_d,
                g_b / (g_lk + g_b) * (g_lk + g_d) / g_d]
 
     def deviation(tracking):
         torch.manual_seed(0)
-        rule = DendriticMicrocircuit(DendriticConfig(eta_pi=0.0, ip_tracking=tracking))
+        rule = DendriticMicrocircuit(DendriticConfig(eta_pi=0.0, ip_tracking=tracking,
+                                                     eta_forward=eta_forward))
         model = Microcircuit((8, 7, 6, 3), hidden=hidden, output="linear").double()
         with torch.no_grad():  # the closed-form start, in double precision
             for k, c in enumerate(factors):
                 model.interneurons[k].weight_ip.copy_(c * model.pyramidal[k + 1].weight)
                 model.interneurons[k].bias_ip.copy_(c * model.pyramidal[k + 1].bias)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        start = model.pyramidal[0].weight.detach().clone()
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
         gen = torch.Generator().manual_seed(2)
         for _ in range(30):
             x = torch.randn(16, 8, generator=gen, dtype=torch.float64)
@@ -348,6 +359,7 @@ def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(hidden
             opt.zero_grad()
         out = []
         with torch.no_grad():
+            assert (model.pyramidal[0].weight - start).norm() > 1e-3  # the forward weights learn
             for k, c in enumerate(factors):
                 above = model.pyramidal[k + 1]
                 inter = model.interneurons[k]
