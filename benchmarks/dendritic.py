@@ -255,6 +255,8 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                                         "hold_self_predicting": True}
     if args.eta_forward:
         results["dendritic_options"]["eta_forward"] = _floats(args.eta_forward)
+    if args.sweeps != 1:
+        results["dendritic_options"]["sweeps"] = args.sweeps
     rules = [r.strip() for r in args.mnist_rules.split(",") if r.strip()]
     for rule_name, options in (("dendritic", results["dendritic_options"]), ("bp", {})):
         if rule_name not in rules:
@@ -262,7 +264,8 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         config = TrainConfig(rule=rule_name, dataset="mnist", model="mlp:500,500",
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                             momentum=args.momentum, nesterov=args.nesterov, schedule="cosine", seed=0, data_dir=args.data_dir,
+                             momentum=args.momentum, nesterov=args.nesterov,
+                             schedule="cosine", seed=0, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
         if rule_name == "bp":
@@ -405,6 +408,8 @@ def main() -> None:
     parser.add_argument("--eta-forward", default="",
                         help="MNIST: the rule's per-layer forward rates eta_k, comma-separated "
                              "(output last; empty = all 1); backprop takes the plain --lr")
+    parser.add_argument("--sweeps", type=int, default=1,
+                        help="MNIST: the rule's --sweeps (bottom-up + top-down pairs per batch)")
     parser.add_argument("--ip-tracking", action="store_true",
                         help="MNIST: the rule's --ip-tracking (interneuron rates that follow the "
                              "forward weights under SGD)")

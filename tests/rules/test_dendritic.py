@@ -321,6 +321,56 @@ def test_tracking_rates_are_the_hand_computed_closed_form():
     assert tracking_rates(g, [1.0, 2.0, 0.5]) == pytest.approx([2.75, 1.1875])
 
 
+def test_attenuation_rates_are_the_hand_computed_closed_form():
+    # a = g_A/g_B (g_lk + g_D)/(g_lk + g_D + g_som) = 0.8 * 1.1 / 1.9, eta_k = a^-(N-k), by hand
+    from bionn.rules.dendritic import attenuation_rates
+
+    g = DendriticConfig().conductances
+    a = 0.8 * 1.1 / 1.9
+    assert attenuation_rates(g, 3) == pytest.approx([1 / a**2, 1 / a, 1.0])
+    assert attenuation_rates(g, 3) == pytest.approx([4.6617, 2.1591, 1.0], abs=1e-4)
+    assert attenuation_rates(g, 1) == [1.0]
+    with pytest.raises(ConfigError, match="--g-a"):
+        attenuation_rates(DendriticConfig(g_a=0.0).conductances, 3)
+
+
+def test_attenuation_rates_equalise_the_layers_scale_against_backprop():
+    """Oracle: autograd's gradient of 1/2 ||u_target - u_N||^2 with W^down = W_{k+1}^T, in the
+    self-predicting state, linear rates, weak nudging and target potentials near the output
+    (the first-order regime of the closed form). Each layer's update over its backprop
+    gradient is then the same number for every layer once the updates are scaled by
+    attenuation_rates (without them the ratio falls by a per layer)."""
+    from bionn.rules.dendritic import attenuation_rates
+
+    torch.manual_seed(0)
+    g_som = 0.05
+    rates = attenuation_rates(DendriticConfig(g_som=g_som).conductances, 3)
+    rule = DendriticMicrocircuit(DendriticConfig(g_som=g_som, eta_forward=tuple(rates)))
+    model = Microcircuit((6, 5, 4, 3), hidden="linear", output="linear",
+                         conductances=rule.config.conductances).double()
+    with torch.no_grad():
+        for k, down in enumerate(model.top_down):
+            down.weight.copy_(model.pyramidal[k + 1].weight.T)
+            model.interneurons[k].weight_pi.copy_(-down.weight)
+    x = torch.randn(32, 6, dtype=torch.float64)
+    with torch.no_grad():
+        target = model(x) + 0.1 * torch.randn(32, 3, dtype=torch.float64)
+    rule.fill_grads(model, x, target)
+    updates = [-p.weight.grad.clone() for p in model.pyramidal]
+    model.zero_grad()
+    (0.5 * (target - model(x)).square().sum(1).mean()).backward()
+    ratios = []
+    for u, p in zip(updates, model.pyramidal, strict=True):
+        bp = -p.weight.grad
+        assert F.cosine_similarity(u.flatten(), bp.flatten(), dim=0) > 0.99
+        ratios.append(float(u.norm() / bp.norm()))
+    assert max(ratios) / min(ratios) < 1.05, ratios
+    plain = [r / e for r, e in zip(ratios, rates, strict=True)]  # the factor-1 updates' ratios
+    a = 0.8 * 1.1 / 1.15
+    assert plain[0] / plain[1] == pytest.approx(a, rel=0.05)
+    assert plain[1] / plain[2] == pytest.approx(a, rel=0.05)
+
+
 @pytest.mark.parametrize("hidden", ["linear", "tanh"])
 @pytest.mark.parametrize(
     "eta_forward, lr, momentum",
