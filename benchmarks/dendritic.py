@@ -232,11 +232,16 @@ def run_teacher(args: argparse.Namespace) -> dict[str, Any]:
 # --- MNIST --------------------------------------------------------------------------------------
 
 
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
 def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
-        "lr": args.lr, "schedule": "cosine", "seed": 0, "dataset": "mnist (60000 / 10000)",
+        "lr": args.lr, "momentum": args.momentum, "nesterov": args.nesterov,
+        "schedule": "cosine", "seed": 0, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
     }
@@ -248,6 +253,10 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     if args.hold_self_predicting:
         results["dendritic_options"] = {"hidden_rate": args.hidden_rate,
                                         "hold_self_predicting": True}
+    if args.eta_forward:
+        results["dendritic_options"]["eta_forward"] = _floats(args.eta_forward)
+    if args.sweeps != 1:
+        results["dendritic_options"]["sweeps"] = args.sweeps
     rules = [r.strip() for r in args.mnist_rules.split(",") if r.strip()]
     for rule_name, options in (("dendritic", results["dendritic_options"]), ("bp", {})):
         if rule_name not in rules:
@@ -255,6 +264,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         config = TrainConfig(rule=rule_name, dataset="mnist", model="mlp:500,500",
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                             momentum=args.momentum, nesterov=args.nesterov,
                              schedule="cosine", seed=0, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
@@ -391,6 +401,15 @@ def main() -> None:
                              "of the current weights (the rule's --hold-self-predicting)")
     parser.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
                         help="MNIST: the optimizer of both rules")
+    parser.add_argument("--momentum", type=float, default=0.0,
+                        help="MNIST: heavy-ball momentum of --optimizer sgd (both rules)")
+    parser.add_argument("--nesterov", action="store_true",
+                        help="MNIST: Nesterov momentum (both rules)")
+    parser.add_argument("--eta-forward", default="",
+                        help="MNIST: the rule's per-layer forward rates eta_k, comma-separated "
+                             "(output last; empty = all 1); backprop takes the plain --lr")
+    parser.add_argument("--sweeps", type=int, default=1,
+                        help="MNIST: the rule's --sweeps (bottom-up + top-down pairs per batch)")
     parser.add_argument("--ip-tracking", action="store_true",
                         help="MNIST: the rule's --ip-tracking (interneuron rates that follow the "
                              "forward weights under SGD)")

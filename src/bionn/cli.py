@@ -61,6 +61,14 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default=s, help="adam (default) or sgd")
     p.add_argument("--lr", type=float, default=s, help="learning rate (adam 1e-3, sgd 0.1)")
     p.add_argument(
+        "--momentum", type=float, default=s, metavar="MU",
+        help="heavy-ball momentum of --optimizer sgd, in [0, 1) (default 0: plain SGD)",
+    )
+    p.add_argument(
+        "--nesterov", action="store_true", default=s,
+        help="Nesterov momentum (--optimizer sgd with --momentum > 0)",
+    )
+    p.add_argument(
         "--schedule", default=s, help="learning rate per epoch: cosine (default), linear, constant"
     )
     p.add_argument("--seed", type=int, default=s, help="random seed (default 0)")
@@ -296,6 +304,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _momentum_text(config: Any) -> str:
+    if not config.momentum:
+        return ""
+    return f" momentum {config.momentum:g}" + (" (nesterov)" if config.nesterov else "")
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from bionn.core.config import CONFIG_KEYS, TrainConfig
     from bionn.core.registry import rule_names
@@ -332,7 +346,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(
         f"{config.dataset}, {config.model}, {config.epochs} epochs, batch {config.batch_size}, "
-        f"{config.optimizer} lr {config.learning_rate:g}, seed {config.seed}"
+        f"{config.optimizer} lr {config.learning_rate:g}{_momentum_text(config)}, "
+        f"seed {config.seed}"
     )
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

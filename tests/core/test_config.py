@@ -25,6 +25,14 @@ from bionn.errors import ConfigError
         ({"optimizer": "rmsprop"}, "adam, sgd"),
         ({"device": "tpu"}, "--device"),
         ({"seed": "zero"}, "--seed"),
+        ({"optimizer": "sgd", "momentum": -0.1}, "--momentum"),
+        ({"optimizer": "sgd", "momentum": 1.0}, "--momentum"),
+        ({"optimizer": "sgd", "momentum": math.nan}, "--momentum"),
+        ({"optimizer": "sgd", "momentum": "high"}, "--momentum"),
+        ({"optimizer": "sgd", "momentum": True}, "--momentum"),
+        ({"optimizer": "adam", "momentum": 0.9}, "--optimizer sgd"),
+        ({"optimizer": "sgd", "nesterov": True}, "--momentum > 0"),
+        ({"optimizer": "sgd", "momentum": 0.9, "nesterov": "yes"}, "--nesterov"),
     ],
 )
 def test_invalid_values_name_the_flag(changes, flag):
@@ -36,6 +44,22 @@ def test_learning_rate_defaults_by_optimizer():
     assert TrainConfig().learning_rate == 1e-3
     assert TrainConfig(optimizer="sgd").learning_rate == 0.1
     assert TrainConfig(optimizer="sgd", lr=0.5).learning_rate == 0.5
+
+
+def test_momentum_defaults_to_plain_sgd_and_takes_the_half_open_unit_interval():
+    assert TrainConfig().momentum == 0.0 and TrainConfig().nesterov is False
+    assert TrainConfig(optimizer="sgd", momentum=0).momentum == 0.0
+    assert TrainConfig(optimizer="sgd", momentum=0.99).momentum == 0.99
+    assert TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True).nesterov is True
+    assert TrainConfig(optimizer="adam", momentum=0.0).optimizer == "adam"
+
+
+def test_toml_reads_momentum(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('optimizer = "sgd"\nmomentum = 0.9\nnesterov = true\n')
+    values = read_toml(path)
+    assert values == {"optimizer": "sgd", "momentum": 0.9, "nesterov": True}
+    assert TrainConfig(**values).momentum == 0.9
 
 
 def test_toml_accepts_dashes_and_underscores(tmp_path):

@@ -321,25 +321,86 @@ def test_tracking_rates_are_the_hand_computed_closed_form():
     assert tracking_rates(g, [1.0, 2.0, 0.5]) == pytest.approx([2.75, 1.1875])
 
 
+def test_attenuation_rates_are_the_hand_computed_closed_form():
+    # a = g_A/g_B (g_lk + g_D)/(g_lk + g_D + g_som) = 0.8 * 1.1 / 1.9, eta_k = a^-(N-k), by hand
+    from bionn.rules.dendritic import attenuation_rates
+
+    g = DendriticConfig().conductances
+    a = 0.8 * 1.1 / 1.9
+    assert attenuation_rates(g, 3) == pytest.approx([1 / a**2, 1 / a, 1.0])
+    assert attenuation_rates(g, 3) == pytest.approx([4.6617, 2.1591, 1.0], abs=1e-4)
+    assert attenuation_rates(g, 1) == [1.0]
+    with pytest.raises(ConfigError, match="--g-a"):
+        attenuation_rates(DendriticConfig(g_a=0.0).conductances, 3)
+
+
+def test_attenuation_rates_equalise_the_layers_scale_against_backprop():
+    """Oracle: autograd's gradient of 1/2 ||u_target - u_N||^2 with W^down = W_{k+1}^T, in the
+    self-predicting state, linear rates, weak nudging and target potentials near the output
+    (the first-order regime of the closed form). Each layer's update over its backprop
+    gradient is then the same number for every layer once the updates are scaled by
+    attenuation_rates (without them the ratio falls by a per layer)."""
+    from bionn.rules.dendritic import attenuation_rates
+
+    torch.manual_seed(0)
+    g_som = 0.05
+    rates = attenuation_rates(DendriticConfig(g_som=g_som).conductances, 3)
+    rule = DendriticMicrocircuit(DendriticConfig(g_som=g_som, eta_forward=tuple(rates)))
+    model = Microcircuit((6, 5, 4, 3), hidden="linear", output="linear",
+                         conductances=rule.config.conductances).double()
+    with torch.no_grad():
+        for k, down in enumerate(model.top_down):
+            down.weight.copy_(model.pyramidal[k + 1].weight.T)
+            model.interneurons[k].weight_pi.copy_(-down.weight)
+    x = torch.randn(32, 6, dtype=torch.float64)
+    with torch.no_grad():
+        target = model(x) + 0.1 * torch.randn(32, 3, dtype=torch.float64)
+    rule.fill_grads(model, x, target)
+    updates = [-p.weight.grad.clone() for p in model.pyramidal]
+    model.zero_grad()
+    (0.5 * (target - model(x)).square().sum(1).mean()).backward()
+    ratios = []
+    for u, p in zip(updates, model.pyramidal, strict=True):
+        bp = -p.weight.grad
+        assert F.cosine_similarity(u.flatten(), bp.flatten(), dim=0) > 0.99
+        ratios.append(float(u.norm() / bp.norm()))
+    assert max(ratios) / min(ratios) < 1.05, ratios
+    plain = [r / e for r, e in zip(ratios, rates, strict=True)]  # the factor-1 updates' ratios
+    a = 0.8 * 1.1 / 1.15
+    assert plain[0] / plain[1] == pytest.approx(a, rel=0.05)
+    assert plain[1] / plain[2] == pytest.approx(a, rel=0.05)
+
+
 @pytest.mark.parametrize("hidden", ["linear", "tanh"])
-def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(hidden):
+@pytest.mark.parametrize(
+    "eta_forward, lr, momentum",
+    [((), 0.05, 0.0), ((4.0, 2.0, 1.0), 0.02, 0.0), ((4.0, 2.0, 1.0), 0.005, 0.9)],
+    ids=["sgd", "sgd-layer-rates", "momentum-layer-rates"],
+)
+def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(
+    hidden, eta_forward, lr, momentum
+):
     """Oracle: the closed-form self-predicting W^IP_k = rho_{k+1} (g_lk+g_D)/g_D W_{k+1},
     written by hand. With linear rates the Eq. 7 and Eq. 6 errors are exactly proportional, so
     SGD with the tracking rates keeps W^IP on that closed form while the forward weights learn;
-    with tanh rates it stays close, far closer than with eta_IP = 1."""
+    with tanh rates it stays close, far closer than with eta_IP = 1. The same holds with
+    per-layer forward rates (--eta-forward; the tracking rate of population k follows
+    eta_{k+1}) and with heavy-ball momentum, which is linear in the increments too."""
     g_lk, g_b, g_a, g_d = 0.1, 1.0, 0.8, 1.0
     factors = [g_b / (g_lk + g_b + g_a) * (g_lk + g_d) / g_d,
                g_b / (g_lk + g_b) * (g_lk + g_d) / g_d]
 
     def deviation(tracking):
         torch.manual_seed(0)
-        rule = DendriticMicrocircuit(DendriticConfig(eta_pi=0.0, ip_tracking=tracking))
+        rule = DendriticMicrocircuit(DendriticConfig(eta_pi=0.0, ip_tracking=tracking,
+                                                     eta_forward=eta_forward))
         model = Microcircuit((8, 7, 6, 3), hidden=hidden, output="linear").double()
         with torch.no_grad():  # the closed-form start, in double precision
             for k, c in enumerate(factors):
                 model.interneurons[k].weight_ip.copy_(c * model.pyramidal[k + 1].weight)
                 model.interneurons[k].bias_ip.copy_(c * model.pyramidal[k + 1].bias)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        start = model.pyramidal[0].weight.detach().clone()
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
         gen = torch.Generator().manual_seed(2)
         for _ in range(30):
             x = torch.randn(16, 8, generator=gen, dtype=torch.float64)
@@ -348,6 +409,7 @@ def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(hidden
             opt.zero_grad()
         out = []
         with torch.no_grad():
+            assert (model.pyramidal[0].weight - start).norm() > 1e-3  # the forward weights learn
             for k, c in enumerate(factors):
                 above = model.pyramidal[k + 1]
                 inter = model.interneurons[k]

@@ -33,6 +33,10 @@ class TrainConfig:
         batch_size: examples per update (> 0).
         optimizer: ``adam`` or ``sgd``.
         lr: learning rate (> 0); None takes the optimizer's default (adam 1e-3, sgd 0.1).
+        momentum: heavy-ball momentum mu of ``sgd``, in [0, 1) (0, the default, is plain
+            gradient descent): v <- mu v + g, p <- p - lr v (``torch.optim.SGD``'s form).
+            Adam has its own moment estimates, so a momentum > 0 with ``adam`` is an error.
+        nesterov: with ``sgd`` and a momentum > 0, Nesterov's variant (p <- p - lr (g + mu v)).
         schedule: learning rate over the run, set once per epoch: ``cosine`` (the default:
             half a cosine from ``lr`` at the first epoch towards 0 after the last),
             ``linear`` (a straight line towards 0) or ``constant``.
@@ -65,6 +69,8 @@ class TrainConfig:
     batch_size: int = 100
     optimizer: str = "adam"
     lr: float | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
     schedule: str = "cosine"
     seed: int = 0
     device: str = "cpu"
@@ -137,6 +143,22 @@ class TrainConfig:
             ):
                 raise ConfigError(f"--lr must be a finite number > 0, got {self.lr!r}")
             object.__setattr__(self, "lr", float(self.lr))
+        if (
+            isinstance(self.momentum, bool)
+            or not isinstance(self.momentum, int | float)
+            or not 0 <= self.momentum < 1
+        ):
+            raise ConfigError(f"--momentum must be a number in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "momentum", float(self.momentum))
+        if self.momentum > 0 and self.optimizer != "sgd":
+            raise ConfigError(
+                f"--momentum is the heavy-ball momentum of --optimizer sgd; {self.optimizer} "
+                "keeps its own moment estimates (drop --momentum or use --optimizer sgd)"
+            )
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f"--nesterov must be true or false, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("--nesterov needs --optimizer sgd with a --momentum > 0")
         if not isinstance(self.device, str) or not (
             self.device == "cpu" or self.device.startswith(("cuda", "mps"))
         ):

@@ -120,6 +120,9 @@ def make_optimizer(
         lr = config.lr if config.lr is not None else DEFAULT_LR[name]
     if name == "adam":
         return _adam(params, lr)
+    if name == config.optimizer:  # the run's --momentum and --nesterov belong to its sgd
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum,
+                               nesterov=config.nesterov)
     return torch.optim.SGD(params, lr=lr)
 
 

@@ -30,6 +30,8 @@ numbered (1)-(10) in the order of the paper's main text; this module's own numbe
    with v^_B,k = g_B / (g_lk + g_B + g_A) v_B,k and v^I^_k = g_D / (g_lk + g_D) v^I_k.
    ``ip_tracking`` multiplies eta_IP of population k by :func:`tracking_rates`, the rate at
    which, under SGD, W^IP_k follows W_{k+1} in the self-predicting state.
+   :func:`attenuation_rates` gives forward factors eta_k for SGD that undo the attenuation of
+   the hidden errors (pass them as ``eta_forward``).
 4. In the ODE the increments are low-pass filtered, tau_w dD/dt = -D + dW, and the weights
    move by D dt                                                                      Eq. (10)
    (the filter is rule state and survives a resume). p.grad = -eta_p D_p dt accumulated over
@@ -318,6 +320,28 @@ def tracking_rates(g: Conductances, eta_forward: list[float]) -> list[float]:
         c = rho * (g.g_lk + g.g_d) / g.g_d
         out.append(eta_forward[k + 1] * c * (g.g_lk + g.g_d + g.g_som) / g.g_som)
     return out
+
+
+def attenuation_rates(g: Conductances, depth: int) -> list[float]:
+    """Forward rate factors eta_k (k = 1..N, output last, output 1) that undo the attenuation
+    of the hidden errors: pass them as ``eta_forward`` for a plain or momentum SGD.
+
+    In the self-predicting state, to first order in the nudging, the somatic error that
+    Eq. (6) reads in layer k is that of layer k+1 carried down by the apical dendrite
+    (g_A / (g_lk + g_B + g_A)) and by the interneurons' cancellation, which leaves
+    (g_lk + g_D) / (g_lk + g_D + g_som) of the layer above's deviation; backprop carries the
+    error down through the basal attenuation g_B / (g_lk + g_B + g_A) instead. So relative to
+    backprop each layer below the output sees its error scaled by
+    a = (g_A / g_B) (g_lk + g_D) / (g_lk + g_D + g_som) (W^down in place of W_{k+1}^T), and
+    eta_k = a^-(N-k) gives every layer the output's scale (0.463 and 4.66, 2.16, 1 for
+    784-500-500-10 with the default conductances). Adam normalises each parameter's step, so
+    it does not need these.
+    """
+    if g.g_a == 0:
+        raise ConfigError("attenuation rates need --g-a > 0: without an apical conductance the "
+                          "hidden layers get no error at all")
+    a = (g.g_a / g.g_b) * (g.g_lk + g.g_d) / (g.g_lk + g.g_d + g.g_som)
+    return [a ** -(depth - 1 - k) for k in range(depth)]
 
 
 def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
