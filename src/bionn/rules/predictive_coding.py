@@ -358,7 +358,12 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
     values.append(target.flatten(1).to(x0.dtype))
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(v) for v in values[1:L]]
     errors.append(values[L] - output)  # Eq. (1)
+    # ||eps_l||^2 of every step, combined into F (Eq. 2) with one product at the end (and at
+    # every step only when the early stop needs F)
+    squares = x0.new_zeros((T + 1, L))
+    weights = torch.tensor([0.5 * v / batch for v in var], dtype=x0.dtype, device=x0.device)
     energies: list[torch.Tensor] = []
+    steps = T + 1
     for t in range(T + 1):
         if t > 0:
             rates = [x0] + [_rate(lay.activation, values[l]) for l in range(1, L)]
@@ -367,16 +372,18 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
                 # eps_l Sigma_l = x_l - W_{l-1} phi(x_{l-1}) - b_{l-1}
                 mu_l = linear(rates[l - 1], W[l - 1], b[l - 1])
                 errors.append(torch.sub(values[l], mu_l, out=mu_l))  # Eq. (1)
-        energy = None
         for l in range(1, L + 1):
             e = errors[l]
             if var[l - 1] != 1.0:
                 e.mul_(1.0 / var[l - 1])  # Eq. (1)
             flat = e.reshape(-1)
-            term = torch.dot(flat, flat) * (0.5 * var[l - 1] / batch)  # Eq. (2)
-            energy = term if energy is None else energy + term
-        energies.append(energy)
-        if t == T or _stop(energies, cfg.energy_tolerance):
+            torch.dot(flat, flat, out=squares[t, l - 1])  # Eq. (2), before its weights
+        if cfg.energy_tolerance > 0:
+            energies.append(squares[t] @ weights)
+            if _stop(energies, cfg.energy_tolerance):
+                steps = t + 1
+                break
+        if t == T:
             break
         for l in range(1, L):
             # dx_l/dt = -eps_l + phi'(x_l) * W_l^T eps_{l+1}
@@ -384,7 +391,8 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
             drive = times_slope(lay.activation, top_down, values[l], rates[l])
             drive.sub_(errors[l])  # Eq. (3)
             values[l].add_(drive, alpha=gamma)  # Eq. (3)
-    return Inference(values, errors, rates, torch.stack(energies), _energy(errors, var), output)
+    trajectory = squares[:steps] @ weights  # F at every step, Eq. (2)
+    return Inference(values, errors, rates, trajectory, _energy(errors, var), output)
 
 
 def _exact_sweep(gamma: float, var: list[float]) -> bool:
@@ -511,23 +519,30 @@ def hebbian_updates(model: nn.Module, result: Inference) -> list[torch.Tensor]:
     the gradient of sum_l <eps_l, mu_l(x_{l-1})> / B w.r.t. each layer's own parameters,
     with eps and x held fixed (for a linear layer exactly the same Hebbian product).
     """
+    return _scaled_hebbian_updates(model, result, 1.0)
+
+
+def _scaled_hebbian_updates(
+    model: nn.Module, result: Inference, sign: float
+) -> list[torch.Tensor]:
+    """``sign`` times :func:`hebbian_updates` (-1: the gradients), with the factor sign / B
+    applied to the errors (batch x units) rather than to the updates (units x inputs)."""
     layered = _Layered(model)
     params = trainable_parameters(model)
     batch = result.values[0].shape[0]
     deltas: dict[int, torch.Tensor] = {}
     if layered.mlp:
         for l in range(1, layered.depth + 1):
-            e = result.errors[l]
-            dw = matmul(e.t(), result.rates[l - 1]).div_(batch)  # Eq. (4)
-            deltas[id(layered.weights[l - 1])] = dw
-            deltas[id(layered.biases[l - 1])] = e.sum(0).div_(batch)  # Eq. (4)
+            e = result.errors[l] * (sign / batch)
+            deltas[id(layered.weights[l - 1])] = matmul(e.t(), result.rates[l - 1])  # Eq. (4)
+            deltas[id(layered.biases[l - 1])] = e.sum(0)  # Eq. (4)
         return [deltas.get(id(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
         total = 0.0
         for l in range(1, layered.depth + 1):
             mu = layered.blocks[l - 1](result.rates[l - 1].detach())
             total = total + (result.errors[l].detach() * mu).sum()  # Eq. (4)
-        grads = torch.autograd.grad(total / batch, params, allow_unused=True)
+        grads = torch.autograd.grad(total * (sign / batch), params, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
@@ -602,9 +617,9 @@ class PredictiveCoding(LearningRule):
             self._probe = (x[:_PROBE].detach().clone(), y[:_PROBE].detach().clone())
         target = self._targets(x, y, model)
         result = infer(model, x, target, self.config, self.fixed_prediction)
-        deltas = hebbian_updates(model, result)
-        for p, d in zip(trainable_parameters(model), deltas, strict=True):
-            p.grad = d.neg_()  # p.grad = -delta_p (d is a fresh tensor)
+        grads = _scaled_hebbian_updates(model, result, -1.0)  # -delta_p of Eq. (4)
+        for p, g in zip(trainable_parameters(model), grads, strict=True):
+            p.grad = g  # p.grad = -delta_p (g is a fresh tensor)
         return self._metrics(model, result, x, y)
 
     def _metrics(
@@ -725,9 +740,9 @@ class GenerativePC(PredictiveCoding):
             self._probe = (x[:_PROBE].detach().clone(), y[:_PROBE].detach().clone())
         label = F.one_hot(y, model.sizes[0]).to(x.dtype)
         result = infer(model, label, x.flatten(1), self.config)  # label -> image
-        deltas = hebbian_updates(model, result)
-        for p, d in zip(trainable_parameters(model), deltas, strict=True):
-            p.grad = d.neg_()  # p.grad = -delta_p (d is a fresh tensor)
+        grads = _scaled_hebbian_updates(model, result, -1.0)  # -delta_p of Eq. (4)
+        for p, g in zip(trainable_parameters(model), grads, strict=True):
+            p.grad = g  # p.grad = -delta_p (g is a fresh tensor)
         values = result.energies.tolist()
         self._remember(values)
         return {
