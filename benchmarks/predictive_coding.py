@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from bionn.core.config import TrainConfig
 from bionn.core.matmul import describe as matmul_note
 from bionn.core.models import MLP
+from bionn.core.resources import cpu_model
 from bionn.core.rule import Backprop
 from bionn.core.run import make_optimizer, make_scheduler
 from bionn.core.trainer import Trainer
@@ -458,7 +459,11 @@ def main() -> None:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "cpu": cpu_model(),
             "threads": args.threads,
+            "load_average_1_5_15_min_before": list(os.getloadavg()),
+            "command": "python benchmarks/predictive_coding.py " + " ".join(
+                "PATH" if a.startswith("/") else a for a in sys.argv[1:]),
         }
     )
     if "speed" in sections:
