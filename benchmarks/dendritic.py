@@ -241,7 +241,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
         "lr": args.lr, "momentum": args.momentum, "nesterov": args.nesterov,
-        "schedule": "cosine", "seed": 0, "dataset": "mnist (60000 / 10000)",
+        "schedule": "cosine", "seed": args.seed, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
     }
@@ -265,7 +265,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                              momentum=args.momentum, nesterov=args.nesterov,
-                             schedule="cosine", seed=0, data_dir=args.data_dir,
+                             schedule="cosine", seed=args.seed, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
         if rule_name == "bp":
@@ -427,6 +427,7 @@ def main() -> None:
                         help="MNIST: which of dendritic, bp to train (comma-separated)")
     parser.add_argument("--figures", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="mnist: the runs' seed")
     parser.add_argument("--out", default="benchmarks/results/dendritic.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
