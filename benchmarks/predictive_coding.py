@@ -14,6 +14,8 @@ Sections (``--sections``, comma-separated; all by default):
     pcx       seconds per training epoch of pc against PCX (the JAX predictive-coding library)
               for the same network, T, gamma and batch; PCX runs in a subprocess with the
               Python given by ``--peer-python``, alternating with bionn, in one run.
+    profile   where one pc update (inference, updates, Adam) spends its time: torch's
+              profiler over 15 training batches, grouped (not in the default sections).
 
     python benchmarks/predictive_coding.py --data-dir DATA [--epochs 10] [--sections ...]
         [--peer-python PATH] [--threads 1] [--out benchmarks/results/predictive_coding.json]
@@ -423,6 +425,66 @@ def run_pcx(args, train) -> dict:
     }
 
 
+# --- where one pc update spends its time --------------------------------------------------------
+PROFILE_GROUPS = {
+    "matrix products (oneDNN linear, aten::mm, aten::addmm)": ("mkldnn::_linear_pointwise",
+                                                               "aten::mm", "aten::addmm"),
+    "rates and slopes (sigmoid, sigmoid_backward)": ("aten::sigmoid",
+                                                      "aten::sigmoid_backward"),
+    "errors and value updates (sub, sub_, add_, mul)": ("aten::sub", "aten::sub_",
+                                                        "aten::add_", "aten::mul"),
+    "free energy (the squared norms, dot)": ("aten::dot",),
+    "Adam (fused kernel and its Python)": ("aten::_fused_adam_",
+                                           "Optimizer.step#LeanAdam.step"),
+}
+
+
+def run_profile(args, train) -> dict:
+    """torch's profiler over pc updates (fill_grads and the Adam `bionn train` builds) on
+    training batches: self CPU time per operation, grouped."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = _model(args.seed)
+    rule = PredictiveCoding(PCConfig(inference_steps=args.inference_steps,
+                                     inference_rate=args.inference_rate))
+    optimizer = make_optimizer(TrainConfig(lr=1e-3), model)
+    x, y = train[0], train[1]
+    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size])
+               for i in range(0, 30 * args.batch_size, args.batch_size)]
+
+    def update(xb, yb):
+        rule.fill_grads(model, xb, yb)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for xb, yb in batches[:5]:
+        update(xb, yb)
+    start = time.process_time()
+    for xb, yb in batches[5:15]:
+        update(xb, yb)
+    cpu_ms = (time.process_time() - start) / 10 * 1e3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for xb, yb in batches[15:]:
+            update(xb, yb)
+    events = {e.key: e for e in prof.key_averages()}
+    total = sum(e.self_cpu_time_total for e in events.values())
+    shares = {name: sum(events[o].self_cpu_time_total for o in ops if o in events) / total
+              for name, ops in PROFILE_GROUPS.items()}
+    shares["everything else (small operations, Python)"] = 1.0 - sum(shares.values())
+    top = sorted(events.values(), key=lambda e: -e.self_cpu_time_total)[:12]
+    n = len(batches) - 15
+    return {
+        "update": f"one pc update, T = {args.inference_steps}, batch {args.batch_size}, "
+                  "the Adam `bionn train` builds",
+        "cpu_ms_per_update_without_profiler": cpu_ms,
+        "profiler_self_cpu_share": shares,
+        "profiler_top_ops_ms_per_update": {e.key: e.self_cpu_time_total / 1000 / n
+                                           for e in top},
+        "profiler_calls_per_update": {e.key: e.count / n for e in top},
+        "matmul": matmul_note(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("BIONN_DATA"))
@@ -469,6 +531,9 @@ def main() -> None:
     if "speed" in sections:
         result["speed"] = run_speed(args, train)
         print(json.dumps(result["speed"]), flush=True)
+    if "profile" in sections:
+        result["profile"] = run_profile(args, train)
+        print(json.dumps(result["profile"]), flush=True)
     if "pcx" in sections:
         result["pcx"] = run_pcx(args, train)
         print(json.dumps(result["pcx"]), flush=True)
