@@ -53,9 +53,24 @@ from bionn.metrics import robustness_report
 from bionn.nn import FreeConv2d
 
 
+def _shown_command() -> str:
+    """The command line, with this machine's data root as DATA and other paths as PATH."""
+    shown, after_data = [], False
+    for arg in sys.argv:
+        if after_data:
+            shown.append("DATA")
+        elif arg.startswith("/"):
+            shown.append("PATH")
+        else:
+            shown.append(arg)
+        after_data = arg == "--data-dir"
+    shown[0] = "benchmarks/free_convolution.py"
+    return "python " + " ".join(shown)
+
+
 def _machine() -> dict:
     return {"cpu": _cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "command": "python " + " ".join(sys.argv)}
+            "python": platform.python_version(), "command": _shown_command()}
 
 
 class LoopFreeConv2d(nn.Module):
