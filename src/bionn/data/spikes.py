@@ -29,7 +29,7 @@ import torch
 
 from bionn.data.shard import current_share
 from bionn.errors import ConfigError
-from bionn.native.signrand import draw_seed, poisson_step, stream_words
+from bionn.native.signrand import draw_seed, poisson_step, uniform15
 
 __all__ = ["ENCODERS", "encode", "encode_steps", "latency_encode", "poisson_encode"]
 
@@ -73,8 +73,7 @@ class _PoissonCode:
         if self.world == 1:
             return poisson_step(self.bound, out, self.seed, t * self.words)
         x = self.x
-        words = stream_words(self.seed, t * self.words, self.words, x.device)
-        values = words.view(torch.int16).bitwise_and_(0x7FFF)[:self.n]
+        values = uniform15(self.seed, t * self.words, self.n, x.device)
         values = values.view(self.world * len(x), *x.shape[1:])[self.rank::self.world]
         return torch.le(values, self.bound, out=out)
 

@@ -26,7 +26,7 @@ import torch
 from bionn.native import load
 
 __all__ = ["USE_NATIVE", "draw_seed", "poisson_step", "sign_uniform", "sign_uniform_torch",
-           "stream_words"]
+           "stream_words", "uniform15"]
 
 USE_NATIVE = True  # False forces the torch code (for tests and comparisons)
 
@@ -55,9 +55,12 @@ def stream_words(seed: int, start: int, count: int, device=None) -> torch.Tensor
     return z ^ _shr(z, 31)
 
 
-def _words(seed: int, count: int, device) -> torch.Tensor:
-    """The stream's first ``count`` words."""
-    return stream_words(seed, 0, count, device)
+def uniform15(seed: int, word0: int, n: int, device=None) -> torch.Tensor:
+    """``n`` int16 numbers uniform in 0 .. 2^15 - 1: the low 15 bits of the four 16-bit
+    quarters of words ``word0, word0 + 1, ...`` of stream ``seed`` (number i from quarter i % 4
+    of word word0 + i // 4)."""
+    words = stream_words(seed, word0, (n + 3) // 4, device)
+    return words.view(torch.int16).bitwise_and_(0x7FFF)[:n]
 
 
 def sign_uniform_torch(weight: torch.Tensor, bound: float, seed: int) -> torch.Tensor:
@@ -66,12 +69,12 @@ def sign_uniform_torch(weight: torch.Tensor, bound: float, seed: int) -> torch.T
     w = weight.detach().reshape(-1)
     if weight.dtype == torch.float32:
         half = n // 2
-        r = _words(seed, half + (n & 1), weight.device)
+        r = stream_words(seed, 0, half + (n & 1), weight.device)
         m = torch.cat([_shr(r[:half], 40), _shr(r[:half], 8) & 0xFFFFFF, _shr(r[half:], 40)])
         scale = torch.tensor(bound, dtype=torch.float32) * 2.0**-24
         u = m.to(torch.float32) * scale.to(weight.device)
     else:
-        r = _words(seed, n, weight.device)
+        r = stream_words(seed, 0, n, weight.device)
         u = _shr(r, 11).to(torch.float64) * (float(bound) * 2.0**-53)
     return (u * torch.sign(w).to(u.dtype)).to(weight.dtype).reshape(weight.shape)
 
@@ -103,7 +106,6 @@ class SignUniformKernel:
         self._fns[w.dtype](w.data_ptr(), out.data_ptr(), w.numel(),
                            seed & ((1 << 64) - 1), bound)
         return out
-
 
     def poisson_step(self, bound: torch.Tensor, out: torch.Tensor, seed: int,
                      word0: int) -> None:
@@ -148,11 +150,9 @@ def poisson_step(bound: torch.Tensor, out: torch.Tensor, seed: int, word0: int) 
     n = out.numel()
     if USE_NATIVE:
         kernel = _kernel()
-        if (kernel is not None and out.device.type == "cpu" and out.dtype in kernel._poisson
-                and out.is_contiguous() and bound.is_contiguous()
-                and bound.dtype == torch.int16 and bound.shape == out.shape):
+        if (kernel is not None and kernel.supports(out) and out.is_contiguous()
+                and bound.is_contiguous() and bound.dtype == torch.int16
+                and bound.shape == out.shape):
             kernel.poisson_step(bound, out, seed, word0)
             return out
-    words = stream_words(seed, word0, (n + 3) // 4, out.device)
-    values = words.view(torch.int16).bitwise_and_(0x7FFF)[:n].view(out.shape)
-    return torch.le(values, bound, out=out)
+    return torch.le(uniform15(seed, word0, n, out.device).view(out.shape), bound, out=out)

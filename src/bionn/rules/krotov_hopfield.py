@@ -211,9 +211,10 @@ class KrotovConfig:
     )
     skip_zero_inputs: bool = field(
         default=True,
-        metadata={"help": "unsupervised phase on CPU: multiply only the input pixels that are "
-                          "non-zero somewhere in the minibatch (the same currents up to "
-                          "rounding; about a third of MNIST's pixels are zero in a minibatch)"},
+        metadata={"help": "unsupervised phase, torch or NumPy product on CPU: multiply only "
+                          "the input pixels that are non-zero somewhere in the minibatch (the "
+                          "same currents up to rounding; about a third of MNIST's pixels are "
+                          "zero in a minibatch); oneDNN multiplies the whole matrix"},
     )
     product: str = field(
         default="auto",
