@@ -458,7 +458,8 @@ def section_cnn(args) -> None:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         trainer = Trainer(model, train_rule, opt, (xtr, ytr), (xte, yte),
                           batch_size=args.batch_size, seed=args.seed,
-                          progress=not args.no_progress, angle_batch_size=64)
+                          progress=not args.no_progress, angle_batch_size=64,
+                          scheduler=epoch_schedule(opt, args.schedule, args.epochs))
         t = time.perf_counter()
         for epoch in range(1, args.epochs + 1):  # written after every epoch
             summary = trainer.fit(epoch)
@@ -469,6 +470,7 @@ def section_cnn(args) -> None:
                 "epochs_done": epoch,
                 "wall_time_s": round(time.perf_counter() - t, 1),
                 "optimizer": f"Adam(lr={lr})",
+                "schedule": args.schedule,
             }
             write(path, record)
         print(name, json.dumps(record["runs"][name]), flush=True)
@@ -528,7 +530,8 @@ def main() -> None:
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--layer-lrs", default="0.1,0.05", help="mnist: the alphas, one per layer")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "linear"],
-                   help="mnist: the alphas' factor per epoch (constant as the paper)")
+                   help="mnist: the alphas' factor per epoch (constant as the paper); cnn: Adam's "
+                        "learning rate's factor per epoch")
     p.add_argument("--train-size", type=int, default=0)
     p.add_argument("--test-size", type=int, default=0)
     p.add_argument("--tag", default="")
