@@ -309,3 +309,85 @@ def test_relax_tail_checks_its_arguments():
         kernel(out, c, torch.zeros(4, 3).t(), kappa)
     with pytest.raises(ValueError, match="kappa"):
         kernel(out, c, s, torch.zeros(5))
+
+
+# -- the inference passes of predictive coding (bionn.native.predictive) ----------------------
+
+
+def _pc_kernel():
+    from bionn.native.predictive import inference_kernel
+
+    kernel = inference_kernel()
+    assert kernel is not None, native.unavailable_reason("predictive")
+    return kernel
+
+
+@needs_compiler
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_pc_rates_are_correctly_rounded_to_a_few_ulp(activation):
+    """phi in C against float64 NumPy over the whole float range that matters, small values
+    and the saturated tails included: at most 3 units in the last place of float32 where the
+    rate is a normal float32 (above 1e-37), and within 2e-38 of it below (the kernel holds
+    e^x at e^-87.3 there, where a sigmoid's rate and slope are 0 to float32 precision)."""
+    kernel = _pc_kernel()
+    x = torch.cat([torch.linspace(-120, 120, 400_001), torch.linspace(-1e-3, 1e-3, 20_001),
+                   torch.tensor([0.0, -0.0, 0.625, -0.625, 1e-30, -1e-30])])
+    got = kernel.rate(x, activation).double().numpy()
+    v = x.double().numpy()
+    want = {"sigmoid": lambda t: 1 / (1 + np.exp(-t)), "tanh": np.tanh,
+            "relu": lambda t: np.maximum(t, 0)}[activation](v)
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    tiny = np.abs(want) < 1e-37
+    assert np.all(np.abs(got - want)[~tiny] <= 3 * ulp[~tiny])
+    assert np.all(np.abs(got - want)[tiny] <= 2e-38)
+
+
+@needs_compiler
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_pc_update_and_error_equal_their_formulas_on_strided_blocks(activation):
+    """x += gamma (phi'(x) g - e), r = phi(x); and e = (x - mu) s with sum(e^2): against the
+    formulas in float64 NumPy, on column blocks of wider buffers (the rest left alone)."""
+    kernel = _pc_kernel()
+    g = torch.Generator().manual_seed(3)
+    wide = torch.randn(6, 41, generator=g)
+    x = wide[:, 2:37]  # rows 41 apart, 35 columns (two 16-lane blocks and a tail)
+    top = torch.randn(6, 35, generator=g)
+    e = torch.randn(6, 35, generator=g)
+    phi = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[activation]
+    r = phi(x)
+    x64, r64 = x.double().numpy().copy(), r.double().numpy()
+    slope = {"sigmoid": r64 * (1 - r64), "tanh": 1 - r64 * r64,
+             "relu": (x64 > 0).astype(np.float64)}[activation]
+    want_x = x64 + 0.3 * (slope * top.double().numpy() - e.double().numpy())
+    before = wide.clone()
+    kernel.update(x, top, e, r, 0.3, activation)
+    np.testing.assert_allclose(x.double().numpy(), want_x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(r.double().numpy(), phi(torch.from_numpy(want_x)).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert torch.equal(wide[:, :2], before[:, :2]) and torch.equal(wide[:, 37:], before[:, 37:])
+
+    mu = torch.randn(6, 35, generator=g)
+    total = torch.zeros(2)
+    want_e = (x.double().numpy() - mu.double().numpy()) * 0.25
+    out = kernel.error(x, mu, torch.empty(6, 35), 0.25, total[1])
+    np.testing.assert_allclose(out.double().numpy(), want_e, rtol=1e-6, atol=1e-7)
+    assert float(total[0]) == 0.0
+    assert float(total[1]) == pytest.approx(float(np.sum(want_e**2)), rel=1e-6)
+    in_place = kernel.error(x, mu, mu, 0.25, total[0])  # out may be mu itself
+    assert in_place is mu
+    np.testing.assert_allclose(mu.double().numpy(), want_e, rtol=1e-6, atol=1e-7)
+
+
+@needs_compiler
+def test_pc_passes_check_their_arguments():
+    kernel = _pc_kernel()
+    a = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="one shape"):
+        kernel.update(a, torch.zeros(3, 5), a.clone(), a.clone(), 0.1, "sigmoid")
+    with pytest.raises(ValueError, match="float32"):
+        kernel.error(a.double(), a.double(), a.double(), 1.0, torch.zeros(1))
+    with pytest.raises(ValueError, match="contiguous rows"):
+        kernel.error(torch.zeros(4, 3).t(), a, a.clone(), 1.0, torch.zeros(1))
+    with pytest.raises(ValueError, match="one float32 element"):
+        kernel.error(a, a.clone(), a.clone(), 1.0, torch.zeros(2))
+    assert not kernel.supports(a, "gelu") and not kernel.supports(a.double(), "tanh")

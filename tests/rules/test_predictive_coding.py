@@ -432,3 +432,56 @@ def test_learns_digits(name, threshold):
     )
     summary = trainer.fit(5)
     assert summary["test_accuracy"] >= threshold, summary["test_accuracy"]
+
+
+# -- the compiled inference passes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("sizes", [(12, [], 5), (12, [10], 5), (12, [10, 9, 8], 5)])
+@pytest.mark.parametrize("tolerance", [0.0, 1e-3])
+def test_float32_inference_with_the_compiled_passes_follows_float64(activation, sizes,
+                                                                    tolerance, monkeypatch):
+    """The float32 inference (the compiled passes where they can be built) against the same
+    inference in float64: values, errors, rates and the energy trajectory agree to float32
+    rounding, as the float32 torch code does; the early stop takes the same step."""
+    import bionn.rules.predictive_coding as pc
+
+    model = _mlp(activation, sizes=sizes, dtype=torch.float32)
+    x, y = _batch(n=7, dtype=torch.float32)
+    target = F.one_hot(y, 5).float()
+    cfg = PCConfig(inference_steps=15, inference_rate=0.2, energy_tolerance=tolerance,
+                   layer_variances=(1.0, 2.0) if len(sizes[1]) == 1 else ())
+    want = infer(model.double(), x.double(), target.double(), cfg)
+    model.float()
+    results = []
+    for native in (True, False):
+        monkeypatch.setattr(pc, "USE_NATIVE", native)
+        results.append(infer(model, x, target, cfg))
+    for got in results:
+        assert got.energies.shape == want.energies.shape
+        torch.testing.assert_close(got.energies.double(), want.energies, rtol=2e-5, atol=1e-6)
+        for name in ("values", "errors", "rates"):
+            for u, v in zip(getattr(got, name), getattr(want, name), strict=True):
+                if v is not None:
+                    torch.testing.assert_close(u.double(), v, rtol=2e-5, atol=2e-6)
+        torch.testing.assert_close(got.energy_per_example.double(), want.energy_per_example,
+                                   rtol=2e-5, atol=1e-6)
+
+
+def test_the_compiled_passes_are_used_where_they_apply(monkeypatch):
+    """float32 on a CPU with a sigmoid, tanh or relu rate runs the compiled passes (where a C
+    compiler exists); float64 and gelu run the torch code."""
+    import bionn.rules.predictive_coding as pc
+    from bionn.native.predictive import inference_kernel
+
+    calls = []
+    monkeypatch.setattr(pc, "_infer_mlp_native", lambda *a: calls.append("native") or None)
+    x = torch.zeros(2, 12)
+    target = torch.zeros(2, 5)
+    cfg = PCConfig(inference_steps=2, inference_rate=0.1)
+    pc.infer(_mlp("gelu", dtype=torch.float32), x, target, cfg)
+    pc.infer(_mlp("tanh"), x.double(), target.double(), cfg)
+    assert calls == []
+    pc.infer(_mlp("tanh", dtype=torch.float32), x, target, cfg)
+    assert calls == (["native"] if inference_kernel() is not None else [])

@@ -31,7 +31,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
 # (name of the C file without .c, the interface version its bionn_<name>_abi() returns)
-KERNELS = {"krotov": 3, "recurrent": 1, "energy": 2, "signrand": 2}
+KERNELS = {"krotov": 3, "recurrent": 1, "energy": 2, "signrand": 2, "predictive": 1}
 _REASONS: dict[str, str] = {}
 
 

@@ -332,6 +332,9 @@ def infer(
     if layered.mlp:
         if fixed_prediction:
             return _infer_mlp_fixed(layered, x, target, config)
+        kernel = _inference_kernel(x, layered.activation)
+        if kernel is not None:
+            return _infer_mlp_native(layered, x, target, config, kernel)
         return _infer_mlp(layered, x, target, config)
     if fixed_prediction:
         return _infer_blocks_fixed(layered, x, target, config)
@@ -391,6 +394,75 @@ def _infer_mlp(lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any) -
             drive = times_slope(lay.activation, top_down, values[l], rates[l])
             drive.sub_(errors[l])  # Eq. (3)
             values[l].add_(drive, alpha=gamma)  # Eq. (3)
+    trajectory = squares[:steps] @ weights  # F at every step, Eq. (2)
+    return Inference(values, errors, rates, trajectory, _energy(errors, var), output)
+
+
+#: Whether :func:`infer` may run the MLP's inference steps with the compiled passes of
+#: :mod:`bionn.native.predictive` (float32 on a CPU, sigmoid, tanh or relu rates, where the
+#: kernel can be built); False runs the torch code only.
+USE_NATIVE = True
+
+
+def _inference_kernel(x: torch.Tensor, activation: str):
+    if not USE_NATIVE:
+        return None
+    from bionn.native.predictive import inference_kernel
+
+    kernel = inference_kernel()
+    return kernel if kernel is not None and kernel.supports(x, activation) else None
+
+
+def _infer_mlp_native(
+    lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any, kernel: Any
+) -> Inference:
+    """:func:`_infer_mlp` with each layer's elementwise work in two compiled passes per step:
+    the error with its squared norm (Eq. 1, 2), and the value update with the new rate (Eq. 3).
+    The products are the same calls; the torch code is the reference the tests hold it to."""
+    W, b, L = lay.weights, lay.biases, lay.depth
+    act = lay.activation
+    var = _variances(cfg, L)
+    scale = [1.0 / v for v in var]
+    gamma, T = float(cfg.inference_rate), int(cfg.inference_steps)
+    batch = x.shape[0]
+    x0 = x.flatten(1)
+    values, rates = [x0], [x0]
+    mu = linear(x0, W[0], b[0])
+    mu1 = mu  # x_0 is clamped: mu_1 never changes
+    for l in range(1, L):
+        values.append(mu.clone())
+        rates.append(_rate(act, mu))
+        mu = linear(rates[l], W[l], b[l])
+    output = mu
+    values.append(target.flatten(1).to(x0.dtype).contiguous())
+    squares = x0.new_zeros((T + 1, L))
+    weights = torch.tensor([0.5 * v / batch for v in var], dtype=x0.dtype, device=x0.device)
+    # t = 0: every hidden eps_l = 0 (the feed-forward pass), eps_L = x_L - mu_L
+    errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(v) for v in values[1:L]]
+    errors.append(kernel.error(values[L], output, torch.empty_like(output), scale[L - 1],
+                               squares[0, L - 1]))  # Eq. (1)
+    first = errors[1] if L > 1 else None  # layer 1's error buffer (mu_1 is kept)
+    energies: list[torch.Tensor] = []
+    steps = T + 1
+    for t in range(T + 1):
+        if t > 0:
+            errors[1] = kernel.error(values[1], mu1, first if L > 1 else torch.empty_like(mu1),
+                                     scale[0], squares[t, 0])  # Eq. (1)
+            for l in range(2, L + 1):
+                mu_l = linear(rates[l - 1], W[l - 1], b[l - 1])
+                errors[l] = kernel.error(values[l], mu_l, mu_l, scale[l - 1],
+                                         squares[t, l - 1])  # Eq. (1), in place of mu_l
+        if cfg.energy_tolerance > 0:
+            energies.append(squares[t] @ weights)
+            if _stop(energies, cfg.energy_tolerance):
+                steps = t + 1
+                break
+        if t == T:
+            break
+        for l in range(1, L):
+            # dx_l/dt = -eps_l + phi'(x_l) * W_l^T eps_{l+1}, then phi(x_l) for the next step
+            top_down = matmul(errors[l + 1], W[l])
+            kernel.update(values[l], top_down, errors[l], rates[l], gamma, act)  # Eq. (3)
     trajectory = squares[:steps] @ weights  # F at every step, Eq. (2)
     return Inference(values, errors, rates, trajectory, _energy(errors, var), output)
 
