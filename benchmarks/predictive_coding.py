@@ -434,14 +434,40 @@ PROFILE_GROUPS = {
     "errors and value updates (sub, sub_, add_, mul)": ("aten::sub", "aten::sub_",
                                                         "aten::add_", "aten::mul"),
     "free energy (the squared norms, dot)": ("aten::dot",),
+    "compiled passes (error with its norm; value update with the new rate)": (
+        "bionn::pc_error", "bionn::pc_update"),
     "Adam (fused kernel and its Python)": ("aten::_fused_adam_",
                                            "Optimizer.step#LeanAdam.step"),
 }
 
 
+def _annotated_passes():
+    """The compiled inference passes wrapped in profiler ranges (their time is otherwise
+    invisible to torch's profiler, which sees only torch operations); None without them."""
+    from torch.profiler import record_function
+
+    from bionn.native.predictive import inference_kernel
+
+    kernel = inference_kernel()
+    if kernel is None:
+        return None
+    plain = kernel.error, kernel.update  # bound methods
+
+    def error(*a, **k):
+        with record_function("bionn::pc_error"):
+            return plain[0](*a, **k)
+
+    def update(*a, **k):
+        with record_function("bionn::pc_update"):
+            return plain[1](*a, **k)
+
+    return kernel, (error, update)
+
+
 def run_profile(args, train) -> dict:
     """torch's profiler over pc updates (fill_grads and the Adam `bionn train` builds) on
-    training batches: self CPU time per operation, grouped."""
+    training batches: self CPU time per operation, grouped (the compiled inference passes,
+    where they are used, as profiler ranges of their own)."""
     from torch.profiler import ProfilerActivity, profile
 
     model = _model(args.seed)
@@ -463,9 +489,16 @@ def run_profile(args, train) -> dict:
     for xb, yb in batches[5:15]:
         update(xb, yb)
     cpu_ms = (time.process_time() - start) / 10 * 1e3
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for xb, yb in batches[15:]:
-            update(xb, yb)
+    annotated = _annotated_passes()
+    if annotated is not None:
+        annotated[0].error, annotated[0].update = annotated[1]
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for xb, yb in batches[15:]:
+                update(xb, yb)
+    finally:
+        if annotated is not None:  # the instance's own methods again
+            del annotated[0].error, annotated[0].update
     events = {e.key: e for e in prof.key_averages()}
     total = sum(e.self_cpu_time_total for e in events.values())
     shares = {name: sum(events[o].self_cpu_time_total for o in ops if o in events) / total
@@ -477,6 +510,7 @@ def run_profile(args, train) -> dict:
         "update": f"one pc update, T = {args.inference_steps}, batch {args.batch_size}, "
                   "the Adam `bionn train` builds",
         "cpu_ms_per_update_without_profiler": cpu_ms,
+        "compiled_inference_passes": annotated is not None,
         "profiler_self_cpu_share": shares,
         "profiler_top_ops_ms_per_update": {e.key: e.self_cpu_time_total / 1000 / n
                                            for e in top},
