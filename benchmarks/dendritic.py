@@ -59,9 +59,24 @@ from bionn.rules.dendritic import DendriticConfig, DendriticMicrocircuit, alignm
 SIZES = (784, 500, 500, 10)
 
 
+def _shown_command() -> str:
+    """The command line, with this machine's data root as DATA and other paths as PATH."""
+    shown, after_data = [], False
+    for arg in sys.argv:
+        if after_data:
+            shown.append("DATA")
+        elif arg.startswith("/"):
+            shown.append("PATH")
+        else:
+            shown.append(arg)
+        after_data = arg == "--data-dir"
+    shown[0] = "benchmarks/dendritic.py"
+    return "python " + " ".join(shown)
+
+
 def _machine(args: argparse.Namespace) -> dict[str, Any]:
     return {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "command": "python " + " ".join(sys.argv)}
+            "python": platform.python_version(), "command": _shown_command()}
 
 
 def _merge(path: Path, section: str, payload: dict[str, Any], args: argparse.Namespace) -> None:
@@ -241,6 +256,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
         "lr": args.lr, "momentum": args.momentum, "nesterov": args.nesterov,
+        "clip_grad": args.clip_grad,
         "schedule": "cosine", "seed": args.seed, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
@@ -265,6 +281,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                              momentum=args.momentum, nesterov=args.nesterov,
+                             clip_grad=args.clip_grad,
                              schedule="cosine", seed=args.seed, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
@@ -405,6 +422,9 @@ def main() -> None:
                         help="MNIST: heavy-ball momentum of --optimizer sgd (both rules)")
     parser.add_argument("--nesterov", action="store_true",
                         help="MNIST: Nesterov momentum (both rules)")
+    parser.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                        help="MNIST: global gradient-norm clipping before every optimizer "
+                             "step (both rules; the run option --clip-grad; default off)")
     parser.add_argument("--eta-forward", default="",
                         help="MNIST: the rule's per-layer forward rates eta_k, comma-separated "
                              "(output last; empty = all 1); backprop takes the plain --lr")
