@@ -53,6 +53,7 @@ from bionn.core.resources import cpu_model as _cpu
 from bionn.core.rule import Backprop
 from bionn.core.run import run_training
 from bionn.data import TeacherStudent
+from bionn.errors import TrainingDiverged
 from bionn.nn.microcircuit import Microcircuit
 from bionn.rules.dendritic import DendriticConfig, DendriticMicrocircuit, alignment_metrics
 
@@ -251,6 +252,20 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _train(rule_name: str, config: TrainConfig) -> dict[str, Any]:
+    """One MNIST run; backprop on the squared error (:class:`BackpropSquaredError`)."""
+    if rule_name != "bp":
+        return run_training(config, progress=False)
+    import bionn.core.run as run_module
+
+    original = run_module.make_rule
+    run_module.make_rule = lambda name, opts: BackpropSquaredError()
+    try:
+        return run_training(config, progress=False)
+    finally:
+        run_module.make_rule = original
+
+
 def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
@@ -285,19 +300,23 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                              schedule="cosine", seed=args.seed, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
-        if rule_name == "bp":
-            import bionn.core.run as run_module
-
-            original = run_module.make_rule
-            run_module.make_rule = lambda name, opts: BackpropSquaredError()
-            try:
-                summary = run_training(config, progress=False)
-            finally:
-                run_module.make_rule = original
-        else:
-            summary = run_training(config, progress=False)
-        history = [json.loads(line) for line in
-                   (Path(config.out) / "metrics.jsonl").read_text().splitlines()]
+        diverged = None
+        try:
+            summary = _train(rule_name, config)
+        except TrainingDiverged as exc:  # recorded with the epochs it finished, not raised
+            diverged = str(exc).split(";")[0]
+        metrics = Path(config.out) / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        history = [json.loads(line) for line in lines]
+        if diverged is not None:
+            results[rule_name] = {
+                "diverged": diverged,
+                "test_error_per_epoch": [1 - h["test_accuracy"] for h in history],
+                "train_loss_per_epoch": [h.get("train_loss") for h in history],
+            }
+            print(f"mnist {rule_name}: {diverged}", file=sys.stderr)
+            _merge(Path(args.out), "mnist", {"partial": True, **results}, args)
+            continue
         results[rule_name] = {
             "test_error": 1 - summary["test_accuracy"],
             "train_accuracy": summary["train_accuracy"],
