@@ -53,15 +53,31 @@ from bionn.core.resources import cpu_model as _cpu
 from bionn.core.rule import Backprop
 from bionn.core.run import run_training
 from bionn.data import TeacherStudent
+from bionn.errors import TrainingDiverged
 from bionn.nn.microcircuit import Microcircuit
 from bionn.rules.dendritic import DendriticConfig, DendriticMicrocircuit, alignment_metrics
 
 SIZES = (784, 500, 500, 10)
 
 
+def _shown_command() -> str:
+    """The command line, with this machine's data root as DATA and other paths as PATH."""
+    shown, after_data = [], False
+    for arg in sys.argv:
+        if after_data:
+            shown.append("DATA")
+        elif arg.startswith("/"):
+            shown.append("PATH")
+        else:
+            shown.append(arg)
+        after_data = arg == "--data-dir"
+    shown[0] = "benchmarks/dendritic.py"
+    return "python " + " ".join(shown)
+
+
 def _machine(args: argparse.Namespace) -> dict[str, Any]:
     return {"cpu": _cpu(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "command": "python " + " ".join(sys.argv)}
+            "python": platform.python_version(), "command": _shown_command()}
 
 
 def _merge(path: Path, section: str, payload: dict[str, Any], args: argparse.Namespace) -> None:
@@ -236,11 +252,26 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _train(rule_name: str, config: TrainConfig) -> dict[str, Any]:
+    """One MNIST run; backprop on the squared error (:class:`BackpropSquaredError`)."""
+    if rule_name != "bp":
+        return run_training(config, progress=False)
+    import bionn.core.run as run_module
+
+    original = run_module.make_rule
+    run_module.make_rule = lambda name, opts: BackpropSquaredError()
+    try:
+        return run_training(config, progress=False)
+    finally:
+        run_module.make_rule = original
+
+
 def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
         "lr": args.lr, "momentum": args.momentum, "nesterov": args.nesterov,
+        "clip_grad": args.clip_grad,
         "schedule": "cosine", "seed": args.seed, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
@@ -265,22 +296,27 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                              activation=args.hidden_rate, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                              momentum=args.momentum, nesterov=args.nesterov,
+                             clip_grad=args.clip_grad,
                              schedule="cosine", seed=args.seed, data_dir=args.data_dir,
                              out=str(out_root / f"{rule_name}-{int(time.time())}"),
                              options=options)
-        if rule_name == "bp":
-            import bionn.core.run as run_module
-
-            original = run_module.make_rule
-            run_module.make_rule = lambda name, opts: BackpropSquaredError()
-            try:
-                summary = run_training(config, progress=False)
-            finally:
-                run_module.make_rule = original
-        else:
-            summary = run_training(config, progress=False)
-        history = [json.loads(line) for line in
-                   (Path(config.out) / "metrics.jsonl").read_text().splitlines()]
+        diverged = None
+        try:
+            summary = _train(rule_name, config)
+        except TrainingDiverged as exc:  # recorded with the epochs it finished, not raised
+            diverged = str(exc).split(";")[0]
+        metrics = Path(config.out) / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        history = [json.loads(line) for line in lines]
+        if diverged is not None:
+            results[rule_name] = {
+                "diverged": diverged,
+                "test_error_per_epoch": [1 - h["test_accuracy"] for h in history],
+                "train_loss_per_epoch": [h.get("train_loss") for h in history],
+            }
+            print(f"mnist {rule_name}: {diverged}", file=sys.stderr)
+            _merge(Path(args.out), "mnist", {"partial": True, **results}, args)
+            continue
         results[rule_name] = {
             "test_error": 1 - summary["test_accuracy"],
             "train_accuracy": summary["train_accuracy"],
@@ -405,6 +441,9 @@ def main() -> None:
                         help="MNIST: heavy-ball momentum of --optimizer sgd (both rules)")
     parser.add_argument("--nesterov", action="store_true",
                         help="MNIST: Nesterov momentum (both rules)")
+    parser.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                        help="MNIST: global gradient-norm clipping before every optimizer "
+                             "step (both rules; the run option --clip-grad; default off)")
     parser.add_argument("--eta-forward", default="",
                         help="MNIST: the rule's per-layer forward rates eta_k, comma-separated "
                              "(output last; empty = all 1); backprop takes the plain --lr")

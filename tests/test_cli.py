@@ -146,6 +146,19 @@ def test_bad_learning_rates_are_refused(capsys, tmp_path, value):
     assert "--lr" in line
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "abc"])
+def test_bad_clip_grad_is_refused(capsys, tmp_path, value):
+    line = assert_usage_error(train(capsys, tmp_path / "r", f"--clip-grad={value}"))
+    assert "--clip-grad" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_clip_grad_is_recorded_in_the_summary(capsys, tmp_path):
+    code, _, err = train(capsys, tmp_path / "r", "--epochs", 1, "--clip-grad", "2.5")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["clip_grad"] == 2.5
+
+
 def test_bad_learning_rate_in_config_file_is_refused(capsys, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("lr = nan\n")

@@ -69,6 +69,11 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         help="Nesterov momentum (--optimizer sgd with --momentum > 0)",
     )
     p.add_argument(
+        "--clip-grad", type=float, default=s, metavar="NORM",
+        help="before every optimizer step, scale all gradients together so that their global "
+        "norm is at most NORM (default: no clipping)",
+    )
+    p.add_argument(
         "--schedule", default=s, help="learning rate per epoch: cosine (default), linear, constant"
     )
     p.add_argument("--seed", type=int, default=s, help="random seed (default 0)")
@@ -310,6 +315,12 @@ def _momentum_text(config: Any) -> str:
     return f" momentum {config.momentum:g}" + (" (nesterov)" if config.nesterov else "")
 
 
+def _optimizer_text(config: Any) -> str:
+    """The optimizer settings of a compare run's header line."""
+    text = f"{config.optimizer} lr {config.learning_rate:g}{_momentum_text(config)}"
+    return text + (f", clip-grad {config.clip_grad:g}" if config.clip_grad is not None else "")
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from bionn.core.config import CONFIG_KEYS, TrainConfig
     from bionn.core.registry import rule_names
@@ -346,7 +357,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(
         f"{config.dataset}, {config.model}, {config.epochs} epochs, batch {config.batch_size}, "
-        f"{config.optimizer} lr {config.learning_rate:g}{_momentum_text(config)}, "
+        f"{_optimizer_text(config)}, "
         f"seed {config.seed}"
     )
     for row in [header, *rows]:

@@ -33,6 +33,12 @@ from bionn.errors import ConfigError
         ({"optimizer": "adam", "momentum": 0.9}, "--optimizer sgd"),
         ({"optimizer": "sgd", "nesterov": True}, "--momentum > 0"),
         ({"optimizer": "sgd", "momentum": 0.9, "nesterov": "yes"}, "--nesterov"),
+        ({"clip_grad": 0.0}, "--clip-grad"),
+        ({"clip_grad": -1.0}, "--clip-grad"),
+        ({"clip_grad": math.nan}, "--clip-grad"),
+        ({"clip_grad": math.inf}, "--clip-grad"),
+        ({"clip_grad": True}, "--clip-grad"),
+        ({"clip_grad": "5"}, "--clip-grad"),
     ],
 )
 def test_invalid_values_name_the_flag(changes, flag):
@@ -52,6 +58,22 @@ def test_momentum_defaults_to_plain_sgd_and_takes_the_half_open_unit_interval():
     assert TrainConfig(optimizer="sgd", momentum=0.99).momentum == 0.99
     assert TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True).nesterov is True
     assert TrainConfig(optimizer="adam", momentum=0.0).optimizer == "adam"
+
+
+def test_clip_grad_is_off_by_default_and_takes_a_positive_number():
+    assert TrainConfig().clip_grad is None
+    assert TrainConfig(clip_grad=5).clip_grad == 5.0
+    assert isinstance(TrainConfig(clip_grad=5).clip_grad, float)
+    assert TrainConfig(optimizer="sgd", momentum=0.9, clip_grad=0.25).clip_grad == 0.25
+    assert TrainConfig(clip_grad=2.0).to_dict()["clip_grad"] == 2.0  # recorded in the summary
+
+
+def test_toml_reads_clip_grad(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("clip-grad = 3.5\n")
+    values = read_toml(path)
+    assert values == {"clip_grad": 3.5}
+    assert TrainConfig(**values).clip_grad == 3.5
 
 
 def test_toml_reads_momentum(tmp_path):

@@ -37,6 +37,12 @@ class TrainConfig:
             gradient descent): v <- mu v + g, p <- p - lr v (``torch.optim.SGD``'s form).
             Adam has its own moment estimates, so a momentum > 0 with ``adam`` is an error.
         nesterov: with ``sgd`` and a momentum > 0, Nesterov's variant (p <- p - lr (g + mu v)).
+        clip_grad: global gradient-norm clipping, or None (the default: off). Before every
+            optimizer step the Trainer scales the gradients of all the optimizer's parameters
+            together by min(1, clip_grad / ||g||), ||g|| the Euclidean norm of all of them
+            concatenated (``torch.nn.utils.clip_grad_norm_``). One scale for every parameter
+            keeps the ratios between the parameters' updates (a rule whose updates are
+            proportional to each other stays so); a finite number > 0.
         schedule: learning rate over the run, set once per epoch: ``cosine`` (the default:
             half a cosine from ``lr`` at the first epoch towards 0 after the last),
             ``linear`` (a straight line towards 0) or ``constant``.
@@ -71,6 +77,7 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.0
     nesterov: bool = False
+    clip_grad: float | None = None
     schedule: str = "cosine"
     seed: int = 0
     device: str = "cpu"
@@ -159,6 +166,18 @@ class TrainConfig:
             raise ConfigError(f"--nesterov must be true or false, got {self.nesterov!r}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("--nesterov needs --optimizer sgd with a --momentum > 0")
+        if self.clip_grad is not None:
+            if (
+                isinstance(self.clip_grad, bool)
+                or not isinstance(self.clip_grad, int | float)
+                or not math.isfinite(self.clip_grad)
+                or self.clip_grad <= 0
+            ):
+                raise ConfigError(
+                    f"--clip-grad must be a finite number > 0 (the largest global gradient "
+                    f"norm), got {self.clip_grad!r}"
+                )
+            object.__setattr__(self, "clip_grad", float(self.clip_grad))
         if not isinstance(self.device, str) or not (
             self.device == "cpu" or self.device.startswith(("cuda", "mps"))
         ):

@@ -301,6 +301,7 @@ def _run_training(
         scheduler=make_scheduler(config, optimizer, phases[first]),
         batch_dims=batch_dims,
         augment=make_augmentation(config.augment, seed=config.seed),
+        clip_grad=config.clip_grad,
     )
     if state is not None:
         # a checkpoint written at the end of the previous phase carries that phase's optimizer

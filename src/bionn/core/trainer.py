@@ -158,6 +158,11 @@ class Trainer:
             floats, checked for a non-finite loss and shown on the progress bar every this many
             updates and at the end of each epoch; 1 converts after every update, which makes
             every step wait for the device.
+        clip_grad: global gradient-norm clipping (``--clip-grad``), or None (off): after the
+            rule has filled the gradients (and under torchrun after they are combined), and
+            before each optimizer step, the gradients of all the optimizer's parameters are
+            scaled together by min(1, clip_grad / ||g||), ||g|| their joint Euclidean norm
+            (:func:`torch.nn.utils.clip_grad_norm_`).
     """
 
     def __init__(
@@ -178,9 +183,16 @@ class Trainer:
         batch_dims: tuple[int, int] = (0, 0),
         augment: Any | None = None,
         log_every: int = 50,
+        clip_grad: float | None = None,
     ) -> None:
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every <= 0:
             raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
+        if clip_grad is not None and (
+            isinstance(clip_grad, bool) or not isinstance(clip_grad, int | float)
+            or not math.isfinite(clip_grad) or clip_grad <= 0
+        ):
+            raise ConfigError(f"--clip-grad must be a finite number > 0, got {clip_grad!r}")
+        self.clip_grad = None if clip_grad is None else float(clip_grad)
         self.log_every = log_every
         self.model = model
         self.rule = rule
@@ -355,6 +367,8 @@ class Trainer:
                         xb = self.augment(xb)
                     for metrics in self.rule.updates(self.model, xb, yb):
                         _distributed.reduce_update(self.rule, self.model)  # torchrun only
+                        if self.clip_grad is not None:
+                            self._clip_gradients()
                         self.optimizer.step()
                         self.optimizer.zero_grad(set_to_none=True)
                         self.global_step += 1
@@ -372,6 +386,13 @@ class Trainer:
             self.rule.attach_optimizer(None)
             bar.close()
         return {key: value / max(count, 1) for key, value in sums.items()}
+
+    def _clip_gradients(self) -> None:
+        """Scale the gradients of all the optimizer's parameters by one factor so that their
+        global norm is at most ``clip_grad`` (parameters without a gradient are skipped)."""
+        assert self.clip_grad is not None
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
 
     def evaluate(self, test: bool = True) -> dict[str, Any]:
         """Test accuracy and loss, and the angle to backprop on the fixed angle batch.
