@@ -379,6 +379,44 @@ def test_pc_update_and_error_equal_their_formulas_on_strided_blocks(activation):
 
 
 @needs_compiler
+def test_pc_prepared_passes_follow_their_formulas_call_after_call():
+    """The passes packed once per inference (error_pass, update_pass), run with a new mu or g
+    at every call as the inference does: each call against the formulas in float64 NumPy,
+    the squared norms landing in the element named, the other totals left alone."""
+    kernel = _pc_kernel()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 21, generator=g)
+    e = torch.zeros(4, 21)
+    r = torch.sigmoid(x)
+    totals = torch.zeros(3, 2)
+    error = kernel.error_pass(x, e, 0.5, totals)
+    update = kernel.update_pass(x, e, r, 0.2, "sigmoid")
+    for step in range(3):
+        mu = torch.randn(4, 21, generator=g)
+        want_e = (x.double().numpy() - mu.double().numpy()) * 0.5
+        assert error(mu, 2 * step + 1) is e
+        np.testing.assert_allclose(e.double().numpy(), want_e, rtol=1e-6, atol=1e-7)
+        assert float(totals.view(-1)[2 * step + 1]) == pytest.approx(float(np.sum(want_e**2)),
+                                                                      rel=1e-6)
+        top = torch.randn(4, 21, generator=g)
+        x64, r64 = x.double().numpy().copy(), r.double().numpy()
+        want_x = x64 + 0.2 * (r64 * (1 - r64) * top.double().numpy() - want_e)
+        update(top)
+        np.testing.assert_allclose(x.double().numpy(), want_x, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(r.double().numpy(), 1 / (1 + np.exp(-want_x)), rtol=1e-5,
+                                   atol=1e-6)
+    assert torch.count_nonzero(totals.view(-1)[0::2]) == 0
+    with pytest.raises(ValueError, match="one shape"):
+        error(torch.zeros(4, 20))
+    with pytest.raises(ValueError, match="outside"):
+        error(torch.zeros(4, 21), 6)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        update(torch.zeros(21, 4).t())
+    with pytest.raises(ValueError, match="float32"):
+        kernel.error_pass(x, e, 1.0, totals.double())
+
+
+@needs_compiler
 def test_pc_passes_check_their_arguments():
     kernel = _pc_kernel()
     a = torch.zeros(3, 4)

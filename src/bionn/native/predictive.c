@@ -10,19 +10,24 @@
  * code computes the same thing and is the fallback (and the float64 path).
  *
  * phi is the sigmoid (0), tanh (1) or relu (2). phi'(x) comes from the present rate r = phi(x)
- * exactly as torch's sigmoid_backward, tanh_backward and threshold_backward compute it, so the
- * update is torch's to the last bit; the new rate uses the exponential below, whose error is
- * about one unit in the last place, as torch's vectorised one is. The loops have no calls and
+ * by the formulas of torch's sigmoid_backward, tanh_backward and threshold_backward; products
+ * and sums may be fused into one rounding (fp-contract below), so the update can differ from
+ * torch's in the last bit. The new rate uses the exponential below, whose error is about one
+ * unit in the last place, as torch's vectorised one is. The loops have no calls and
  * no branches, so the compiler vectorises them. Rows are strided (ld_* elements apart);
  * columns are contiguous.
  */
 #include <stdint.h>
 #include <string.h>
 
-/* The selects below compare floats; without this GCC keeps the loops scalar in case a
- * comparison traps. No result changes (the code raises no floating-point exception it tests). */
+/* The selects below compare floats; without no-trapping-math GCC keeps the loops scalar in
+ * case a comparison traps (no result changes: the code tests no floating-point exception).
+ * fp-contract=fast lets a product and a sum become one fused multiply-add, which the build's
+ * strict -std=c99 otherwise forbids: the polynomial and the update then take a third less
+ * time (23.6 against 32 us for one 100 x 500 update on an AMD EPYC), and each fused step
+ * rounds once instead of twice. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
+#pragma GCC optimize("no-trapping-math", "fp-contract=fast")
 #if defined(__x86_64__)
 /* Where AVX-512 is there, its full width: the rates' exponentials are the pass's work. */
 #pragma GCC target("prefer-vector-width=512")

@@ -93,7 +93,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bionn.core.matmul import linear, matmul
+from bionn.core.matmul import linear, matmul, onednn_linear, uses_onednn
 from bionn.core.models import CNN, MLP, make_activation
 from bionn.core.registry import RuleInfo, register_rule
 from bionn.core.rule import LearningRule, trainable_parameters
@@ -417,41 +417,57 @@ def _infer_mlp_native(
     lay: _Layered, x: torch.Tensor, target: torch.Tensor, cfg: Any, kernel: Any
 ) -> Inference:
     """:func:`_infer_mlp` with each layer's elementwise work in two compiled passes per step:
-    the error with its squared norm (Eq. 1, 2), and the value update with the new rate (Eq. 3).
-    The products are the same calls; the torch code is the reference the tests hold it to."""
+    the error with its squared norm (Eq. 1, 2), and the value update with the new rate (Eq. 3),
+    each checked and packed once per inference.
+
+    It also leaves out the work whose result is known to be zero: after the feed-forward
+    start every hidden error is 0, and the output error reaches hidden layer l only after
+    L - 1 - l updates (one layer per step), so until then that layer's value, rate, error and
+    prediction of the layer above stay exactly what they were; their products and passes are
+    skipped (for 784-500-500-10, 2 of the 40 large products of a 20-step inference). The
+    products are the same calls; the torch code is the reference the tests hold it to."""
     W, b, L = lay.weights, lay.biases, lay.depth
     act = lay.activation
     var = _variances(cfg, L)
-    scale = [1.0 / v for v in var]
     gamma, T = float(cfg.inference_rate), int(cfg.inference_steps)
     batch = x.shape[0]
     x0 = x.flatten(1)
-    values, rates = [x0], [x0]
-    mu = linear(x0, W[0], b[0])
-    mu1 = mu  # x_0 is clamped: mu_1 never changes
+    # the products: oneDNN where bionn.core.matmul chooses it (decided once, not per call)
+    lin = onednn_linear if uses_onednn(x0, *W, *(v for v in b if v is not None)) else linear
+    W_t = [w.t() for w in W]  # e W_l = linear(e, W_l^T)
+    values, rates, start = [x0], [x0], [None]
+    mu = lin(x0, W[0], b[0])
     for l in range(1, L):
+        start.append(mu)  # the feed-forward prediction of layer l, kept (x_{l-1}'s is fixed)
         values.append(mu.clone())
         rates.append(_rate(act, mu))
-        mu = linear(rates[l], W[l], b[l])
+        mu = lin(rates[l], W[l], b[l])
     output = mu
     values.append(target.flatten(1).to(x0.dtype).contiguous())
     squares = x0.new_zeros((T + 1, L))
     weights = torch.tensor([0.5 * v / batch for v in var], dtype=x0.dtype, device=x0.device)
     # t = 0: every hidden eps_l = 0 (the feed-forward pass), eps_L = x_L - mu_L
     errors: list[torch.Tensor | None] = [None] + [torch.zeros_like(v) for v in values[1:L]]
-    errors.append(kernel.error(values[L], output, torch.empty_like(output), scale[L - 1],
-                               squares[0, L - 1]))  # Eq. (1)
-    first = errors[1] if L > 1 else None  # layer 1's error buffer (mu_1 is kept)
+    errors.append(torch.empty_like(output))
+    error = [None] + [kernel.error_pass(values[l], errors[l], 1.0 / var[l - 1], squares)
+                      for l in range(1, L + 1)]
+    update = [None] + [kernel.update_pass(values[l], errors[l], rates[l], gamma, act)
+                       for l in range(1, L)]
+    error[L](output, L - 1)  # Eq. (1)
     energies: list[torch.Tensor] = []
     steps = T + 1
     for t in range(T + 1):
         if t > 0:
-            errors[1] = kernel.error(values[1], mu1, first if L > 1 else torch.empty_like(mu1),
-                                     scale[0], squares[t, 0])  # Eq. (1)
-            for l in range(2, L + 1):
-                mu_l = linear(rates[l - 1], W[l - 1], b[l - 1])
-                errors[l] = kernel.error(values[l], mu_l, mu_l, scale[l - 1],
-                                         squares[t, l - 1])  # Eq. (1), in place of mu_l
+            for l in range(1, L + 1):
+                # hidden eps_l is still 0 before step L - l; x_{l-1} has not moved before
+                # step L - l + 1, so mu_l is still its feed-forward value
+                if l < L and t < L - l:
+                    continue
+                if l == 1 or (l < L and t == L - l):
+                    mu_l = start[l] if l < L else output
+                else:
+                    mu_l = lin(rates[l - 1], W[l - 1], b[l - 1])
+                error[l](mu_l, t * L + l - 1)  # Eq. (1)
         if cfg.energy_tolerance > 0:
             energies.append(squares[t] @ weights)
             if _stop(energies, cfg.energy_tolerance):
@@ -460,9 +476,10 @@ def _infer_mlp_native(
         if t == T:
             break
         for l in range(1, L):
+            if t < L - 1 - l:  # eps_l and eps_{l+1} are still 0: the step leaves x_l as it is
+                continue
             # dx_l/dt = -eps_l + phi'(x_l) * W_l^T eps_{l+1}, then phi(x_l) for the next step
-            top_down = matmul(errors[l + 1], W[l])
-            kernel.update(values[l], top_down, errors[l], rates[l], gamma, act)  # Eq. (3)
+            update[l](lin(errors[l + 1], W_t[l]))  # Eq. (3)
     trajectory = squares[:steps] @ weights  # F at every step, Eq. (2)
     return Inference(values, errors, rates, trajectory, _energy(errors, var), output)
 
