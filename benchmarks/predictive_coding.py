@@ -443,7 +443,9 @@ PROFILE_GROUPS = {
 
 def _annotated_passes():
     """The compiled inference passes wrapped in profiler ranges (their time is otherwise
-    invisible to torch's profiler, which sees only torch operations); None without them."""
+    invisible to torch's profiler, which sees only torch operations): a kernel and the
+    replacements of its ``error_pass`` and ``update_pass`` methods, whose prepared passes
+    each run inside a range; None without the kernel."""
     from torch.profiler import record_function
 
     from bionn.native.predictive import inference_kernel
@@ -451,17 +453,22 @@ def _annotated_passes():
     kernel = inference_kernel()
     if kernel is None:
         return None
-    plain = kernel.error, kernel.update  # bound methods
+    plain = kernel.error_pass, kernel.update_pass  # bound methods
 
-    def error(*a, **k):
-        with record_function("bionn::pc_error"):
-            return plain[0](*a, **k)
+    def annotate(prepare, label):
+        def prepared(*a, **k):
+            run = prepare(*a, **k)
 
-    def update(*a, **k):
-        with record_function("bionn::pc_update"):
-            return plain[1](*a, **k)
+            def annotated(*args):
+                with record_function(label):
+                    return run(*args)
 
-    return kernel, (error, update)
+            return annotated
+
+        return prepared
+
+    return kernel, {"error_pass": annotate(plain[0], "bionn::pc_error"),
+                    "update_pass": annotate(plain[1], "bionn::pc_update")}
 
 
 def run_profile(args, train) -> dict:
@@ -491,14 +498,16 @@ def run_profile(args, train) -> dict:
     cpu_ms = (time.process_time() - start) / 10 * 1e3
     annotated = _annotated_passes()
     if annotated is not None:
-        annotated[0].error, annotated[0].update = annotated[1]
+        for name, method in annotated[1].items():
+            setattr(annotated[0], name, method)
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for xb, yb in batches[15:]:
                 update(xb, yb)
     finally:
         if annotated is not None:  # the instance's own methods again
-            del annotated[0].error, annotated[0].update
+            for name in annotated[1]:
+                delattr(annotated[0], name)
     events = {e.key: e for e in prof.key_averages()}
     total = sum(e.self_cpu_time_total for e in events.values())
     shares = {name: sum(events[o].self_cpu_time_total for o in ops if o in events) / total
