@@ -31,6 +31,7 @@ from bionn.rules.krotov_hopfield import (
     lp_currents,
     product_library,
     sparse_currents,
+    transposed_like,
     synapse_norms,
     use_numpy_product,
 )
@@ -632,6 +633,20 @@ def test_sparse_currents_equal_the_dense_product(numpy_blas, dtype):
         got = sparse_currents(v, kept, order, rank, numpy_blas=numpy_blas)
         assert got.dtype == dtype and got.shape == (len(v), 30)
         np.testing.assert_allclose(got.double().numpy(), oracle, rtol=tol, atol=tol)
+    # a column far beyond the block of the used ones (16 x 16 images drawn only in their
+    # top-left 6 x 6 corner, and one batch that also uses the last pixel): it is gathered
+    corner = torch.zeros(40, 1, 16, 16, dtype=dtype)
+    corner[..., :6, :6] = _sparse_images(40, shape=(1, 6, 6), seed=5, dtype=dtype)
+    c_order, c_rank = input_order(corner)
+    W2 = torch.randn(30, 256, generator=g, dtype=dtype)
+    far = corner[:10].clone()
+    far.view(10, -1)[:, 255] = 0.5
+    assert int(c_rank[255]) == 255 and int(c_rank[(corner != 0).flatten(1).any(0)].max()) < 36
+    v = far.flatten(1)
+    oracle = v.double().numpy() @ (W2 * W2.abs()).double().numpy().T
+    got = sparse_currents(v, (W2 * W2.abs()).index_select(1, c_order), c_order, c_rank,
+                          numpy_blas=numpy_blas)
+    np.testing.assert_allclose(got.double().numpy(), oracle, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("p", [2.0, 3.0, 4.5])
@@ -666,6 +681,77 @@ def test_skipping_zero_inputs_follows_the_published_trajectory(p, kernel):
                                rtol=1e-12, atol=1e-12)
     expected = numpy_reference_trajectory(W0, rule.seen, p, 3, 0.3, 1.2, lr=0.05)
     np.testing.assert_allclose(model.W.detach().numpy(), expected, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN product")
+def test_sparse_currents_in_onednn_from_the_transposed_memory_equal_the_dense_product():
+    # oracle: the float64 product v (sign(W)|W|^2)^T of all inputs, in NumPy
+    g = torch.Generator().manual_seed(4)
+    x = _sparse_images(120, dtype=torch.float32)
+    order, rank = input_order(x)
+    W = torch.randn(30, 64, generator=g)
+    kept = transposed_like(W)
+    kept.copy_((W * W.abs()).index_select(1, order))
+    assert kept.shape == W.shape and kept.t().is_contiguous()
+    # 16 x 16 images drawn only in their top-left 6 x 6 corner, and a batch that also uses the
+    # last pixel: its column lies far beyond any block of the corner's columns, so it is
+    # gathered
+    corner = torch.zeros(40, 1, 16, 16)
+    corner[..., :6, :6] = _sparse_images(40, shape=(1, 6, 6), seed=5, dtype=torch.float32)
+    c_order, c_rank = input_order(corner)
+    W2 = torch.randn(30, 256, generator=g)
+    kept2 = transposed_like(W2)
+    kept2.copy_((W2 * W2.abs()).index_select(1, c_order))
+    far = corner[:10].clone()
+    far.view(10, -1)[:, 255] = 0.5
+    assert int(c_rank[255]) == 255 and int(c_rank[(corner != 0).flatten(1).any(0)].max()) < 36
+    v = far.flatten(1)
+    oracle = v.double().numpy() @ (W2 * W2.abs()).double().numpy().T
+    got = sparse_currents(v, kept2, c_order, c_rank, onednn=True)
+    np.testing.assert_allclose(got.double().numpy(), oracle, rtol=1e-5, atol=1e-5)
+    rare = x[100:110].clone()
+    rare.view(10, -1)[:, int(order[-1])] = 0.5  # a rare column
+    for batch in (x[:10], x[10:11], torch.ones_like(x[:3]), x[20:100], rare):
+        v = batch.flatten(1)
+        oracle = v.double().numpy() @ (W * W.abs()).double().numpy().T
+        got = sparse_currents(v, kept, order, rank, onednn=True)
+        assert got.dtype == torch.float32 and got.shape == (len(v), 30)
+        np.testing.assert_allclose(got.double().numpy(), oracle, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN product")
+def test_the_onednn_block_product_follows_the_published_trajectory(kernel):
+    """With oneDNN and the zero inputs skipped, the rule keeps sign(W)|W|^(p-1) in the memory
+    of its transpose, refreshed row by row; W follows the NumPy transcription over two epochs
+    (float32 numbers, float64 oracle)."""
+    from bionn.core.trainer import Trainer
+
+    config = KrotovConfig(hidden=40, p=3.0, k=3, delta=0.3, radius=1.2, minibatch=10,
+                          kernel=kernel, product="onednn")
+    torch.manual_seed(3)
+    rule = RecordingKrotov(config)
+    model = rule.build_model("mlp", (1, 8, 8), 4, "relu")
+    W0 = model.W.detach().double().numpy().copy()
+    x = _sparse_images(120, dtype=torch.float32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer(model, rule, opt, (x, torch.zeros(120).long()), None, batch_size=30,
+                      seed=0, progress=False)
+    rule.set_phase("unsupervised")
+    rule.phase_inputs(model, "unsupervised", x)
+    trainer.train_epoch(1, 1)
+    trainer.train_epoch(2, 2)
+    assert rule._kept_order is not None and all(rule.sparse)
+    assert rule._weights.t().is_contiguous() and not rule._weights.is_contiguous()
+    Wt = model.W.detach()
+    kept = rule._lp_weights(Wt, incremental=True, kernel=rule._kernel(Wt),
+                            order=rule._kept_order, transposed=True)
+    assert kept is rule._weights
+    torch.testing.assert_close(kept, (Wt.abs() * Wt)[:, rule._kept_order], rtol=1e-6,
+                               atol=1e-7)
+    seen = [v.astype(np.float64) for v in rule.seen]
+    expected = numpy_reference_trajectory(W0, seen, 3.0, 3, 0.3, 1.2, lr=0.05)
+    np.testing.assert_allclose(model.W.detach().double().numpy(), expected, rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_skip_zero_inputs_off_keeps_the_dense_product():

@@ -396,6 +396,9 @@ def lp_currents(v: torch.Tensor, weights: torch.Tensor, numpy_blas: bool = False
 # What gathering one input column costs beside multiplying one column in place, in the choice
 # of sparse_currents (measured on MNIST minibatches; only the split, never the result, uses it)
 _GATHER_COST = 3.0
+# The multiple the block's width is rounded up to (products of 100 x ~520 @ ~520 x 2000: about
+# 10% faster rounded to 32 than at the minimising width, in torch's MKL and in oneDNN)
+_BLOCK_ALIGN = 32
 
 
 def input_order(x: torch.Tensor, chunk: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,7 +416,7 @@ def input_order(x: torch.Tensor, chunk: int = 10000) -> tuple[torch.Tensor, torc
 
 def sparse_currents(
     v: torch.Tensor, weights: torch.Tensor, order: torch.Tensor, rank: torch.Tensor,
-    numpy_blas: bool = False,
+    numpy_blas: bool = False, onednn: bool = False,
 ) -> torch.Tensor:
     """The currents of Eq. (2) from the pixels that are non-zero in the minibatch ``v``.
 
@@ -422,6 +425,11 @@ def sparse_currents(
     no copy of the weights) and gathers the few used columns beyond it; the split minimises
     block width + _GATHER_COST x gathered columns. Zero pixels add nothing to a current, so the
     result is v (lp W)^T up to the rounding of a shorter sum.
+
+    With ``onednn`` the block's product runs in oneDNN when ``weights`` is the transpose of a
+    contiguous ``(inputs, hidden)`` matrix (:func:`transposed_like`), whose leading block of
+    columns is then a contiguous block of rows (oneDNN copies a strided block first, which
+    costs more than the product); otherwise torch multiplies it.
     """
     used = (v != 0).any(0)
     positions = rank[used].sort().values
@@ -429,17 +437,32 @@ def sparse_currents(
     steps = torch.arange(n + 1, device=v.device)
     width = torch.cat((positions.new_zeros(1), positions + 1))  # block covering j positions
     best = int(torch.argmin(width + _GATHER_COST * (n - steps)))
-    m = int(width[best])
-    extra = positions[best:]
+    # the block's width rounded up to a multiple of _BLOCK_ALIGN (the few more columns add 0):
+    # a product of an aligned width runs faster, and oneDNN reuses the primitive it built for
+    # a width it has seen
+    m = min(-(-int(width[best]) // _BLOCK_ALIGN) * _BLOCK_ALIGN, weights.shape[1])
+    extra = positions[int(torch.searchsorted(positions, m)):]
     block_v = v.index_select(1, order[:m])
+    block = weights[:, :m]
     if numpy_blas:
-        out = torch.from_numpy(lp_currents_numpy(block_v, weights[:, :m]))
+        out = torch.from_numpy(lp_currents_numpy(block_v, block))
+    elif onednn and block.stride() == (1, weights.shape[0]):
+        out = onednn_linear(block_v, block)
     else:
-        out = block_v @ weights[:, :m].t()
+        out = block_v @ block.t()
     if len(extra):
-        gathered = weights.index_select(1, extra)
-        out.addmm_(v.index_select(1, order[extra]), gathered.t())
+        if weights.t().is_contiguous():  # W'^T's memory: the used columns are rows of it
+            gathered_t = weights.t().index_select(0, extra)
+        else:
+            gathered_t = weights.index_select(1, extra).t()
+        out.addmm_(v.index_select(1, order[extra]), gathered_t)
     return out
+
+
+def transposed_like(W: torch.Tensor) -> torch.Tensor:
+    """An uninitialised matrix shaped like ``W`` whose memory is ``W^T``'s, contiguous: the
+    kept weights of the oneDNN block product of :func:`sparse_currents`."""
+    return torch.empty(W.shape[1], W.shape[0], dtype=W.dtype, device=W.device).t()
 
 
 def lp_currents_numpy(v: torch.Tensor, weights: torch.Tensor):
@@ -478,12 +501,14 @@ def synaptic_update(
     the product in NumPy's OpenBLAS (:func:`lp_currents`). ``columns``, if given, is
     ``(order, rank)`` of :func:`input_order`: ``weights`` then holds its columns in that order
     and the product skips the pixels that are zero in ``v`` (:func:`sparse_currents`).
-    ``onednn`` runs the (dense) product in oneDNN (:func:`lp_currents`).
+    ``onednn`` runs the product in oneDNN (:func:`lp_currents`; with ``columns``, the block of
+    :func:`sparse_currents`).
     """
     if columns is not None:
         if weights is None:
             weights = lp_weights(W.index_select(1, columns[0]), p)
-        currents = sparse_currents(v, weights, *columns, numpy_blas=numpy_blas)  # Eq. (2)
+        currents = sparse_currents(v, weights, *columns, numpy_blas=numpy_blas,
+                                   onednn=onednn)  # Eq. (2)
     else:
         if weights is None:
             weights = lp_weights(W, p)
@@ -716,10 +741,11 @@ class KrotovHopfield(LearningRule):
 
     def _lp_weights(
         self, W: torch.Tensor, incremental: bool, kernel: KrotovKernel | None = None,
-        order: torch.Tensor | None = None,
+        order: torch.Tensor | None = None, transposed: bool = False,
     ) -> torch.Tensor:
         """sign(W)|W|^(p-1), refreshed only on the rows the last step changed when valid; with
-        ``order``, its columns in that order (column j is input ``order[j]``).
+        ``order``, its columns in that order (column j is input ``order[j]``); with
+        ``transposed``, held in the memory of its transpose (:func:`transposed_like`).
 
         The kept matrix is reused only if W is the same tensor and its version counter moved
         by exactly the one in-place optimizer step since the kept matrix was made (or not at
@@ -735,6 +761,7 @@ class KrotovHopfield(LearningRule):
             and kept.shape == W.shape
             and kept.dtype == W.dtype
             and kept.device == W.device
+            and kept.is_contiguous() != transposed
             and self._weights_version is not None
             and stamp[0] == self._weights_version[0]
             and stamp[1] - self._weights_version[1] in (0, 1)
@@ -755,8 +782,9 @@ class KrotovHopfield(LearningRule):
         else:
             if kept is None or kept.shape != W.shape or kept.dtype != W.dtype or (
                 kept.device != W.device
-            ):
-                kept = self._weights = torch.empty_like(W)
+            ) or kept.is_contiguous() == transposed:
+                kept = self._weights = (transposed_like(W) if transposed
+                                        else torch.empty_like(W))
             lp_weights(W if order is None else W.index_select(1, order), p, out=kept)
         self._weights_version = stamp
         return kept
@@ -772,16 +800,18 @@ class KrotovHopfield(LearningRule):
             kernel = self._kernel(Wd)
             library = product_library(cfg.product, Wd)
             columns = self._columns
-            if library == "onednn" or columns is not None and (
+            if columns is not None and (
                 len(columns[0]) != Wd.shape[1] or columns[0].device != Wd.device
             ):
-                # oneDNN multiplies the whole matrix faster than a strided block of it
                 columns = None
             if (columns is None) != (self._kept_order is None):
                 self._weights_version = None  # the kept weights' column order changes
             self._kept_order = None if columns is None else columns[0]
+            # oneDNN multiplies the block of the used inputs from W'^T's memory (a block of
+            # rows); from W''s own memory it would copy the strided block first
             weights = self._lp_weights(Wd, incremental=sparse, kernel=kernel,
-                                       order=self._kept_order)
+                                       order=self._kept_order,
+                                       transposed=library == "onednn" and columns is not None)
             if self._won is None or len(self._won) != len(W) or self._won.device != W.device:
                 self._won = torch.zeros(len(W), dtype=torch.bool, device=W.device)
             rows, step, scale, _ = synaptic_update(
