@@ -31,8 +31,8 @@ from bionn.rules.krotov_hopfield import (
     lp_currents,
     product_library,
     sparse_currents,
-    transposed_like,
     synapse_norms,
+    transposed_like,
     use_numpy_product,
 )
 
