@@ -124,6 +124,27 @@ def test_lp_rows_refreshes_only_the_named_rows(kernel, p, dtype):
     np.testing.assert_allclose(out.double().numpy(), expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("p", [2.0, 3.0, 4.5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lp_rows_ordered_t_refreshes_the_named_rows_of_the_transposed_memory(kernel, p, dtype):
+    """out[r][j] = sign(W[r][order[j]]) |W[r][order[j]]|^(p-1) for the named rows r, written into
+    a matrix whose transpose is contiguous; every other entry left as it was (NumPy oracle)."""
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(20, 9))
+    W[3, 4] = 0.0
+    order = torch.tensor([4, 0, 8, 2, 6, 1, 7, 3, 5])
+    out = torch.full((9, 20), 7.0, dtype=dtype).t()  # (hidden, inputs), transpose contiguous
+    rows = torch.tensor([0, 3, 11, 19])
+    kernel.lp_rows_ordered_t(torch.tensor(W, dtype=dtype), out, rows, order, p)
+    expected = np.full((20, 9), 7.0)
+    picked = W[rows.numpy()][:, order.numpy()]
+    expected[rows.numpy()] = np.sign(picked) * np.abs(picked) ** (p - 1)
+    tol = 1e-13 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(out.double().numpy(), expected, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="transpose is contiguous"):
+        kernel.lp_rows_ordered_t(torch.tensor(W, dtype=dtype), out.contiguous(), rows, order, p)
+
+
 def test_the_kernel_checks_its_arguments(kernel):
     with pytest.raises(ValueError, match="shapes do not match"):
         kernel.update(torch.rand(4, 10), torch.rand(4, 3), torch.rand(9, 3), 2, 0.4, 1.0, 1e-30)

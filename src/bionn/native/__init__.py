@@ -31,7 +31,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
 # (name of the C file without .c, the interface version its bionn_<name>_abi() returns)
-KERNELS = {"krotov": 3, "recurrent": 1, "energy": 2, "signrand": 2, "predictive": 1}
+KERNELS = {"krotov": 4, "recurrent": 1, "energy": 2, "signrand": 2, "predictive": 1}
 _REASONS: dict[str, str] = {}
 
 
@@ -198,6 +198,7 @@ class KrotovKernel:
         self._update = {}
         self._lp_rows = {}
         self._lp_rows_ordered = {}
+        self._lp_rows_ordered_t = {}
         for dtype, suffix in _SUFFIX.items():
             update = getattr(lib, f"bionn_krotov_update_{suffix}")
             update.restype = _I64
@@ -209,8 +210,12 @@ class KrotovKernel:
             ordered = getattr(lib, f"bionn_krotov_lp_rows_ordered_{suffix}")
             ordered.restype = None
             ordered.argtypes = [_P, _P, _P, _I64, _I64, _P, _F64, _I64]
+            ordered_t = getattr(lib, f"bionn_krotov_lp_rows_ordered_t_{suffix}")
+            ordered_t.restype = None
+            ordered_t.argtypes = [_P, _P, _P, _I64, _I64, _I64, _P, _F64, _I64]
             self._update[dtype], self._lp_rows[dtype] = update, lp_rows
             self._lp_rows_ordered[dtype] = ordered
+            self._lp_rows_ordered_t[dtype] = ordered_t
 
     def threads(self) -> int:
         """Threads the kernel may use: torch's intra-op count when it shares torch's OpenMP
@@ -278,6 +283,23 @@ class KrotovKernel:
         self._lp_rows_ordered[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(),
                                        len(rows), W.shape[1], order.data_ptr(), float(p),
                                        self.threads())
+
+
+    def lp_rows_ordered_t(self, W: torch.Tensor, out: torch.Tensor, rows: torch.Tensor,
+                          order: torch.Tensor, p: float) -> None:
+        """:meth:`lp_rows_ordered` for a kept matrix held in the memory of its transpose:
+        ``out`` is ``(hidden, inputs)`` with ``out.t()`` contiguous (``transposed_like`` of
+        :mod:`bionn.rules.krotov_hopfield`)."""
+        if not (W.is_contiguous() and out.t().is_contiguous() and out.shape == W.shape
+                and out.dtype == W.dtype and rows.dtype == torch.int64
+                and order.dtype == torch.int64 and order.shape == (W.shape[1],)):
+            raise ValueError("lp_rows_ordered_t needs a contiguous W, an out of its shape and "
+                             "dtype whose transpose is contiguous, int64 rows and an int64 "
+                             "order of one entry per input")
+        rows, order = rows.contiguous(), order.contiguous()
+        self._lp_rows_ordered_t[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(),
+                                         len(rows), W.shape[1], W.shape[0], order.data_ptr(),
+                                         float(p), self.threads())
 
 
 @functools.cache

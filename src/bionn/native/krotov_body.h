@@ -49,6 +49,40 @@ void KROTOV_NAME(bionn_krotov_lp_rows_ordered)(const KROTOV_REAL *W, KROTOV_REAL
     }
 }
 
+/* The same into the kept matrix held in the memory of its transpose: out_t is (inputs, hidden)
+ * and out_t[j][rows[r]] the factor of W[rows[r]][order[j]] (the layout whose leading rows are the
+ * block of the most used inputs, which bionn's oneDNN product reads in place). Each thread
+ * writes its own rows j of out_t. */
+void KROTOV_NAME(bionn_krotov_lp_rows_ordered_t)(const KROTOV_REAL *W, KROTOV_REAL *out_t,
+                                                  const int64_t *rows, int64_t n_rows,
+                                                  int64_t inputs, int64_t hidden,
+                                                  const int64_t *order, double p,
+                                                  int64_t threads)
+{
+    (void)threads; /* used by the OpenMP clause only */
+    const KROTOV_REAL e = (KROTOV_REAL)(p - 1.0);
+#pragma omp parallel for num_threads(KROTOV_TEAM(threads, n_rows * inputs)) schedule(static)
+    for (int64_t j = 0; j < inputs; j++) {
+        KROTOV_REAL *o = out_t + j * hidden;
+        const KROTOV_REAL *w = W + order[j];
+        if (p == 2.0) {
+            for (int64_t r = 0; r < n_rows; r++)
+                o[rows[r]] = w[rows[r] * inputs];
+        } else if (p == 3.0) {
+            for (int64_t r = 0; r < n_rows; r++) {
+                const KROTOV_REAL x = w[rows[r] * inputs];
+                o[rows[r]] = x * (KROTOV_REAL)fabs((double)x);
+            }
+        } else {
+            for (int64_t r = 0; r < n_rows; r++) {
+                const KROTOV_REAL x = w[rows[r] * inputs];
+                const KROTOV_REAL a = (KROTOV_REAL)pow(fabs((double)x), (double)e);
+                o[rows[r]] = x > 0 ? a : (x < 0 ? -a : (KROTOV_REAL)0);
+            }
+        }
+    }
+}
+
 /* A key with the order of the floating-point value as an unsigned integer: the sign bit is
  * flipped for numbers >= 0 and every bit for numbers < 0. A positive NaN gets a larger key than
  * +inf, so it ranks first, as torch.topk ranks NaN. */

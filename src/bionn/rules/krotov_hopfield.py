@@ -772,6 +772,10 @@ class KrotovHopfield(LearningRule):
                     kept.is_contiguous()
                 ):
                     kernel.lp_rows_ordered(W, kept, rows, order, p)
+                elif order is not None and kernel is not None and W.is_contiguous() and (
+                    kept.t().is_contiguous()
+                ):
+                    kernel.lp_rows_ordered_t(W, kept, rows, order, p)
                 elif order is not None:
                     changed = W.index_select(0, rows).index_select(1, order)
                     kept.index_copy_(0, rows, lp_weights(changed, p))
