@@ -754,6 +754,42 @@ def test_the_onednn_block_product_follows_the_published_trajectory(kernel):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_block_split_covers_every_used_input_at_the_least_cost(seed):
+    """Oracle: brute force over every block width b: cost b + _GATHER_COST x (used positions >= b);
+    the split's block is the cheapest width rounded up to a multiple of 32, and the used
+    positions beyond it, every one of them, are the gathered ones."""
+    from bionn.rules.krotov_hopfield import _BLOCK_ALIGN, _GATHER_COST, _block_split
+
+    g = torch.Generator().manual_seed(seed)
+    inputs = 300
+    rank = torch.randperm(inputs, generator=g)
+    used = torch.rand(inputs, generator=g) < torch.linspace(0.9, 0.02, inputs)[rank]
+    m, extra = _block_split(used, rank, inputs)
+    positions = sorted(rank[used].tolist())
+    costs = [b + _GATHER_COST * sum(q >= b for q in positions) for b in range(inputs + 1)]
+    cheapest = min(costs)
+    assert m % _BLOCK_ALIGN == 0 or m == inputs
+    assert any(costs[b] == cheapest and m - _BLOCK_ALIGN < b <= m for b in range(inputs + 1))
+    assert extra.tolist() == [q for q in positions if q >= m]
+
+
+def test_sparse_currents_keep_a_nan_pixel():
+    """A pixel that is NaN in the minibatch (and 0 everywhere else) is used, so the currents
+    carry the NaN (and the rule's divergence check sees it) instead of dropping the pixel."""
+    # 16 x 16 images drawn only in their top-left 6 x 6 corner: the last pixel's column lies
+    # beyond any block of the corner's, so only the split decides whether it is multiplied
+    x = torch.zeros(40, 1, 16, 16)
+    x[..., :6, :6] = _sparse_images(40, shape=(1, 6, 6), seed=5, dtype=torch.float32)
+    order, rank = input_order(x)
+    W = torch.randn(10, 256)
+    kept = (W * W.abs()).index_select(1, order)
+    v = x[:5].flatten(1).clone()
+    v[2, 255] = float("nan")
+    got = sparse_currents(v, kept, order, rank)
+    assert torch.isnan(got[2]).all() and not torch.isnan(got[[0, 1, 3, 4]]).any()
+
+
 def test_skip_zero_inputs_off_keeps_the_dense_product():
     rule = make_rule("krotov", {"hidden": 20, "skip_zero_inputs": False})
     model = rule.build_model("mlp", (1, 8, 8), 10, "relu")

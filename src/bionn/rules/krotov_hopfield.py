@@ -414,6 +414,33 @@ def input_order(x: torch.Tensor, chunk: int = 10000) -> tuple[torch.Tensor, torc
     return order, rank
 
 
+def _block_split(used: torch.Tensor, rank: torch.Tensor, inputs: int
+                 ) -> tuple[int, torch.Tensor]:
+    """The split of :func:`sparse_currents`: the width m of the leading block of columns and the
+    positions of the used columns beyond it, for the used inputs (a bool per input) ranked by
+    ``rank``. The block covering j used positions minimises its width + _GATHER_COST x the
+    used columns left to gather; its width is then rounded up to a multiple of _BLOCK_ALIGN
+    (the few more columns add 0: a product of an aligned width runs faster, and oneDNN reuses
+    the primitive it built for a width it has seen). A few hundred entries: computed in NumPy
+    on a CPU, where its dozen small steps cost a fraction of torch's."""
+    if used.device.type == "cpu":
+        import numpy as np
+
+        positions = np.sort(rank.numpy()[used.numpy()])
+        n = len(positions)
+        width = np.concatenate(([0], positions + 1))  # the block covering j positions
+        best = int(np.argmin(width + _GATHER_COST * (n - np.arange(n + 1))))
+        m = min(-(-int(width[best]) // _BLOCK_ALIGN) * _BLOCK_ALIGN, inputs)
+        return m, torch.from_numpy(positions[np.searchsorted(positions, m):])
+    positions = rank[used].sort().values
+    n = len(positions)
+    steps = torch.arange(n + 1, device=used.device)
+    width = torch.cat((positions.new_zeros(1), positions + 1))
+    best = int(torch.argmin(width + _GATHER_COST * (n - steps)))
+    m = min(-(-int(width[best]) // _BLOCK_ALIGN) * _BLOCK_ALIGN, inputs)
+    return m, positions[int(torch.searchsorted(positions, m)):]
+
+
 def sparse_currents(
     v: torch.Tensor, weights: torch.Tensor, order: torch.Tensor, rank: torch.Tensor,
     numpy_blas: bool = False, onednn: bool = False,
@@ -431,17 +458,8 @@ def sparse_currents(
     columns is then a contiguous block of rows (oneDNN copies a strided block first, which
     costs more than the product); otherwise torch multiplies it.
     """
-    used = (v != 0).any(0)
-    positions = rank[used].sort().values
-    n = len(positions)
-    steps = torch.arange(n + 1, device=v.device)
-    width = torch.cat((positions.new_zeros(1), positions + 1))  # block covering j positions
-    best = int(torch.argmin(width + _GATHER_COST * (n - steps)))
-    # the block's width rounded up to a multiple of _BLOCK_ALIGN (the few more columns add 0):
-    # a product of an aligned width runs faster, and oneDNN reuses the primitive it built for
-    # a width it has seen
-    m = min(-(-int(width[best]) // _BLOCK_ALIGN) * _BLOCK_ALIGN, weights.shape[1])
-    extra = positions[int(torch.searchsorted(positions, m)):]
+    used = v.abs().amax(0) != 0  # one pass; a NaN or inf pixel counts as used
+    m, extra = _block_split(used, rank, weights.shape[1])
     block_v = v.index_select(1, order[:m])
     block = weights[:, :m]
     if numpy_blas:
