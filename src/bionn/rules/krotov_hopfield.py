@@ -421,24 +421,16 @@ def _block_split(used: torch.Tensor, rank: torch.Tensor, inputs: int
     ``rank``. The block covering j used positions minimises its width + _GATHER_COST x the
     used columns left to gather; its width is then rounded up to a multiple of _BLOCK_ALIGN
     (the few more columns add 0: a product of an aligned width runs faster, and oneDNN reuses
-    the primitive it built for a width it has seen). A few hundred entries: computed in NumPy
-    on a CPU, where its dozen small steps cost a fraction of torch's."""
-    if used.device.type == "cpu":
-        import numpy as np
+    the primitive it built for a width it has seen). A few hundred entries: computed in NumPy,
+    where its dozen small steps cost a fraction of torch's."""
+    import numpy as np
 
-        positions = np.sort(rank.numpy()[used.numpy()])
-        n = len(positions)
-        width = np.concatenate(([0], positions + 1))  # the block covering j positions
-        best = int(np.argmin(width + _GATHER_COST * (n - np.arange(n + 1))))
-        m = min(-(-int(width[best]) // _BLOCK_ALIGN) * _BLOCK_ALIGN, inputs)
-        return m, torch.from_numpy(positions[np.searchsorted(positions, m):])
-    positions = rank[used].sort().values
+    positions = np.sort(rank.cpu().numpy()[used.cpu().numpy()])
     n = len(positions)
-    steps = torch.arange(n + 1, device=used.device)
-    width = torch.cat((positions.new_zeros(1), positions + 1))
-    best = int(torch.argmin(width + _GATHER_COST * (n - steps)))
+    width = np.concatenate(([0], positions + 1))  # the block covering j positions
+    best = int(np.argmin(width + _GATHER_COST * (n - np.arange(n + 1))))
     m = min(-(-int(width[best]) // _BLOCK_ALIGN) * _BLOCK_ALIGN, inputs)
-    return m, positions[int(torch.searchsorted(positions, m)):]
+    return m, torch.from_numpy(positions[np.searchsorted(positions, m):]).to(rank.device)
 
 
 def sparse_currents(

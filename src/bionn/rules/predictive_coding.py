@@ -443,6 +443,7 @@ def _infer_mlp_native(
         rates.append(_rate(act, mu))
         mu = lin(rates[l], W[l], b[l])
     output = mu
+    start.append(output)  # mu_L: the feed-forward output
     values.append(target.flatten(1).to(x0.dtype).contiguous())
     squares = x0.new_zeros((T + 1, L))
     weights = torch.tensor([0.5 * v / batch for v in var], dtype=x0.dtype, device=x0.device)
@@ -463,8 +464,8 @@ def _infer_mlp_native(
                 # step L - l + 1, so mu_l is still its feed-forward value
                 if l < L and t < L - l:
                     continue
-                if l == 1 or (l < L and t == L - l):
-                    mu_l = start[l] if l < L else output
+                if l == 1 or t == L - l:
+                    mu_l = start[l]
                 else:
                     mu_l = lin(rates[l - 1], W[l - 1], b[l - 1])
                 error[l](mu_l, t * L + l - 1)  # Eq. (1)
