@@ -92,9 +92,21 @@ class BackpropSquaredError(Backprop):
 
     name = "bp-mse"
 
+    def __init__(self, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.weight_decay = weight_decay  # the microcircuit's --weight-decay: weights, no biases
+
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         target = F.one_hot(y, output.shape[1]).to(output.dtype)
         return 0.5 * (target - output).square().sum(1).mean()
+
+    def fill_grads(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        metrics = super().fill_grads(model, x, y)
+        if self.weight_decay:
+            for p in model.parameters():
+                if p.grad is not None and p.dim() > 1:
+                    p.grad.add_(p.detach(), alpha=self.weight_decay)
+        return metrics
 
 
 # --- speed --------------------------------------------------------------------------------------
@@ -252,14 +264,15 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
-def _train(rule_name: str, config: TrainConfig) -> dict[str, Any]:
-    """One MNIST run; backprop on the squared error (:class:`BackpropSquaredError`)."""
+def _train(rule_name: str, config: TrainConfig, weight_decay: float = 0.0) -> dict[str, Any]:
+    """One MNIST run; backprop on the squared error (:class:`BackpropSquaredError`, with the
+    microcircuit's weight decay)."""
     if rule_name != "bp":
         return run_training(config, progress=False)
     import bionn.core.run as run_module
 
     original = run_module.make_rule
-    run_module.make_rule = lambda name, opts: BackpropSquaredError()
+    run_module.make_rule = lambda name, opts: BackpropSquaredError(weight_decay)
     try:
         return run_training(config, progress=False)
     finally:
@@ -271,7 +284,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         "network": "784-500-500-10", "hidden_rate": args.hidden_rate, "output": "linear",
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
         "lr": args.lr, "momentum": args.momentum, "nesterov": args.nesterov,
-        "clip_grad": args.clip_grad,
+        "clip_grad": args.clip_grad, "weight_decay": args.weight_decay,
         "schedule": "cosine", "seed": args.seed, "dataset": "mnist (60000 / 10000)",
         "target_test_error_at_most": 0.022, "paper_test_error": {"dendritic": 0.0196,
                                                                  "bp": 0.0153},
@@ -288,6 +301,8 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
         results["dendritic_options"]["eta_forward"] = _floats(args.eta_forward)
     if args.sweeps != 1:
         results["dendritic_options"]["sweeps"] = args.sweeps
+    if args.weight_decay:
+        results["dendritic_options"]["weight_decay"] = args.weight_decay
     rules = [r.strip() for r in args.mnist_rules.split(",") if r.strip()]
     for rule_name, options in (("dendritic", results["dendritic_options"]), ("bp", {})):
         if rule_name not in rules:
@@ -302,7 +317,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
                              options=options)
         diverged = None
         try:
-            summary = _train(rule_name, config)
+            summary = _train(rule_name, config, args.weight_decay)
         except TrainingDiverged as exc:  # recorded with the epochs it finished, not raised
             diverged = str(exc).split(";")[0]
         metrics = Path(config.out) / "metrics.jsonl"
@@ -452,6 +467,10 @@ def main() -> None:
     parser.add_argument("--ip-tracking", action="store_true",
                         help="MNIST: the rule's --ip-tracking (interneuron rates that follow the "
                              "forward weights under SGD)")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="MNIST: the rule's --weight-decay (L2 decay of the forward and "
+                             "interneuron weights in its increments; backprop's weights get "
+                             "the same; default 0, off)")
     parser.add_argument("--teacher-train", type=int, default=5000)
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)

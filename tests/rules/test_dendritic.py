@@ -57,9 +57,12 @@ def test_interneuron_rules_learn_the_self_predicting_state():
     assert _angle(model.interneurons[0].weight_pi.detach(), -down) < 10.0
 
 
-def test_sgd_lr_one_reproduces_the_hand_written_plasticity_rules():
+@pytest.mark.parametrize("decay", [0.0, 0.1], ids=["paper", "weight-decay"])
+def test_sgd_lr_one_reproduces_the_hand_written_plasticity_rules(decay):
+    """With --weight-decay lambda the forward weights get -eta_k lambda W_k and the
+    interneurons that predict layer k+1 get -eta_{k+1} lambda W^IP_k; nothing else decays."""
     torch.manual_seed(0)
-    cfg = DendriticConfig(eta_forward=(0.5, 2.0), eta_ip=0.3, eta_pi=0.7)
+    cfg = DendriticConfig(eta_forward=(0.5, 2.0), eta_ip=0.3, eta_pi=0.7, weight_decay=decay)
     rule = DendriticMicrocircuit(cfg)
     model = Microcircuit((4, 3, 2), hidden="sigmoid", output="linear", self_predicting=False,
                          conductances=cfg.conductances)
@@ -90,11 +93,11 @@ def test_sgd_lr_one_reproduces_the_hand_written_plasticity_rules():
     ei = ui - g_d / (g_lk + g_d) * vi
     n = len(x)
     expected = {
-        "pyramidal.0.weight": w1 + 0.5 * e1.T @ x / n,
+        "pyramidal.0.weight": w1 + 0.5 * (e1.T @ x / n - decay * w1),
         "pyramidal.0.bias": b1 + 0.5 * e1.mean(0),
-        "pyramidal.1.weight": w2 + 2.0 * e2.T @ r1n / n,
+        "pyramidal.1.weight": w2 + 2.0 * (e2.T @ r1n / n - decay * w2),
         "pyramidal.1.bias": b2 + 2.0 * e2.mean(0),
-        "interneurons.0.weight_ip": wip + 0.3 * ei.T @ r1n / n,
+        "interneurons.0.weight_ip": wip + 0.3 * ei.T @ r1n / n - 2.0 * decay * wip,
         "interneurons.0.bias_ip": bip + 0.3 * ei.mean(0),
         "interneurons.0.weight_pi": wpi + 0.7 * (-va).T @ ui / n,
     }
@@ -243,6 +246,7 @@ def test_self_predicting_phase_learns_only_interneurons_and_is_listed():
     ({"dynamics": "euler"}, "--dynamics"), ({"g_b": 0}, "--g-b"), ({"sweeps": 0}, "--sweeps"),
     ({"top_down": "tied"}, "--top-down"), ({"tau_w": 0.01}, "--tau-w"),
     ({"hidden_rate": "gelu"}, "--hidden-rate"), ({"noise": -1.0}, "--noise"),
+    ({"weight_decay": -0.1}, "--weight-decay"),
 ])
 def test_bad_options_name_their_flag(options, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -373,19 +377,21 @@ def test_attenuation_rates_equalise_the_layers_scale_against_backprop():
 
 @pytest.mark.parametrize("hidden", ["linear", "tanh"])
 @pytest.mark.parametrize(
-    "eta_forward, lr, momentum",
-    [((), 0.05, 0.0), ((4.0, 2.0, 1.0), 0.02, 0.0), ((4.0, 2.0, 1.0), 0.005, 0.9)],
-    ids=["sgd", "sgd-layer-rates", "momentum-layer-rates"],
+    "eta_forward, lr, momentum, decay",
+    [((), 0.05, 0.0, 0.0), ((4.0, 2.0, 1.0), 0.02, 0.0, 0.0), ((4.0, 2.0, 1.0), 0.005, 0.9, 0.0),
+     ((4.0, 2.0, 1.0), 0.005, 0.9, 0.5)],
+    ids=["sgd", "sgd-layer-rates", "momentum-layer-rates", "momentum-weight-decay"],
 )
 def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(
-    hidden, eta_forward, lr, momentum
+    hidden, eta_forward, lr, momentum, decay
 ):
     """Oracle: the closed-form self-predicting W^IP_k = rho_{k+1} (g_lk+g_D)/g_D W_{k+1},
     written by hand. With linear rates the Eq. 7 and Eq. 6 errors are exactly proportional, so
     SGD with the tracking rates keeps W^IP on that closed form while the forward weights learn;
     with tanh rates it stays close, far closer than with eta_IP = 1. The same holds with
     per-layer forward rates (--eta-forward; the tracking rate of population k follows
-    eta_{k+1}) and with heavy-ball momentum, which is linear in the increments too."""
+    eta_{k+1}), with heavy-ball momentum, which is linear in the increments too, and with
+    --weight-decay, which shrinks W^IP_k at the relative rate of W_{k+1}."""
     g_lk, g_b, g_a, g_d = 0.1, 1.0, 0.8, 1.0
     factors = [g_b / (g_lk + g_b + g_a) * (g_lk + g_d) / g_d,
                g_b / (g_lk + g_b) * (g_lk + g_d) / g_d]
@@ -393,7 +399,8 @@ def test_ip_tracking_keeps_learned_interneurons_self_predicting_under_sgd(
     def deviation(tracking):
         torch.manual_seed(0)
         rule = DendriticMicrocircuit(DendriticConfig(eta_pi=0.0, ip_tracking=tracking,
-                                                     eta_forward=eta_forward))
+                                                     eta_forward=eta_forward,
+                                                     weight_decay=decay))
         model = Microcircuit((8, 7, 6, 3), hidden=hidden, output="linear").double()
         with torch.no_grad():  # the closed-form start, in double precision
             for k, c in enumerate(factors):

@@ -199,6 +199,11 @@ class DendriticConfig:
                 "the learned interneurons follow the forward weights (see tracking_rates)"})
     eta_pi: float = field(default=1.0, metadata={"help": "eta_PI, factor of Eq. 8"})
     eta_down: float = field(default=1.0, metadata={"help": "eta_down, factor of Eq. 9"})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "lambda_w, L2 decay in the plastic weights' increments: -eta_k lambda_w W_k for "
+                "the forward weights, -eta_{k+1} lambda_w W^IP_k for the interneurons that "
+                "predict layer k+1 (the same relative rate, so W^IP_k = c_k W_{k+1} is kept); "
+                "biases, W^PI and W^down do not decay (0 = off, the paper)"})
     dt: float = field(default=0.1, metadata={"help": "dt, Euler step of the ODE in ms"})
     presentation_steps: int = field(default=1000, metadata={
         "help": "ODE: Euler steps each batch is presented for (1000 x 0.1 ms = 100 ms)"})
@@ -239,7 +244,7 @@ class DendriticConfig:
             raise ConfigError(f"--eta-forward must be numbers, got {etas!r}")
         for value in etas:
             _number("eta_forward", value, strict=False)
-        for name in ("eta_ip", "eta_pi", "eta_down", "tau_w"):
+        for name in ("eta_ip", "eta_pi", "eta_down", "tau_w", "weight_decay"):
             _number(name, getattr(self, name), strict=False)
         _number("dt", self.dt)
         _integer("presentation_steps", self.presentation_steps, 1)
@@ -435,9 +440,13 @@ class DendriticMicrocircuit(LearningRule):
         cfg = self.config
         etas = self._etas(model.depth)
         out: list[torch.Tensor | None] = []
+        decay = cfg.weight_decay if supervised else 0.0
         for k in range(model.depth):
             if supervised:
-                out += [etas[k] * inc.forward[k], etas[k] * inc.bias[k]]
+                forward = inc.forward[k]
+                if decay:
+                    forward = forward - decay * model.pyramidal[k].weight.detach()
+                out += [etas[k] * forward, etas[k] * inc.bias[k]]
             else:
                 out += [None, None]
         track = (tracking_rates(model.conductances, etas) if cfg.ip_tracking
@@ -447,7 +456,10 @@ class DendriticMicrocircuit(LearningRule):
                 out += [None, None, None]
                 continue
             eta_ip = cfg.eta_ip * track[k]
-            out += [eta_ip * inc.ip[k], eta_ip * inc.ip_bias[k], cfg.eta_pi * inc.pi[k]]
+            ip = eta_ip * inc.ip[k]
+            if decay:  # the rate of W_{k+1}'s decay, so W^IP_k = c_k W_{k+1} stays
+                ip = ip - (etas[k + 1] * decay) * model.interneurons[k].weight_ip.detach()
+            out += [ip, eta_ip * inc.ip_bias[k], cfg.eta_pi * inc.pi[k]]
         if model.top_down_mode == "learned":
             out += [cfg.eta_down * d if supervised else None for d in inc.down]
         return out
