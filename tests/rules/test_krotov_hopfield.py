@@ -21,12 +21,13 @@ from bionn.core.registry import make_rule, rule_info
 from bionn.core.rule import Phase
 from bionn.data import load_dataset
 from bionn.errors import ConfigError
-from bionn.native import find_compiler
+from bionn.native import find_compiler, krotov_kernel
 from bionn.rules.krotov_hopfield import (
     CollapseWarning,
     CompetingHiddenUnits,
     KrotovConfig,
     KrotovHopfield,
+    input_counts,
     input_order,
     lp_currents,
     product_library,
@@ -656,7 +657,8 @@ def test_skipping_zero_inputs_follows_the_published_trajectory(p, kernel):
     torch), and W must follow the NumPy transcription step by step."""
     from bionn.core.trainer import Trainer
 
-    config = KrotovConfig(hidden=40, p=p, k=3, delta=0.3, radius=1.2, minibatch=10, kernel=kernel)
+    config = KrotovConfig(hidden=40, p=p, k=3, delta=0.3, radius=1.2, minibatch=10, kernel=kernel,
+                          product="torch")  # the block product (sparse images: auto is sparse)
     torch.manual_seed(2)
     rule = RecordingKrotov(config)
     model = rule.build_model("mlp", (1, 8, 8), 4, "relu").double()
@@ -752,6 +754,134 @@ def test_the_onednn_block_product_follows_the_published_trajectory(kernel):
     expected = numpy_reference_trajectory(W0, seen, 3.0, 3, 0.3, 1.2, lr=0.05)
     np.testing.assert_allclose(model.W.detach().double().numpy(), expected, rtol=1e-4,
                                atol=1e-5)
+
+
+needs_compiler = pytest.mark.skipif(find_compiler() is None, reason="no C compiler on this machine")
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_sparse_kernel_currents_equal_the_dense_product(dtype, threads):
+    """Oracle: the float64 product v (sign(W)|W|^2)^T of all inputs, in NumPy. Hidden sizes
+    cover the kernel's tiles of 8 vectors, its tiles of one vector and the scalar tail, on any
+    vector width; the batches hold an all-zero example, an all-one one, a NaN and an inf."""
+    g = torch.Generator().manual_seed(6)
+    x = _sparse_images(150, dtype=dtype)
+    order, rank = input_order(x)
+    batch = x[:100].flatten(1).clone()
+    batch[3] = 0
+    batch[4] = 1
+    batch[5, 17] = float("nan")
+    batch[6, 9] = float("inf")
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for hidden in (300, 1030, 5):
+            W = torch.randn(hidden, 64, generator=g, dtype=dtype)
+            lp = (W * W.abs()).double().numpy()
+            kept = transposed_like(W)
+            kept.copy_((W * W.abs()).index_select(1, order))
+            for v in (batch, batch[7:8], x[100:].flatten(1)):
+                got = sparse_currents(v, kept, order, rank, kernel=krotov_kernel())
+                assert got.dtype == dtype and got.shape == (len(v), hidden)
+                oracle = v.double().numpy() @ lp.T
+                np.testing.assert_allclose(got.double().numpy(), oracle, rtol=tol, atol=tol)
+            got = sparse_currents(batch, kept, order, rank, kernel=krotov_kernel())
+            assert torch.isnan(got[5]).all() and torch.isinf(got[6]).all()
+            assert (got[3] == 0).all()
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_sparse_product_follows_the_published_trajectory(kernel, dtype):
+    """With --product sparse the rule keeps sign(W)|W|^(p-1) in the memory of its transpose,
+    refreshed row by row (by the kernel or torch), and sums each example's currents over its
+    own non-zero pixels; W follows the NumPy transcription over two epochs (float64 oracle)."""
+    from bionn.core.trainer import Trainer
+
+    config = KrotovConfig(hidden=150, p=3.0, k=3, delta=0.3, radius=1.2, minibatch=10,
+                          kernel=kernel, product="sparse")
+    torch.manual_seed(3)
+    rule = RecordingKrotov(config)
+    model = rule.build_model("mlp", (1, 8, 8), 4, "relu").to(dtype)
+    W0 = model.W.detach().double().numpy().copy()
+    x = _sparse_images(120, dtype=dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer(model, rule, opt, (x, torch.zeros(120).long()), None, batch_size=30,
+                      seed=0, progress=False)
+    rule.set_phase("unsupervised")
+    rule.phase_inputs(model, "unsupervised", x)
+    assert product_library("sparse", model.W.detach()) == "sparse"
+    trainer.train_epoch(1, 1)
+    trainer.train_epoch(2, 2)
+    assert rule._kept_order is rule._columns[0] and all(rule.sparse)
+    assert rule._weights.t().is_contiguous() and not rule._weights.is_contiguous()
+    Wt = model.W.detach()
+    kept = rule._lp_weights(Wt, incremental=True, kernel=rule._kernel(Wt),
+                            order=rule._kept_order, transposed=True)
+    assert kept is rule._weights
+    tight = dtype == torch.float64
+    torch.testing.assert_close(kept, (Wt.abs() * Wt)[:, rule._kept_order],
+                               rtol=1e-12 if tight else 1e-6, atol=1e-12 if tight else 1e-7)
+    seen = [v.astype(np.float64) for v in rule.seen]
+    expected = numpy_reference_trajectory(W0, seen, 3.0, 3, 0.3, 1.2, lr=0.05)
+    np.testing.assert_allclose(model.W.detach().double().numpy(), expected,
+                               rtol=1e-9 if tight else 1e-4, atol=1e-11 if tight else 1e-5)
+
+
+@needs_compiler
+def test_the_sparse_product_gives_the_published_update_without_the_input_order():
+    # oracle: the NumPy reference update; fill_grads called without phase_inputs keeps the
+    # inputs in their own order
+    x = _sparse_images(60, dtype=torch.float64)
+    rule = make_rule("krotov", {"hidden": 30, "product": "sparse"})
+    torch.manual_seed(0)
+    model = rule.build_model("mlp", (1, 8, 8), 10, "relu").double()
+    rule.fill_grads(model, x, None)
+    assert rule._weights.t().is_contiguous()
+    assert torch.equal(rule._kept_order, torch.arange(64))
+    cfg = rule.config
+    expected = numpy_reference_update(model.W.detach().numpy(), x.flatten(1).numpy(), cfg.p,
+                                      cfg.k, cfg.delta, cfg.radius)
+    np.testing.assert_allclose(model.W.grad.to_dense().numpy(), -expected, rtol=1e-9,
+                               atol=1e-12)
+    # autograd, or a dtype the kernel has no code for: torch's product
+    assert product_library("sparse", model.W) == "torch"
+    assert product_library("sparse", model.W.detach().half()) == "torch"
+
+
+@needs_compiler
+def test_auto_takes_the_sparse_product_for_sparse_inputs_only():
+    x = _sparse_images(50, dtype=torch.float32)
+    counts = input_counts(x, chunk=7)
+    flat = x.flatten(1)
+    assert counts.tolist() == [int((flat[:, i] != 0).sum()) for i in range(64)]  # by hand
+    rule = make_rule("krotov", {"hidden": 20})
+    model = rule.build_model("mlp", (1, 8, 8), 10, "relu")
+    rule.set_phase("unsupervised")
+    rule.phase_inputs(model, "unsupervised", x)
+    assert rule._density == pytest.approx(float((flat != 0).double().mean()), abs=1e-12)
+    assert rule._density < 0.35
+    W = model.W.detach()
+    wide = krotov_kernel().vector_bytes >= 32  # AVX or wider: auto takes the sparse product
+    assert (product_library("auto", W, density=0.2) == "sparse") == wide
+    assert product_library("auto", W, density=0.5) != "sparse"
+    assert product_library("auto", W) != "sparse"  # the zero inputs are not skipped
+    rule.fill_grads(model, x[:10], None)
+    if wide:  # the sparse product
+        assert rule._weights.t().is_contiguous() and rule._kept_order is rule._columns[0]
+    dense = x.clone()
+    dense[dense == 0] = 0.5
+    rule.phase_inputs(model, "unsupervised", dense)
+    assert rule._density == 1.0
+    off = make_rule("krotov", {"hidden": 20, "skip_zero_inputs": False})
+    off.set_phase("unsupervised")
+    off.phase_inputs(model, "unsupervised", x)
+    assert off._density is None
 
 
 @pytest.mark.parametrize("seed", range(5))

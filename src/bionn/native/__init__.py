@@ -31,7 +31,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
 # (name of the C file without .c, the interface version its bionn_<name>_abi() returns)
-KERNELS = {"krotov": 4, "recurrent": 1, "energy": 2, "signrand": 2, "predictive": 1}
+KERNELS = {"krotov": 5, "recurrent": 1, "energy": 2, "signrand": 2, "predictive": 1}
 _REASONS: dict[str, str] = {}
 
 
@@ -199,6 +199,7 @@ class KrotovKernel:
         self._lp_rows = {}
         self._lp_rows_ordered = {}
         self._lp_rows_ordered_t = {}
+        self._sparse_currents = {}
         for dtype, suffix in _SUFFIX.items():
             update = getattr(lib, f"bionn_krotov_update_{suffix}")
             update.restype = _I64
@@ -216,6 +217,15 @@ class KrotovKernel:
             self._update[dtype], self._lp_rows[dtype] = update, lp_rows
             self._lp_rows_ordered[dtype] = ordered
             self._lp_rows_ordered_t[dtype] = ordered_t
+            sparse = getattr(lib, f"bionn_krotov_sparse_currents_{suffix}")
+            sparse.restype = _I64
+            sparse.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P, _P, _P, _P, _I64]
+            self._sparse_currents[dtype] = sparse
+        self._scratch: dict[tuple[torch.dtype, int], tuple[torch.Tensor, ...]] = {}
+        vector_bytes = lib.bionn_krotov_vector_bytes
+        vector_bytes.restype, vector_bytes.argtypes = _I64, []
+        # the width of the vectors the sparse product was compiled for (64: AVX-512, 32: AVX)
+        self.vector_bytes = int(vector_bytes())
 
     def threads(self) -> int:
         """Threads the kernel may use: torch's intra-op count when it shares torch's OpenMP
@@ -300,6 +310,40 @@ class KrotovKernel:
         self._lp_rows_ordered_t[W.dtype](W.data_ptr(), out.data_ptr(), rows.data_ptr(),
                                          len(rows), W.shape[1], W.shape[0], order.data_ptr(),
                                          float(p), self.threads())
+
+    def sparse_currents(self, v: torch.Tensor, weights_t: torch.Tensor,
+                        rank: torch.Tensor) -> torch.Tensor:
+        """The currents ``(batch, hidden)`` of Eq. (2) summed over each example's own non-zero
+        inputs: out[b, h] = sum over q with v[b, q] != 0 of v[b, q] weights_t[rank[q], h].
+
+        ``v`` is ``(batch, inputs)``; ``weights_t`` the contiguous ``(inputs, hidden)`` memory
+        of the kept sign(W)|W|^(p-1) (row ``rank[q]`` for input q, as :func:`sparse_currents`
+        of :mod:`bionn.rules.krotov_hopfield` keeps it); ``rank`` int64, one entry per input.
+        """
+        if not (v.dim() == 2 and weights_t.dim() == 2 and weights_t.is_contiguous()
+                and v.dtype == weights_t.dtype and weights_t.shape[0] == v.shape[1]
+                and rank.dtype == torch.int64 and rank.shape == (v.shape[1],)):
+            raise ValueError("sparse_currents needs v (batch, inputs), a contiguous weights_t "
+                             "(inputs, hidden) of v's dtype and an int64 rank of one entry "
+                             "per input")
+        v, rank = v.contiguous(), rank.contiguous()
+        batch, inputs = v.shape
+        hidden = weights_t.shape[1]
+        key = (v.dtype, batch * inputs)
+        scratch = self._scratch.get(key)
+        if scratch is None:  # the non-zero lists, reused from call to call
+            scratch = self._scratch[key] = (
+                torch.empty(batch * inputs, dtype=torch.int32),
+                torch.empty(batch * inputs, dtype=v.dtype),
+                torch.empty(batch + 1, dtype=torch.int64),
+            )
+        nz_row, nz_val, nz_start = scratch
+        out = torch.empty(batch, hidden, dtype=v.dtype)
+        self._sparse_currents[v.dtype](
+            v.data_ptr(), batch, inputs, weights_t.data_ptr(), hidden, rank.data_ptr(),
+            out.data_ptr(), nz_row.data_ptr(), nz_val.data_ptr(), nz_start.data_ptr(),
+            self.threads())
+        return out
 
 
 @functools.cache

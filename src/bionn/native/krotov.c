@@ -46,5 +46,9 @@
 #undef KROTOV_SIGN_SHIFT
 #undef KROTOV_NAME
 
+/* The bytes of one vector of the sparse product's tiles (64 with AVX-512, 32 with AVX, else
+ * 16): --product auto takes that product only from 32 up, where it was measured faster. */
+int64_t bionn_krotov_vector_bytes(void) { return KROTOV_VBYTES; }
+
 /* The version of the interface below; the Python side checks it after loading. */
-int64_t bionn_krotov_abi(void) { return 4; }
+int64_t bionn_krotov_abi(void) { return 5; }

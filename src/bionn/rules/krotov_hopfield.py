@@ -75,12 +75,16 @@ Deviations from the paper:
   the same update and is used on GPUs, for other dtypes, and where no compiler is found. Ties
   between currents go to the lower unit index in the kernel; torch.topk leaves their order
   unspecified.
-- The product of Eq. (2) on CPU may run in oneDNN or NumPy's OpenBLAS instead of torch's MKL,
-  with torch's thread count (``product``: auto, torch, numpy or onednn; auto picks oneDNN for
-  float32 on AMD CPUs, where it ran this product about twice as fast as MKL timed alone, and
-  OpenBLAS there otherwise). Only the rounding of the currents differs. With the torch or
-  NumPy product the unsupervised phase multiplies only the inputs that are non-zero in the
-  minibatch (``skip_zero_inputs``); oneDNN multiplies the whole matrix faster than that.
+- The product of Eq. (2) on CPU may run in bionn's compiled sparse product, oneDNN or NumPy's
+  OpenBLAS instead of torch's MKL, with torch's thread count (``product``: auto, torch, numpy,
+  onednn or sparse). Only the rounding of the currents differs. In the unsupervised phase
+  (``skip_zero_inputs``) the block products multiply only the inputs that are non-zero
+  somewhere in the minibatch, and the sparse product sums each example's currents over its
+  own non-zero inputs alone: on MNIST (19% of the pixels non-zero) that is a fifth of the
+  dense work, and it ran in about half the time of oneDNN's block product. auto picks the
+  sparse product for training inputs non-zero less than 35% of the time (where the kernel
+  compiled with AVX vectors or wider), else oneDNN for float32 on AMD CPUs (about twice as
+  fast as MKL there, timed alone), else OpenBLAS on AMD CPUs, else torch.
 - A non-finite update (NaN or inf in the inputs or in W) stops the run with TrainingDiverged.
 - Data-parallel training (torchrun): each rank computes ds of Eq. (3) on its share of the
   minibatch; the shares are summed across the ranks and only then normalised by max|ds|
@@ -115,7 +119,11 @@ from bionn.native import KrotovKernel, NativeKernelWarning, krotov_kernel, unava
 
 READOUTS = ("krotov", "linear")
 KERNELS = ("auto", "native", "torch")
-PRODUCTS = ("auto", "torch", "numpy", "onednn")
+PRODUCTS = ("auto", "torch", "numpy", "onednn", "sparse")
+# auto takes the per-example sparse product (--product sparse) when the training inputs are
+# non-zero less often than this: MNIST (0.19) then runs the product in about half the time of
+# oneDNN's block product, Fashion-MNIST (0.50) in the same time (docs/performance.md)
+SPARSE_DENSITY = 0.35
 # the --model values that name the rule's own network: mlp, and the run's default (no --model)
 OWN_MODEL_SPECS = ("mlp", "mlp:1000")
 OWN_MODEL_SUFFIX = " competing hidden units"  # the end of model_name's record of the network
@@ -220,7 +228,10 @@ class KrotovConfig:
         default="auto",
         metadata={"help": "the library of the currents' product I = <W, v> (Eq. 2) on CPU: "
                           "torch (its MKL), numpy (NumPy's OpenBLAS, on the same memory), "
-                          "onednn (float32), or auto (on AMD CPUs oneDNN for float32, else "
+                          "onednn (float32), sparse (bionn's compiled kernel, summing over "
+                          "each example's own non-zero inputs), or auto (sparse where the "
+                          "training inputs are non-zero less than 35% of the time and the "
+                          "zero inputs are skipped; else on AMD CPUs oneDNN for float32, else "
                           "OpenBLAS, both faster than MKL there; elsewhere torch)"},
     )
 
@@ -346,20 +357,31 @@ def numpy_product_available() -> bool:
     return bool(_numpy_openblas())
 
 
-def product_library(choice: str, t: torch.Tensor) -> str:
-    """Which library ``--product`` ``choice`` multiplies CPU tensor ``t`` with: ``"onednn"``,
-    ``"numpy"`` (NumPy's OpenBLAS) or ``"torch"``.
+def product_library(choice: str, t: torch.Tensor, density: float | None = None) -> str:
+    """Which library ``--product`` ``choice`` multiplies CPU tensor ``t`` with: ``"sparse"``
+    (the compiled kernel's sum over each example's non-zero inputs), ``"onednn"``, ``"numpy"``
+    (NumPy's OpenBLAS) or ``"torch"``.
 
-    ``auto`` takes oneDNN for float32 on AMD CPUs (where torch's MKL ran this product about
-    twice as slowly; see :mod:`bionn.core.matmul`), else NumPy's OpenBLAS on AMD CPUs (about
-    1.4 times faster than MKL there), else torch. An explicit choice is taken wherever the
-    tensor qualifies (CPU, no autograd; float32 for oneDNN, float32 or float64 for NumPy) and
-    falls back to torch elsewhere.
+    ``auto`` takes the sparse product when ``density`` (the fraction of the training inputs
+    that are non-zero; None where the zero inputs are not skipped) is below SPARSE_DENSITY and
+    the kernel compiled with vectors of at least 32 bytes (AVX; a build for plain SSE2 ran it
+    slower than oneDNN's block product), else oneDNN for float32 on AMD CPUs (where torch's MKL ran this
+    product about twice as slowly; see :mod:`bionn.core.matmul`), else NumPy's OpenBLAS on AMD
+    CPUs (about 1.4 times faster than MKL there), else torch. An explicit choice is taken
+    wherever the tensor qualifies (CPU, no autograd; float32 for oneDNN, float32 or float64
+    for NumPy and the sparse kernel, which must have compiled) and falls back to torch
+    elsewhere.
     """
     if choice == "torch" or t.device.type != "cpu" or t.requires_grad or t.dtype not in (
         torch.float32, torch.float64
     ):
         return "torch"
+    if choice == "sparse":
+        return "sparse" if krotov_kernel() is not None else "torch"
+    if choice == "auto" and density is not None and density < SPARSE_DENSITY:
+        kernel = krotov_kernel()
+        if kernel is not None and kernel.vector_bytes >= 32:
+            return "sparse"
     onednn = t.dtype == torch.float32 and onednn_available()
     if choice == "onednn":
         return "onednn" if onednn else "torch"
@@ -401,13 +423,22 @@ _GATHER_COST = 3.0
 _BLOCK_ALIGN = 32
 
 
-def input_order(x: torch.Tensor, chunk: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input pixels ordered by how many examples of ``x`` they are non-zero in (most first,
-    ties by index), and each pixel's position in that order: ``(order, rank)``."""
+def input_counts(x: torch.Tensor, chunk: int = 10000) -> torch.Tensor:
+    """How many examples of ``x`` each input pixel is non-zero in (int64, one per pixel)."""
     flat = x.flatten(1)
     counts = torch.zeros(flat.shape[1], dtype=torch.int64, device=x.device)
     for i in range(0, len(flat), chunk):
         counts += flat[i:i + chunk].ne(0).sum(0, dtype=torch.int32)
+    return counts
+
+
+def input_order(x: torch.Tensor, chunk: int = 10000, counts: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input pixels ordered by how many examples of ``x`` they are non-zero in (most first,
+    ties by index), and each pixel's position in that order: ``(order, rank)``. ``counts``, if
+    given, are :func:`input_counts` of ``x`` already computed."""
+    if counts is None:
+        counts = input_counts(x, chunk)
     order = torch.argsort(counts, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order), device=order.device)
@@ -435,7 +466,7 @@ def _block_split(used: torch.Tensor, rank: torch.Tensor, inputs: int
 
 def sparse_currents(
     v: torch.Tensor, weights: torch.Tensor, order: torch.Tensor, rank: torch.Tensor,
-    numpy_blas: bool = False, onednn: bool = False,
+    numpy_blas: bool = False, onednn: bool = False, kernel: KrotovKernel | None = None,
 ) -> torch.Tensor:
     """The currents of Eq. (2) from the pixels that are non-zero in the minibatch ``v``.
 
@@ -449,7 +480,13 @@ def sparse_currents(
     contiguous ``(inputs, hidden)`` matrix (:func:`transposed_like`), whose leading block of
     columns is then a contiguous block of rows (oneDNN copies a strided block first, which
     costs more than the product); otherwise torch multiplies it.
+
+    With ``kernel`` (and ``weights`` in that transposed memory) the compiled kernel sums each
+    example's currents over its own non-zero pixels alone (:meth:`KrotovKernel.sparse_currents`,
+    ``--product sparse``): no block, no gather.
     """
+    if kernel is not None and weights.t().is_contiguous():
+        return kernel.sparse_currents(v, weights.t(), rank)
     used = v.abs().amax(0) != 0  # one pass; a NaN or inf pixel counts as used
     m, extra = _block_split(used, rank, weights.shape[1])
     block_v = v.index_select(1, order[:m])
@@ -471,7 +508,8 @@ def sparse_currents(
 
 def transposed_like(W: torch.Tensor) -> torch.Tensor:
     """An uninitialised matrix shaped like ``W`` whose memory is ``W^T``'s, contiguous: the
-    kept weights of the oneDNN block product of :func:`sparse_currents`."""
+    kept weights of the oneDNN block product and of the sparse kernel's product in
+    :func:`sparse_currents`."""
     return torch.empty(W.shape[1], W.shape[0], dtype=W.dtype, device=W.device).t()
 
 
@@ -491,7 +529,7 @@ def synaptic_update(
     prec: float = 1e-30, weights: torch.Tensor | None = None,
     kernel: KrotovKernel | None = None, won: torch.Tensor | None = None,
     numpy_blas: bool = False, columns: tuple[torch.Tensor, torch.Tensor] | None = None,
-    onednn: bool = False,
+    onednn: bool = False, sparse_kernel: KrotovKernel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
     """The paper's normalised minibatch update, as a pseudo-gradient, on the units it touches.
 
@@ -512,13 +550,15 @@ def synaptic_update(
     ``(order, rank)`` of :func:`input_order`: ``weights`` then holds its columns in that order
     and the product skips the pixels that are zero in ``v`` (:func:`sparse_currents`).
     ``onednn`` runs the product in oneDNN (:func:`lp_currents`; with ``columns``, the block of
-    :func:`sparse_currents`).
+    :func:`sparse_currents`). ``sparse_kernel``, with ``columns`` and ``weights`` held in the
+    memory of their transpose (:func:`transposed_like`), runs it in that kernel's sum over
+    each example's non-zero inputs.
     """
     if columns is not None:
         if weights is None:
             weights = lp_weights(W.index_select(1, columns[0]), p)
         currents = sparse_currents(v, weights, *columns, numpy_blas=numpy_blas,
-                                   onednn=onednn)  # Eq. (2)
+                                   onednn=onednn, kernel=sparse_kernel)  # Eq. (2)
     else:
         if weights is None:
             weights = lp_weights(W, p)
@@ -598,7 +638,10 @@ class KrotovHopfield(LearningRule):
         # the unsupervised phase's input pixels by how often they are non-zero, (order, rank)
         # of input_order (see phase_inputs); the kept weights then hold their columns so
         self._columns: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the fraction of those inputs that are non-zero (auto's choice of the sparse product)
+        self._density: float | None = None
         self._kept_order: torch.Tensor | None = None  # the column order of self._weights
+        self._identity: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- phases ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[Phase]:
@@ -623,13 +666,17 @@ class KrotovHopfield(LearningRule):
 
         For the unsupervised phase (with ``skip_zero_inputs``, on CPU), the order of the input
         pixels by how often they are non-zero in ``x``, which lets the product skip the pixels
-        that are zero in a minibatch (:func:`sparse_currents`); the batches are unchanged.
+        that are zero in a minibatch (:func:`sparse_currents`), and the fraction of the inputs
+        that are non-zero (``--product auto`` takes the sparse product below SPARSE_DENSITY);
+        the batches are unchanged.
         """
         if name == "unsupervised":
-            columns = None
+            columns, density = None, None
             if self.config.skip_zero_inputs and x.device.type == "cpu" and x.dim() >= 2:
-                columns = input_order(x)
-            self._columns = columns
+                counts = input_counts(x)
+                columns = input_order(x, counts=counts)
+                density = float(counts.sum()) / max(counts.numel() * len(x), 1)
+            self._columns, self._density = columns, density
             self._weights_version = None  # the kept weights are rebuilt in the new order
             return None
         if name != "supervised" or not self.config.cache_features:
@@ -803,6 +850,14 @@ class KrotovHopfield(LearningRule):
         self._weights_version = stamp
         return kept
 
+    def _identity_columns(self, inputs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, rank) that keep the inputs in their own order (the sparse product without
+        :meth:`phase_inputs`' order)."""
+        if self._identity is None or len(self._identity[0]) != inputs:
+            ident = torch.arange(inputs)
+            self._identity = (ident, ident)
+        return self._identity
+
     def _fill_unsupervised(self, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         cfg = self.config
         for param in model.parameters():
@@ -812,26 +867,33 @@ class KrotovHopfield(LearningRule):
         with torch.no_grad():
             Wd = W.detach()
             kernel = self._kernel(Wd)
-            library = product_library(cfg.product, Wd)
             columns = self._columns
             if columns is not None and (
                 len(columns[0]) != Wd.shape[1] or columns[0].device != Wd.device
             ):
                 columns = None
-            if (columns is None) != (self._kept_order is None):
+            library = product_library(cfg.product, Wd,
+                                      density=None if columns is None else self._density)
+            if library == "sparse" and columns is None:  # inputs in their own order
+                columns = self._identity_columns(Wd.shape[1])
+            order = None if columns is None else columns[0]
+            if order is not self._kept_order:
                 self._weights_version = None  # the kept weights' column order changes
-            self._kept_order = None if columns is None else columns[0]
+            self._kept_order = order
             # oneDNN multiplies the block of the used inputs from W'^T's memory (a block of
-            # rows); from W''s own memory it would copy the strided block first
-            weights = self._lp_weights(Wd, incremental=sparse, kernel=kernel,
-                                       order=self._kept_order,
-                                       transposed=library == "onednn" and columns is not None)
+            # rows; from W''s own memory it would copy the strided block first), and the
+            # sparse kernel sums rows of it
+            weights = self._lp_weights(
+                Wd, incremental=sparse, kernel=kernel, order=self._kept_order,
+                transposed=library == "sparse" or (library == "onednn" and columns is not None),
+            )
             if self._won is None or len(self._won) != len(W) or self._won.device != W.device:
                 self._won = torch.zeros(len(W), dtype=torch.bool, device=W.device)
             rows, step, scale, _ = synaptic_update(
                 Wd, x.flatten(1).to(W.dtype), cfg.p, cfg.k, cfg.delta, cfg.radius, cfg.prec,
                 weights=weights, kernel=kernel, won=self._won,
                 numpy_blas=library == "numpy", columns=columns, onednn=library == "onednn",
+                sparse_kernel=krotov_kernel() if library == "sparse" else None,
             )
             if not math.isfinite(scale):
                 raise TrainingDiverged(
