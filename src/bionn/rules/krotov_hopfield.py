@@ -219,10 +219,12 @@ class KrotovConfig:
     )
     skip_zero_inputs: bool = field(
         default=True,
-        metadata={"help": "unsupervised phase, torch or NumPy product on CPU: multiply only "
-                          "the input pixels that are non-zero somewhere in the minibatch (the "
-                          "same currents up to rounding; about a third of MNIST's pixels are "
-                          "zero in a minibatch); oneDNN multiplies the whole matrix"},
+        metadata={"help": "unsupervised phase on CPU: order the input pixels by how often "
+                          "they are non-zero; the block products (torch, numpy, onednn) then "
+                          "multiply only the pixels that are non-zero somewhere in the "
+                          "minibatch (the same currents up to rounding; about a third of "
+                          "MNIST's pixels are zero in a minibatch), and --product auto may "
+                          "take the sparse product"},
     )
     product: str = field(
         default="auto",
