@@ -281,7 +281,13 @@ def test_contract_finite_grads_of_every_shape_data_untouched_deterministic(name)
         assert p.grad is not None and p.grad.shape == p.shape
         assert torch.isfinite(p.grad).all()
         assert torch.equal(p.data, b)
-    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    # 0-d tensors that the Trainer reads only when it logs (no wait for the device per
+    # update), the step count a Python number; all finite
+    assert isinstance(metrics["inference_steps"], float)
+    for key, v in metrics.items():
+        if key != "inference_steps":
+            assert isinstance(v, torch.Tensor) and v.dim() == 0, key
+        assert math.isfinite(float(v))
     # pc-fixed at gamma = Sigma = 1 is exact after L - 1 = 3 steps and stops there
     steps = 3 if name == "pc-fixed" else 5
     assert metrics["inference_steps"] == float(steps)
@@ -381,11 +387,22 @@ def test_epoch_metrics_and_plots(tmp_path):
     model = _mlp("sigmoid", dtype=torch.float32)
     x, y = _batch(n=16, dtype=torch.float32)
     rule = PredictiveCoding(PCConfig(inference_steps=4))
-    for _ in range(5):
-        rule.fill_grads(model, x, y)
+    batches = [(x * (1 + 0.1 * i), y) for i in range(5)]
+    for bx, by in batches:
+        rule.fill_grads(model, bx, by)
     record = rule.epoch_metrics(model)
     assert len(record["energy_trajectories_first"]) == 3
     assert len(record["energy_trajectories_last"]) == 3
+    # the trajectories kept on the device are those of the batches, in order: F_0 .. F_T of
+    # each, as the free energy of Eq. (2) at every step (the weights did not move)
+    want = []
+    for bx, by in batches:
+        target = torch.nn.functional.one_hot(by, 5).to(bx.dtype)
+        want.append([float(v) for v in infer(model, bx, target, rule.config).energies])
+    assert record["energy_trajectories_first"] == want[:3]
+    assert record["energy_trajectories_last"] == want[2:]
+    assert all(isinstance(v, float) for t in want[:3] for v in t)
+    assert rule.epoch_metrics(model)["energy_trajectories_first"] == []  # forgotten
     assert len(record["energy_trajectory_probe"]) == 5
     restored = PredictiveCoding(PCConfig(inference_steps=4))
     restored.load_state_dict(rule.state_dict())
@@ -485,3 +502,19 @@ def test_the_compiled_passes_are_used_where_they_apply(monkeypatch):
     assert calls == []
     pc.infer(_mlp("tanh", dtype=torch.float32), x, target, cfg)
     assert calls == (["native"] if inference_kernel() is not None else [])
+
+
+def test_the_kept_trajectories_survive_a_checkpoint_bit_for_bit():
+    """The trajectories kept on the device between log points are saved as floats and come
+    back as the same floats (float32 values held exactly), before and after the epoch's read."""
+    model = _mlp("sigmoid", dtype=torch.float32)
+    x, y = _batch(n=16, dtype=torch.float32)
+    rule = PredictiveCoding(PCConfig(inference_steps=4))
+    for i in range(4):
+        rule.fill_grads(model, x * (1 + 0.2 * i), y)
+    restored = PredictiveCoding(PCConfig(inference_steps=4))
+    restored.load_state_dict(rule.state_dict())
+    assert restored.last_energies == rule.last_energies and len(rule.last_energies) == 5
+    mine, theirs = rule.epoch_metrics(model), restored.epoch_metrics(model)
+    for key in ("energy_trajectories_first", "energy_trajectories_last"):
+        assert mine[key] == theirs[key] and len(mine[key]) == 3

@@ -367,12 +367,12 @@ def product_library(choice: str, t: torch.Tensor, density: float | None = None) 
     ``auto`` takes the sparse product when ``density`` (the fraction of the training inputs
     that are non-zero; None where the zero inputs are not skipped) is below SPARSE_DENSITY and
     the kernel compiled with vectors of at least 32 bytes (AVX; a build for plain SSE2 ran it
-    slower than oneDNN's block product), else oneDNN for float32 on AMD CPUs (where torch's MKL ran this
-    product about twice as slowly; see :mod:`bionn.core.matmul`), else NumPy's OpenBLAS on AMD
-    CPUs (about 1.4 times faster than MKL there), else torch. An explicit choice is taken
-    wherever the tensor qualifies (CPU, no autograd; float32 for oneDNN, float32 or float64
-    for NumPy and the sparse kernel, which must have compiled) and falls back to torch
-    elsewhere.
+    slower than oneDNN's block product), else oneDNN for float32 on AMD CPUs (where torch's
+    MKL ran this product about twice as slowly; see :mod:`bionn.core.matmul`), else NumPy's
+    OpenBLAS on AMD CPUs (about 1.4 times faster than MKL there), else torch. An explicit
+    choice is taken wherever the tensor qualifies (CPU, no autograd; float32 for oneDNN,
+    float32 or float64 for NumPy and the sparse kernel, which must have compiled) and falls
+    back to torch elsewhere.
     """
     if choice == "torch" or t.device.type != "cpu" or t.requires_grad or t.dtype not in (
         torch.float32, torch.float64

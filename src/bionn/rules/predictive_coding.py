@@ -96,7 +96,7 @@ from torch.nn import functional as F
 from bionn.core.matmul import linear, matmul, onednn_linear, uses_onednn
 from bionn.core.models import CNN, MLP, make_activation
 from bionn.core.registry import RuleInfo, register_rule
-from bionn.core.rule import LearningRule, trainable_parameters
+from bionn.core.rule import LearningRule, Metrics, trainable_parameters
 from bionn.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -686,10 +686,18 @@ class PredictiveCoding(LearningRule):
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.config_class()
-        self.last_energies: list[float] = []
-        self._first: list[list[float]] = []
-        self._last: deque[list[float]] = deque(maxlen=_KEEP)
+        # the free-energy trajectories F_0 .. F_T of the latest and of the first and last few
+        # updates, kept as tensors (on the model's device) and read out only when asked for,
+        # so that an update does not wait for the device
+        self._latest: torch.Tensor | None = None
+        self._first: list[torch.Tensor] = []
+        self._last: deque[torch.Tensor] = deque(maxlen=_KEEP)
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def last_energies(self) -> list[float]:
+        """F_0 .. F_T of the latest update's inference (read from the device when asked)."""
+        return [] if self._latest is None else self._latest.tolist()
 
     # -- what is learned ------------------------------------------------------------------
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -702,7 +710,7 @@ class PredictiveCoding(LearningRule):
         out_features = _out_features(model)
         return F.one_hot(y, out_features).to(x.dtype)
 
-    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Metrics:
         if self._probe is None:
             self._probe = (x[:_PROBE].detach().clone(), y[:_PROBE].detach().clone())
         target = self._targets(x, y, model)
@@ -714,27 +722,35 @@ class PredictiveCoding(LearningRule):
 
     def _metrics(
         self, model: nn.Module, result: Inference, x: torch.Tensor, y: torch.Tensor
-    ) -> dict[str, float]:
+    ) -> Metrics:
+        """0-d tensors, which the Trainer reads from the device only when it logs."""
         with torch.no_grad():
             out = result.output  # the feed-forward pass, computed by the inference already
             loss = self.loss(out, y)
             acc = (out.argmax(1) == y).to(loss.dtype).mean()
-            numbers = torch.cat([torch.stack((loss, acc)), result.energies.to(loss.dtype)])
-            values = numbers.tolist()  # one host transfer
-        self._remember(values[2:])
+            energies = result.energies.detach().to(loss.dtype)
+        self._remember(energies)
         return {
-            "loss": values[0],
-            "accuracy": values[1],
-            "energy": values[-1],
-            "energy_initial": values[2],
-            "inference_steps": float(len(values) - 3),
+            "loss": loss,
+            "accuracy": acc,
+            "energy": energies[-1],
+            "energy_initial": energies[0],
+            "inference_steps": float(len(energies) - 1),
         }
 
-    def _remember(self, trajectory: list[float]) -> None:
-        self.last_energies = trajectory
+    def _remember(self, trajectory: torch.Tensor) -> None:
+        self._latest = trajectory
         if len(self._first) < _KEEP:
             self._first.append(trajectory)
         self._last.append(trajectory)
+
+    def _trajectories(self) -> dict[str, Any]:
+        """The kept trajectories as lists of floats (at most 2 x _KEEP host transfers, once an
+        epoch), then forgotten."""
+        lists = [t.tolist() for t in list(self._first) + list(self._last)]
+        n = len(self._first)
+        self._first, self._last = [], deque(maxlen=_KEEP)
+        return {"energy_trajectories_first": lists[:n], "energy_trajectories_last": lists[n:]}
 
     # -- hooks ----------------------------------------------------------------------------
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
@@ -745,11 +761,7 @@ class PredictiveCoding(LearningRule):
         the angle to backprop was measured on); ``energy_trajectory_probe``: a fixed batch
         (the start of the first training batch) relaxed with the current weights.
         """
-        record: dict[str, Any] = {
-            "energy_trajectories_first": list(self._first),
-            "energy_trajectories_last": list(self._last),
-        }
-        self._first, self._last = [], deque(maxlen=_KEEP)
+        record = self._trajectories()
         if self._probe is not None:
             x, y = self._probe
             result = infer(model, x, self._targets(x, y, model), self.config, self.fixed_prediction)
@@ -758,18 +770,23 @@ class PredictiveCoding(LearningRule):
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "last_energies": list(self.last_energies),
-            "first": [list(t) for t in self._first],
-            "last": [list(t) for t in self._last],
+            "last_energies": self.last_energies,
+            "first": [t.tolist() for t in self._first],
+            "last": [t.tolist() for t in self._last],
         }
         if self._probe is not None:
             state["probe_x"], state["probe_y"] = self._probe
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_energies = list(state.get("last_energies", []))
-        self._first = [list(t) for t in state.get("first", [])]
-        self._last = deque((list(t) for t in state.get("last", [])), maxlen=_KEEP)
+        def kept(values: Any) -> torch.Tensor:
+            # float64 holds the saved floats (float32 or float64 values) exactly
+            return torch.tensor(list(values), dtype=torch.float64)
+
+        latest = state.get("last_energies", [])
+        self._latest = kept(latest) if len(latest) else None
+        self._first = [kept(t) for t in state.get("first", [])]
+        self._last = deque((kept(t) for t in state.get("last", [])), maxlen=_KEEP)
         if "probe_x" in state:
             self._probe = (state["probe_x"], state["probe_y"])
 
@@ -824,7 +841,7 @@ class GenerativePC(PredictiveCoding):
         if not isinstance(model, MLP):
             raise ConfigError("pc-gen needs the generative MLP of GenerativePC.build_model")
 
-    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def fill_grads(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Metrics:
         self._check(model)
         if self._probe is None:
             self._probe = (x[:_PROBE].detach().clone(), y[:_PROBE].detach().clone())
@@ -833,21 +850,17 @@ class GenerativePC(PredictiveCoding):
         grads = _scaled_hebbian_updates(model, result, -1.0)  # -delta_p of Eq. (4)
         for p, g in zip(trainable_parameters(model), grads, strict=True):
             p.grad = g  # p.grad = -delta_p (g is a fresh tensor)
-        values = result.energies.tolist()
-        self._remember(values)
-        return {
-            "loss": values[-1],
-            "energy": values[-1],
-            "energy_initial": values[0],
-            "inference_steps": float(len(values) - 1),
+        energies = result.energies.detach()
+        self._remember(energies)
+        return {  # 0-d tensors, read from the device only when the Trainer logs
+            "loss": energies[-1],
+            "energy": energies[-1],
+            "energy_initial": energies[0],
+            "inference_steps": float(len(energies) - 1),
         }
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "energy_trajectories_first": list(self._first),
-            "energy_trajectories_last": list(self._last),
-        }
-        self._first, self._last = [], deque(maxlen=_KEEP)
+        record = self._trajectories()
         if self._probe is not None:
             x, y = self._probe
             label = F.one_hot(y, model.sizes[0]).to(x.dtype)
