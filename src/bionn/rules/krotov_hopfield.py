@@ -122,7 +122,7 @@ KERNELS = ("auto", "native", "torch")
 PRODUCTS = ("auto", "torch", "numpy", "onednn", "sparse")
 # auto takes the per-example sparse product (--product sparse) when the training inputs are
 # non-zero less often than this: MNIST (0.19) then runs the product in about half the time of
-# oneDNN's block product, Fashion-MNIST (0.50) in the same time (docs/performance.md)
+# oneDNN's block product, Fashion-MNIST (0.50) in the same time (docs/rules/krotov_hopfield.md)
 SPARSE_DENSITY = 0.35
 # the --model values that name the rule's own network: mlp, and the run's default (no --model)
 OWN_MODEL_SPECS = ("mlp", "mlp:1000")
