@@ -24,6 +24,7 @@ Two parts, each writing JSON under ``benchmarks/results/``:
     python benchmarks/free_convolution.py table --data-dir DATA [--dataset mnist]
         [--train-size 6000] [--epochs 3] [--shifts 0,0.2,0.5] [--threads 1]
         [--runs MODEL@A,...] [--resume] [--schedule constant|cosine|onecycle] [--warmup 0.15]
+        [--init torch|keras]
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def _schedule(optimizer: torch.optim.Optimizer, args, steps: int):
 
 def _run(spec: str, shift: float, args, train, test, input_shape) -> dict:
     torch.manual_seed(args.seed)
-    model = build_model(spec, input_shape, 10)
+    model = build_model(spec if args.init == "torch" else f"{spec}:init={args.init}",
+                        input_shape, 10)
     # fused: the same Adam update in one kernel per tensor (6x faster than the default loop
     # of elementwise ops on one CPU thread, with millions of free-layer parameters)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
@@ -245,6 +247,8 @@ def part_table(args) -> dict:
               "schedule": args.schedule, "seed": args.seed,
               "note": "reduced budget for one shared CPU core; the paper trains up to 250 "
                       "epochs with early stopping, 5-fold cross-validation"}
+    if args.init != "torch":
+        budget["init"] = args.init
     if args.schedule == "onecycle":
         budget["schedule_detail"] = (f"OneCycleLR per step: linear warm-up from lr/10 to lr over "
                                      f"the first {args.warmup:g} of the steps, then cosine "
@@ -322,6 +326,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.15,
                         help="onecycle: fraction of the steps spent warming up")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default="torch", choices=("torch", "keras"),
+                        help="table: the networks' initialisation (keras: the authors' Keras "
+                             "defaults, Glorot-uniform with the positions in a free layer's "
+                             "fans, zero biases)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

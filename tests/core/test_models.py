@@ -94,8 +94,42 @@ def test_fcn_ott_vcp_masks_every_free_layer_input():
                    for m in build_model("fcn-ott:vcp=0", (1, 28, 28), 10).modules())
 
 
+def test_ott_keras_init_follows_keras_glorot_fans():
+    """The bounds written out by hand from Keras's rule (fans from the kernel shape: every
+    axis before the last two multiplies both), for the MNIST networks."""
+    from bionn.nn import FreeConv2d
+
+    torch.manual_seed(0)
+    fcn = build_model("fcn-ott:init=keras", (1, 28, 28), 10)
+    free = [m for m in fcn.features if isinstance(m, FreeConv2d)]
+    # LocallyConnected2D kernels (positions, kh kw C, O): 169 x 9 x 32, 36 x 288 x 64, 16 x 576 x 128
+    bounds = [(6 / (169 * 9 + 169 * 32)) ** 0.5, (6 / (36 * 288 + 36 * 64)) ** 0.5,
+              (6 / (16 * 576 + 16 * 128)) ** 0.5]
+    linears = [fcn.classifier[1], fcn.classifier[3]]
+    bounds_fc = [(6 / (2048 + 1024)) ** 0.5, (6 / (1024 + 10)) ** 0.5]
+    cnn = build_model("cnn-ott:init=keras", (1, 28, 28), 10)
+    convs = [m for m in cnn.features if isinstance(m, nn.Conv2d)]
+    # Conv2D kernels (kh, kw, C, O): fans (9 C, 9 O)
+    bounds_conv = [(6 / (9 * 1 + 9 * 32)) ** 0.5, (6 / (9 * 32 + 9 * 64)) ** 0.5,
+                   (6 / (9 * 64 + 9 * 128)) ** 0.5]
+    for layer, bound in zip(free + linears + convs, bounds + bounds_fc + bounds_conv,
+                            strict=True):
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound
+        assert w.abs().max() > 0.99 * bound  # uniform over the whole range
+        # the standard deviation of U(-b, b) is b / sqrt(3)
+        assert abs(w.std().item() - bound / 3 ** 0.5) < 0.05 * bound
+        assert torch.count_nonzero(layer.bias) == 0
+    # the default stays PyTorch's: a free layer's kernels in +-1/sqrt(fan_in), per position
+    default = build_model("fcn-ott", (1, 28, 28), 10).features[0]
+    assert default.weight.abs().max() > 0.9 / 3 and default.bias.abs().max() > 0
+    both = build_model("fcn-ott:vcp=0.25,init=keras", (1, 28, 28), 10)
+    assert both.vcp == 0.25 and both.init == "keras"
+
+
 @pytest.mark.parametrize("spec", ["fcn-ott:vcp=1", "fcn-ott:vcp=x", "fcn-ott:p=0.1",
-                                  "cnn-ott:vcp=0.5"])
+                                  "cnn-ott:vcp=0.5", "fcn-ott:init=glorot", "cnn-ott:init",
+                                  "fcn-ott:vcp=0.1,,init=keras"])
 def test_bad_ott_specs_are_config_errors(spec):
     with pytest.raises(ConfigError):
         build_model(spec, (1, 28, 28), 10)

@@ -139,6 +139,10 @@ class OttNet(nn.Module):
     :class:`~bionn.nn.free_conv.FreeConv2d` (a kernel per position); ``vcp=p`` puts a fixed
     random connection mask (keep probability 1 - p,
     :class:`~bionn.nn.free_conv.VariableConnections`) on the input of every free layer.
+    ``init="keras"`` starts every layer as the authors' Keras layers start
+    (:func:`keras_init_`: Glorot-uniform, zero biases; a free layer's fans count its
+    positions, so its kernels start about 11x smaller than PyTorch's default on the first
+    MNIST layer); ``"torch"`` (the default) keeps each layer's PyTorch initialisation.
 
     Attributes:
         features: the three (free) convolutions with their activations and masks.
@@ -152,9 +156,13 @@ class OttNet(nn.Module):
         free: bool = False,
         vcp: float = 0.0,
         activation: str = "relu",
+        init: str = "torch",
     ) -> None:
         super().__init__()
         from bionn.nn.free_conv import FreeConv2d, VariableConnections
+
+        if init not in OTT_INITS:
+            raise ConfigError(f"unknown init {init!r}; choose one of: {', '.join(OTT_INITS)}")
 
         c, h, w = (int(v) for v in input_shape)
         if vcp and not free:
@@ -185,30 +193,90 @@ class OttNet(nn.Module):
         self.free = free
         self.vcp = float(vcp)
         self.activation_name = activation
+        self.init = init
+        if init == "keras":
+            for module in self.modules():
+                keras_init_(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
-def _ott_options(spec: str, rest: str) -> float:
-    """The ``vcp=P`` option of an Ott spec (the only one), 0 when absent."""
+#: Initialisations of :class:`OttNet`: ``torch`` (every layer's PyTorch default: uniform in
+#: +-1/sqrt(fan_in), per position for a free layer) and ``keras`` (:func:`keras_init_`, the
+#: defaults of the authors' Keras layers).
+OTT_INITS = ("torch", "keras")
+
+
+def keras_fans(module: nn.Module) -> tuple[int, int]:
+    """(fan_in, fan_out) as Keras's Glorot initialiser computes them for the layer that
+    ``module`` stands for.
+
+    Keras takes the fans from the kernel's shape: the last two axes are (inputs, outputs) and
+    every axis before them multiplies both. A ``Dense`` kernel is (in, out); a ``Conv2D``
+    kernel (kh, kw, C, O) gives (kh kw C, kh kw O); a ``LocallyConnected2D`` kernel
+    (positions, kh kw C, O) gives (positions kh kw C, positions O), so the positions enter
+    both fans and a free layer starts far smaller than a convolution of the same kernel.
+    """
+    from bionn.nn.free_conv import FreeConv2d
+
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, nn.Conv2d):
+        field = module.kernel_size[0] * module.kernel_size[1]
+        return module.in_channels * field, module.out_channels * field
+    if isinstance(module, FreeConv2d):
+        positions = 1 if module.tied else module.positions
+        return positions * module.fan_in, positions * module.out_channels
+    raise ConfigError(f"no Keras fans for {type(module).__name__}")
+
+
+def keras_init_(module: nn.Module) -> None:
+    """Keras's defaults for a layer, in place: kernel Glorot-uniform in +-sqrt(6 / (fan_in +
+    fan_out)) with :func:`keras_fans`, bias zero. Other modules are left as they are."""
+    from bionn.nn.free_conv import FreeConv2d
+
+    if not isinstance(module, nn.Linear | nn.Conv2d | FreeConv2d):
+        return
+    fan_in, fan_out = keras_fans(module)
+    bound = (6.0 / (fan_in + fan_out)) ** 0.5
+    with torch.no_grad():
+        module.weight.uniform_(-bound, bound)
+        if module.bias is not None:
+            module.bias.zero_()
+
+
+def _ott_options(spec: str, rest: str) -> dict:
+    """The options of an Ott spec, comma-separated ``key=value``: ``vcp=P`` (fcn-ott only; 0
+    when absent) and ``init=torch|keras`` (``torch`` when absent)."""
+    options: dict = {"vcp": 0.0, "init": "torch"}
     if not rest:
-        return 0.0
-    key, eq, value = rest.partition("=")
-    if key.strip() != "vcp" or not eq:
-        raise ConfigError(f"bad model {spec!r}; its only option is vcp=P, as in fcn-ott:vcp=0.25")
-    try:
-        vcp = float(value)
-    except ValueError:
-        raise ConfigError(f"bad model {spec!r}: vcp must be a number in [0, 1)") from None
-    if not 0.0 <= vcp < 1.0:
-        raise ConfigError(f"bad model {spec!r}: vcp must be a probability in [0, 1)")
-    return vcp
+        return options
+    usage = "its options are vcp=P and init=torch|keras, as in fcn-ott:vcp=0.25,init=keras"
+    for item in rest.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if key not in options or not eq:
+            raise ConfigError(f"bad model {spec!r}; {usage}")
+        if key == "init":
+            if value not in OTT_INITS:
+                raise ConfigError(f"bad model {spec!r}: init must be one of "
+                                  f"{', '.join(OTT_INITS)}, got {value!r}")
+            options["init"] = value
+            continue
+        try:
+            vcp = float(value)
+        except ValueError:
+            raise ConfigError(f"bad model {spec!r}: vcp must be a number in [0, 1)") from None
+        if not 0.0 <= vcp < 1.0:
+            raise ConfigError(f"bad model {spec!r}: vcp must be a probability in [0, 1)")
+        options["vcp"] = vcp
+    return options
 
 
 MODEL_FORMS = (
     "'mlp', 'mlp:H' or 'mlp:H1,H2,...' (hidden sizes), 'cnn', or Ott et al.'s 'cnn-ott', "
-    "'fcn-ott' (free convolutions) and 'fcn-ott:vcp=P'"
+    "'fcn-ott' (free convolutions), 'fcn-ott:vcp=P' and ':init=keras' (the authors' "
+    "initialisation)"
 )
 
 
@@ -223,7 +291,9 @@ def build_model(
     Args:
         spec: ``"mlp"`` (one hidden layer of 1000), ``"mlp:500,500"`` (hidden sizes) or
             ``"cnn"``; ``"cnn-ott"`` / ``"fcn-ott"`` (:class:`OttNet`, convolutional or free),
-            ``"fcn-ott:vcp=0.25"`` adds variable connection patterns with p = 0.25.
+            ``"fcn-ott:vcp=0.25"`` adds variable connection patterns with p = 0.25, and
+            ``":init=keras"`` (either network, after a comma with ``vcp``) starts every layer
+            as the authors' Keras layers start (:func:`keras_init_`).
         input_shape: ``(C, H, W)`` of one example.
         num_classes: number of output units.
         activation: hidden non-linearity, one of :data:`ACTIVATIONS`.
@@ -235,9 +305,9 @@ def build_model(
     if kind == "cnn" and not colon:
         return CNN(input_shape, num_classes, activation=activation)
     if kind in ("cnn-ott", "fcn-ott"):
-        vcp = _ott_options(spec, rest.strip())
-        return OttNet(input_shape, num_classes, free=kind == "fcn-ott", vcp=vcp,
-                      activation=activation)
+        options = _ott_options(spec, rest.strip())
+        return OttNet(input_shape, num_classes, free=kind == "fcn-ott", vcp=options["vcp"],
+                      activation=activation, init=options["init"])
     if kind == "mlp":
         if not colon:
             hidden = [1000]
