@@ -53,7 +53,8 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         "--model",
         default=s,
         help="mlp (784-1000-10), mlp:500,500, cnn, or Ott et al.'s cnn-ott, fcn-ott (free "
-        "convolutions), fcn-ott:vcp=P (variable connection patterns, p = P)",
+        "convolutions), fcn-ott:vcp=P (variable connection patterns, p = P), :init=keras (the "
+        "authors' initialisation; fcn-ott:vcp=P,init=keras with both)",
     )
     p.add_argument("--activation", default=s, help="relu (default), tanh, sigmoid or gelu")
     p.add_argument("--epochs", type=int, default=s, help="passes over the data (default 10)")

@@ -102,7 +102,8 @@ def test_ott_keras_init_follows_keras_glorot_fans():
     torch.manual_seed(0)
     fcn = build_model("fcn-ott:init=keras", (1, 28, 28), 10)
     free = [m for m in fcn.features if isinstance(m, FreeConv2d)]
-    # LocallyConnected2D kernels (positions, kh kw C, O): 169 x 9 x 32, 36 x 288 x 64, 16 x 576 x 128
+    # LocallyConnected2D kernels (positions, kh kw C, O):
+    # 169 x 9 x 32, 36 x 288 x 64, 16 x 576 x 128
     bounds = [(6 / (169 * 9 + 169 * 32)) ** 0.5, (6 / (36 * 288 + 36 * 64)) ** 0.5,
               (6 / (16 * 576 + 16 * 128)) ** 0.5]
     linears = [fcn.classifier[1], fcn.classifier[3]]
