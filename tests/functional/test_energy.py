@@ -253,6 +253,16 @@ def test_conv_step_is_rho_of_autograd_dPhi_ds(ce, beta):
     grads = torch.autograd.grad(phi, s)
     for a, gr in zip(got, grads, strict=True):
         torch.testing.assert_close(a, gr.clamp(0, 1), rtol=1e-10, atol=1e-10)
+    # with the input's drive P(conv_0(x)) passed in (the step then skips that convolution),
+    # and with the maps in the channels-last layout, the step is the same
+    bottom = F.max_pool2d(F.conv2d(x, params.conv_weights[0], params.conv_biases[0],
+                                   padding=2), 2)
+    cl = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+          for t in states]
+    for got in (conv_step(x, states, params, beta, bottom=bottom, **kw),
+                conv_step(x, cl, params, beta, **kw)):
+        for a, gr in zip(got, grads, strict=True):
+            torch.testing.assert_close(a, gr.clamp(0, 1), rtol=1e-10, atol=1e-10)
     # conv_primitive agrees with the hand-written Phi
     torch.testing.assert_close(conv_primitive(x, states, params, beta, **kw).sum(),
                                phi.detach(), rtol=1e-12, atol=1e-12)

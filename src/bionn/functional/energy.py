@@ -449,6 +449,13 @@ class ConvParams(NamedTuple):
     fc_biases: list[torch.Tensor]
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A 4-d tensor in the channels-last layout (a no-op when it is already): the pooling of
+    a channels-last map is many times faster on the CPU, and the convolutions are faster too;
+    the values are the same."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
 def conv_primitive(
     x: torch.Tensor,
     states: Sequence[torch.Tensor],
@@ -462,11 +469,11 @@ def conv_primitive(
     ``states`` are the conv layers' pooled maps, then the fully connected layers (the output
     last, or, with ``labels``, without the output, which is then the readout of the last).
     """
-    layers = [x, *states]
+    layers = [_channels_last(t) for t in (x, *states)]
     nc = len(params.conv_weights)
     phi = x.new_zeros(x.shape[0])
     for l in range(nc):
-        pre = F.conv2d(layers[l], params.conv_weights[l], params.conv_biases[l],
+        pre = F.conv2d(layers[l], _channels_last(params.conv_weights[l]), params.conv_biases[l],
                        padding=params.padding)
         phi = phi + (F.max_pool2d(pre, 2) * layers[l + 1]).flatten(1).sum(1)  # Eq. (6)
     for j in range(len(states) - nc):
@@ -497,7 +504,8 @@ def conv_step(
     state (the upper layer's value routed to the position that won the pooling of the current
     drive). ``bottom`` may hold P(conv_0(x)), which is constant while x is clamped.
     """
-    layers = [x, *states]
+    layers = [_channels_last(t) for t in (x, *states)]
+    weights = [_channels_last(w) for w in params.conv_weights]
     nc = len(params.conv_weights)
     n = len(states)
     ce = labels is not None
@@ -506,20 +514,20 @@ def conv_step(
     indices: list[torch.Tensor] = [None] * nc  # type: ignore[list-item]
     shapes: list[torch.Size] = [None] * nc  # type: ignore[list-item]
     for l in range(nc):
-        pre = F.conv2d(layers[l], params.conv_weights[l], params.conv_biases[l],
-                       padding=params.padding)
+        if l == 0 and bottom is not None:  # the input's drive; its pooling routes nothing down
+            grads[0] = bottom
+            continue
+        pre = F.conv2d(layers[l], weights[l], params.conv_biases[l], padding=params.padding)
         pooled, idx = F.max_pool2d(pre, 2, return_indices=True)
         indices[l], shapes[l] = idx, pre.shape
-        grads[l] = pooled if (l > 0 or bottom is None) else bottom
+        grads[l] = pooled
     for j in range(n - nc):
         grads[nc + j] = F.linear(layers[nc + j].flatten(1), params.fc_weights[j],
                                  params.fc_biases[j])
     # top-down: d/ds_l of s_{l+1} . P(conv_l(s_l)), l >= 1
     for l in range(1, nc):
         up = F.max_unpool2d(layers[l + 1], indices[l], 2, output_size=shapes[l][-2:])
-        grads[l - 1] = grads[l - 1] + F.conv_transpose2d(
-            up, params.conv_weights[l], padding=params.padding
-        )
+        grads[l - 1] = grads[l - 1] + F.conv_transpose2d(up, weights[l], padding=params.padding)
     n_fc = n - nc
     if n_fc >= 1:  # the first fully connected layer feeds back into the last conv layer
         td = layers[nc + 1].flatten(1) @ params.fc_weights[0]

@@ -169,17 +169,23 @@ class EnergyCNN(nn.Module):
         self.grad_steps = int(grad_steps)
         self.num_classes = int(num_classes)
 
-    def params(self) -> ConvParams:
-        """The weights and biases as the primitive-function step takes them."""
+    def params(self, channels_last: bool = False) -> ConvParams:
+        """The weights and biases as the primitive-function step takes them (the kernels
+        copied into the channels-last layout with ``channels_last``, which the steps of a
+        relaxation then reuse)."""
+        kernels = [m.weight for m in self.convs]
+        if channels_last:
+            kernels = [k.contiguous(memory_format=torch.channels_last) for k in kernels]
         return ConvParams(
-            [m.weight for m in self.convs], [m.bias for m in self.convs], self.padding,
+            kernels, [m.bias for m in self.convs], self.padding,
             [m.weight for m in self.fcs], [m.bias for m in self.fcs],
         )
 
     def zero_states(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All-zero states of every layer for the batch ``x``, where the free phase starts."""
         b = x.shape[0]
-        states = [x.new_zeros(b, *s) for s in self.conv_shapes]
+        states = [x.new_zeros(b, *s).contiguous(memory_format=torch.channels_last)
+                  for s in self.conv_shapes]
         fc_sizes = [m.out_features for m in self.fcs]
         if self.output == "ce":
             fc_sizes = fc_sizes[:-1]
@@ -188,7 +194,8 @@ class EnergyCNN(nn.Module):
     def bottom(self, x: torch.Tensor) -> torch.Tensor:
         """P(conv_0(x)), constant while x is clamped."""
         with torch.no_grad():
-            return F.max_pool2d(self.convs[0](x), 2)
+            pooled = F.max_pool2d(self.convs[0](x), 2)
+            return pooled.contiguous(memory_format=torch.channels_last)
 
     def scores(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """Class scores: the output layer, or the last layer's readout (cross-entropy output)."""
@@ -202,10 +209,11 @@ class EnergyCNN(nn.Module):
         labels: torch.Tensor | None = None, differentiable: bool = False,
     ) -> list[torch.Tensor]:
         """``steps`` steps of Eq. (7) from ``states``."""
-        params = self.params()
         states = list(states)
         ce = self.output == "ce"
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            params = self.params(channels_last=True)
+            x = x.contiguous(memory_format=torch.channels_last)
             bottom = None if differentiable else self.bottom(x)
             for _ in range(steps):
                 states = conv_step(x, states, params, nudging, None if ce else target,
