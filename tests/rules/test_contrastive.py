@@ -449,3 +449,26 @@ def test_convolutional_ep_sym_learns_digits():
     summary = trainer.fit(2)
     assert summary["test_accuracy"] >= 0.75, summary["test_accuracy"]
     assert math.isfinite(summary["angle_to_backprop_deg"])
+
+
+def test_convolutional_ep_sym_converges_to_the_gradient_of_the_cost_at_the_fixed_point():
+    # The oracle: autograd through the whole free relaxation from zero states (long enough to
+    # reach the fixed point), of C = ||s_out - d||^2 / 2 averaged over the batch. The
+    # symmetric EP estimate with a small beta and long phases must match it.
+    torch.manual_seed(3)
+    train = Digits(train=True)
+    x, y = train.data[:6].to(DT), train.targets[:6]
+    model = EnergyCNN(train.input_shape, 10, channels=(3, 4)).to(DT)
+    target = F.one_hot(y, 10).to(DT)
+    free = model.run(x, model.zero_states(x), 150, differentiable=True)
+    after = model.run(x, [s.detach() for s in free], 1)
+    for a, b in zip(after, free, strict=True):  # the fixed point is reached
+        assert (a - b).abs().max() < 1e-12
+        assert ((b > 0) & (b < 1)).any()  # with units inside the linear range
+    cost = 0.5 * (free[-1] - target).square().sum(1).mean()
+    want = torch.autograd.grad(cost, list(model.parameters()))
+    rule = make_rule("ep-sym", {"nudging": 1e-3, "free_steps": 150, "nudged_steps": 150})
+    rule.fill_grads(model, x, y)
+    for p, w in zip(model.parameters(), want, strict=True):
+        assert w.abs().max() > 1e-6  # every layer takes part
+        torch.testing.assert_close(p.grad, w, rtol=1e-3, atol=1e-3 * w.abs().max().item())
