@@ -449,7 +449,7 @@ class ConvParams(NamedTuple):
     fc_biases: list[torch.Tensor]
 
 
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
+def channels_last(t: torch.Tensor) -> torch.Tensor:
     """A 4-d tensor in the channels-last layout (a no-op when it is already): the pooling of
     a channels-last map is many times faster on the CPU, and the convolutions are faster too;
     the values are the same."""
@@ -469,11 +469,11 @@ def conv_primitive(
     ``states`` are the conv layers' pooled maps, then the fully connected layers (the output
     last, or, with ``labels``, without the output, which is then the readout of the last).
     """
-    layers = [_channels_last(t) for t in (x, *states)]
+    layers = [channels_last(t) for t in (x, *states)]
     nc = len(params.conv_weights)
     phi = x.new_zeros(x.shape[0])
     for l in range(nc):
-        pre = F.conv2d(layers[l], _channels_last(params.conv_weights[l]), params.conv_biases[l],
+        pre = F.conv2d(layers[l], channels_last(params.conv_weights[l]), params.conv_biases[l],
                        padding=params.padding)
         phi = phi + (F.max_pool2d(pre, 2) * layers[l + 1]).flatten(1).sum(1)  # Eq. (6)
     for j in range(len(states) - nc):
@@ -504,8 +504,8 @@ def conv_step(
     state (the upper layer's value routed to the position that won the pooling of the current
     drive). ``bottom`` may hold P(conv_0(x)), which is constant while x is clamped.
     """
-    layers = [_channels_last(t) for t in (x, *states)]
-    weights = [_channels_last(w) for w in params.conv_weights]
+    layers = [channels_last(t) for t in (x, *states)]
+    weights = [channels_last(w) for w in params.conv_weights]
     nc = len(params.conv_weights)
     n = len(states)
     ce = labels is not None

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.errors import ConfigError
-from bionn.functional.energy import RHOS, ConvParams, conv_step, relax
+from bionn.functional.energy import RHOS, ConvParams, channels_last, conv_step, relax
 
 OUTPUTS = ("mse", "ce")
 
@@ -169,13 +169,13 @@ class EnergyCNN(nn.Module):
         self.grad_steps = int(grad_steps)
         self.num_classes = int(num_classes)
 
-    def params(self, channels_last: bool = False) -> ConvParams:
+    def params(self, channels_last_kernels: bool = False) -> ConvParams:
         """The weights and biases as the primitive-function step takes them (the kernels
-        copied into the channels-last layout with ``channels_last``, which the steps of a
-        relaxation then reuse)."""
+        copied into the channels-last layout with ``channels_last_kernels``, which the steps
+        of a relaxation then reuse)."""
         kernels = [m.weight for m in self.convs]
-        if channels_last:
-            kernels = [k.contiguous(memory_format=torch.channels_last) for k in kernels]
+        if channels_last_kernels:
+            kernels = [channels_last(k) for k in kernels]
         return ConvParams(
             kernels, [m.bias for m in self.convs], self.padding,
             [m.weight for m in self.fcs], [m.bias for m in self.fcs],
@@ -184,8 +184,7 @@ class EnergyCNN(nn.Module):
     def zero_states(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All-zero states of every layer for the batch ``x``, where the free phase starts."""
         b = x.shape[0]
-        states = [x.new_zeros(b, *s).contiguous(memory_format=torch.channels_last)
-                  for s in self.conv_shapes]
+        states = [channels_last(x.new_zeros(b, *s)) for s in self.conv_shapes]
         fc_sizes = [m.out_features for m in self.fcs]
         if self.output == "ce":
             fc_sizes = fc_sizes[:-1]
@@ -194,8 +193,7 @@ class EnergyCNN(nn.Module):
     def bottom(self, x: torch.Tensor) -> torch.Tensor:
         """P(conv_0(x)), constant while x is clamped."""
         with torch.no_grad():
-            pooled = F.max_pool2d(self.convs[0](x), 2)
-            return pooled.contiguous(memory_format=torch.channels_last)
+            return channels_last(F.max_pool2d(self.convs[0](x), 2))
 
     def scores(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """Class scores: the output layer, or the last layer's readout (cross-entropy output)."""
@@ -212,8 +210,8 @@ class EnergyCNN(nn.Module):
         states = list(states)
         ce = self.output == "ce"
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            params = self.params(channels_last=True)
-            x = x.contiguous(memory_format=torch.channels_last)
+            params = self.params(channels_last_kernels=True)
+            x = channels_last(x)
             bottom = None if differentiable else self.bottom(x)
             for _ in range(steps):
                 states = conv_step(x, states, params, nudging, None if ce else target,
