@@ -190,7 +190,8 @@ def _schedule(optimizer: torch.optim.Optimizer, args, steps: int):
         anneal_strategy="cos", cycle_momentum=False, div_factor=10.0, final_div_factor=1e3)
 
 
-def _run(spec: str, shift: float, args, train, test, input_shape) -> dict:
+def _run(spec: str, shift: float, args, train, test, input_shape, on_epoch=None) -> dict:
+    """Train one network; ``on_epoch(partial)`` receives the run so far after every epoch."""
     torch.manual_seed(args.seed)
     model = build_model(spec if args.init == "torch" else f"{spec}:init={args.init}",
                         input_shape, 10)
@@ -205,18 +206,33 @@ def _run(spec: str, shift: float, args, train, test, input_shape) -> dict:
                       seed=args.seed, progress=False, angle_batch_size=64, augment=augment,
                       callbacks=callbacks)
     start = time.perf_counter()
-    trainer.fit(args.epochs)
+    for epoch in range(1, args.epochs + 1):
+        trainer.run_epoch(epoch, args.epochs, "train", True)
+        record = trainer.history[-1]
+        sharing = record.get("layer_metrics", {}).get("features.0") or {}
+        distance = sharing.get("sharing_euclidean_d1")
+        print(f"  {spec} A={shift} epoch {epoch}/{args.epochs}: test "
+              f"{100 * record['test_accuracy']:.2f}%"
+              + ("" if distance is None else f", Euclid d=1 {distance:.4f}")
+              + f", {record['epoch_time_s']:.1f} s", flush=True)
+        if on_epoch is not None:
+            on_epoch({"model": spec, "shift": shift, "partial": True,
+                      **_per_epoch(trainer.history)})
     wall = time.perf_counter() - start
-    std = torch.tensor(DATASETS[args.dataset].std)
+    # the noise is 0.15 of the intensity range, in the units of the model's inputs
+    std = torch.tensor(DATASETS[args.dataset].std) if args.inputs == "normalized" else 1.0
     start = time.perf_counter()
     report = robustness_report(Backprop(), model, *test, noise_std=0.15 / std, seed=args.seed)
     robustness_time = time.perf_counter() - start
-    sharing = [r.get("layer_metrics", {}).get("features.0") for r in trainer.history]
-    return {"model": spec, "shift": shift, "robustness": report, "sharing_per_epoch": sharing,
-            "test_accuracy_per_epoch": [r["test_accuracy"] for r in trainer.history],
-            "train_loss_per_epoch": [r.get("train_loss") for r in trainer.history],
-            "epoch_time_s": [r.get("epoch_time_s") for r in trainer.history],
+    return {"model": spec, "shift": shift, "robustness": report, **_per_epoch(trainer.history),
             "wall_time_s": wall, "robustness_time_s": robustness_time}
+
+
+def _per_epoch(history: list[dict]) -> dict:
+    return {"sharing_per_epoch": [r.get("layer_metrics", {}).get("features.0") for r in history],
+            "test_accuracy_per_epoch": [r["test_accuracy"] for r in history],
+            "train_loss_per_epoch": [r.get("train_loss") for r in history],
+            "epoch_time_s": [r.get("epoch_time_s") for r in history]}
 
 
 def _parse_runs(args) -> list[tuple[str, float]]:
@@ -240,8 +256,12 @@ def part_table(args) -> dict:
     test_ds = load_dataset(args.dataset, args.data_dir, train=False)
     generator = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(train_ds.targets), generator=generator)[: args.train_size]
-    train = (train_ds.normalized()[idx], train_ds.targets[idx])
-    test = (test_ds.normalized(), test_ds.targets)
+    if args.inputs == "raw":  # the authors' inputs: pixels in [0, 1]
+        train = (train_ds.data[idx], train_ds.targets[idx])
+        test = (test_ds.data, test_ds.targets)
+    else:
+        train = (train_ds.normalized()[idx], train_ds.targets[idx])
+        test = (test_ds.normalized(), test_ds.targets)
     budget = {"train_size": len(idx), "test_size": len(test[1]), "epochs": args.epochs,
               "batch_size": args.batch_size, "optimizer": "adam (fused)", "lr": args.lr,
               "schedule": args.schedule, "seed": args.seed,
@@ -249,6 +269,8 @@ def part_table(args) -> dict:
                       "epochs with early stopping, 5-fold cross-validation"}
     if args.init != "torch":
         budget["init"] = args.init
+    if args.inputs != "normalized":
+        budget["inputs"] = args.inputs
     if args.schedule == "onecycle":
         budget["schedule_detail"] = (f"OneCycleLR per step: linear warm-up from lr/10 to lr over "
                                      f"the first {args.warmup:g} of the steps, then cosine "
@@ -262,7 +284,8 @@ def part_table(args) -> dict:
         if previous.get("budget") != budget:
             raise SystemExit(f"error: --resume: {out} was written with another budget "
                              f"({previous.get('budget')}); use another --out")
-        runs = [r for r in previous["runs"] if (r["model"], r["shift"]) in wanted]
+        runs = [r for r in previous["runs"] if (r["model"], r["shift"]) in wanted
+                and not r.get("partial")]
         print(f"resuming {out}: {len(runs)} finished runs kept", flush=True)
     result = {"benchmark": f"free_convolution table ({args.dataset})", "dataset": args.dataset,
               "budget": budget, "runs": runs, **_machine()}
@@ -270,7 +293,12 @@ def part_table(args) -> dict:
     for spec, shift in wanted:
         if any((r["model"], r["shift"]) == (spec, shift) for r in runs):
             continue
-        run = _run(spec, shift, args, train, test, tuple(train_ds.input_shape))
+        def write_partial(partial: dict) -> None:
+            out.write_text(json.dumps({"partial": True, **result, "runs": [*runs, partial]},
+                                      indent=2) + "\n")
+
+        run = _run(spec, shift, args, train, test, tuple(train_ds.input_shape),
+                   on_epoch=write_partial)
         runs.append(run)
         r = run["robustness"]
         print(f"{spec} A={shift}: clean {100 * r['clean']:.2f}%, shifted "
@@ -326,6 +354,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.15,
                         help="onecycle: fraction of the steps spent warming up")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inputs", default="normalized", choices=("normalized", "raw"),
+                        help="table: normalized (per-channel mean and std of the train split) "
+                             "or raw (pixels in [0, 1], the authors' inputs)")
     parser.add_argument("--init", default="torch", choices=("torch", "keras"),
                         help="table: the networks' initialisation (keras: the authors' Keras "
                              "defaults, Glorot-uniform with the positions in a free layer's "

@@ -4,7 +4,7 @@ Dayan & Montague 1997), written to ``benchmarks/results/reinforcement.json``.
     python benchmarks/reinforcement.py
         [--sections reversal,mixture,noise,lesions,dopamine,speed]
         [--experiments 2000] [--mixture-experiments 4000] [--noise-levels 0,0.25,0.5,1]
-        [--lesion-noise 0,0.5] [--threads 1] [--out benchmarks/results/reinforcement.json]
+        [--lesion-noise 0.25,0,0.5] [--threads 1] [--out benchmarks/results/reinforcement.json]
 
 - reversal: P(better choice) around the reversal and the reward per block, per schedule
   (100/0, 80/20, 70/30, 60/40), for the fast system alone (w = 1), the slow system alone
@@ -169,6 +169,11 @@ def section_lesions(n, seed, blocks, sigma=0.0):
                 entry[f"fitted_{k}_median"] = v.median().item()
                 entry[f"fitted_{k}_mean"], entry[f"fitted_{k}_se"] = _mean_se(v)
             row[name] = entry
+        intact = row["intact"]
+        for entry in row.values():  # what the group loses against the intact agent
+            entry["p_better_deficit"] = intact["p_better"] - entry["p_better"]
+            entry["p_better_deficit_se"] = (intact["p_better_se"] ** 2
+                                            + entry["p_better_se"] ** 2) ** 0.5
         out[s] = row
     return out
 
@@ -235,7 +240,7 @@ def main() -> None:
     p.add_argument("--lesion-blocks", type=int, default=4)
     p.add_argument("--noise-levels", default="0,0.25,0.5,1",
                    help="sigma_A levels of the noise section (comma-separated)")
-    p.add_argument("--lesion-noise", default="0,0.5",
+    p.add_argument("--lesion-noise", default="0.25,0,0.5",
                    help="sigma_A levels of the lesion section (comma-separated)")
     p.add_argument("--trials", type=int, default=300, help="conditioning trials")
     p.add_argument("--seed", type=int, default=0)

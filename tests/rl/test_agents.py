@@ -281,7 +281,7 @@ def test_actor_critic_learns_the_maze():
 
 
 def test_two_timescale_values_and_lesions_by_hand():
-    agent = TwoTimescale(1, 1, 2, TwoTimescaleConfig(w=0.25, lesion_fast=0.5))
+    agent = TwoTimescale(1, 1, 2, TwoTimescaleConfig(w=0.25, lesion_fast=0.5, noise_fast=0.0))
     agent.Q_fast[0, 0] = torch.tensor([1.0, 0.0])
     agent.Q_slow[0, 0] = torch.tensor([0.2, 0.6])
     v = agent.values(torch.tensor([0]))
@@ -380,7 +380,7 @@ def test_amygdala_noise_update_by_hand():
 def test_characterises_a_noiseless_amygdala_draws_nothing_from_the_generator():
     # without noise the update leaves the run's generator alone, so every noiseless run
     # draws the same tasks and choices as before the noise existed
-    agent = TwoTimescale(4, 1, 2, TwoTimescaleConfig())
+    agent = TwoTimescale(4, 1, 2, TwoTimescaleConfig(noise_fast=0.0))
     g = torch.Generator().manual_seed(0)
     agent.bind_generator(g)
     before = g.get_state()

@@ -278,7 +278,7 @@ class TwoTimescaleConfig:
     lesion_slow: float = field(
         default=0.0, metadata={"help": "l_S: lesion of the slow system (0 intact, 1 removed)"}
     )
-    noise_fast: float = field(default=0.0, metadata={
+    noise_fast: float = field(default=0.25, metadata={
         "help": "sigma_A: s.d. of the noise in the amygdala's outcome signal (0: none)"})
     q0: float = field(default=0.5, metadata={"help": "initial value of every option"})
 
