@@ -85,6 +85,61 @@ def test_untied_matches_per_position_loop(shape):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+def test_stacked_free_layers_match_the_loop_for_any_gradient_layout(layout):
+    # The first layer's output is a view of its batched product (channels innermost), which
+    # the second layer gathers without a copy; the gradient flowing back may arrive in any
+    # memory layout. Oracle: the loop reference with autograd.
+    first = FreeConv2d(3, 5, 3, (9, 9), stride=2, padding=1).double()  # 5 x 5 positions
+    second = FreeConv2d(5, 4, (3, 2), (5, 5), stride=1, padding=(1, 0)).double()
+    x = torch.randn(3, 3, 9, 9, dtype=torch.double, requires_grad=True)
+    out = second(torch.tanh(first(x)))
+    h = loop_reference(x, first.weight, first.bias, (2, 2), (1, 1))
+    ref = loop_reference(torch.tanh(h), second.weight, second.bias, (1, 1), (1, 0))
+    assert torch.allclose(out, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    if layout == "channels_last":
+        g = g.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        g = g.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)  # (h, w, batch, out)
+    params = (x, first.weight, first.bias, second.weight, second.bias)
+    got = torch.autograd.grad(out, params, g)
+    want = torch.autograd.grad(ref, params, g)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_strided_weight_survives_state_dict_deepcopy_dtype_and_adam():
+    # The kernels are stored input channels innermost, so the weight is not contiguous: its
+    # gradient has the weight's own layout, and the usual module operations keep the values.
+    import copy
+
+    free = FreeConv2d(2, 3, 3, (6, 6), stride=1, padding=1)
+    x = torch.randn(4, 2, 6, 6)
+    free(x).square().sum().backward()
+    assert free.weight.grad.stride() == free.weight.stride()
+    twin = FreeConv2d(2, 3, 3, (6, 6), stride=1, padding=1)
+    twin.load_state_dict(free.state_dict())
+    clone = copy.deepcopy(free)
+    wide = copy.deepcopy(free).double()
+    for other in (twin, clone):
+        assert torch.equal(other.weight, free.weight) and torch.equal(other(x), free(x))
+    assert torch.allclose(wide(x.double()), free(x).double(), atol=1e-6)
+    ref_weight = free.weight.detach().contiguous().clone().requires_grad_()
+    ref_bias = free.bias.detach().clone().requires_grad_()
+    ref_opt = torch.optim.Adam([ref_weight, ref_bias], lr=0.01)
+    opt = torch.optim.Adam(free.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        free(x).square().sum().backward()
+        opt.step()
+        ref_opt.zero_grad()
+        loop_reference(x, ref_weight, ref_bias, (1, 1), (1, 1)).square().sum().backward()
+        ref_opt.step()
+    assert torch.allclose(free.weight, ref_weight, atol=1e-5)
+    assert torch.allclose(free.bias, ref_bias, atol=1e-5)
+
+
 def test_parameter_count_is_positions_times_kernel_plus_positions_times_filters():
     free = FreeConv2d(3, 8, 3, (11, 11), stride=2, padding=1)  # 6 x 6 positions
     positions = 6 * 6

@@ -32,7 +32,8 @@ Shapes:
     ==========================  ====================================================
     ``weight`` (untied)         ``(out_h, out_w, out_channels, in_channels, kh, kw)``:
                                 ``weight[i, j]`` is the kernel of output position (i, j),
-                                shaped like an ``nn.Conv2d`` kernel
+                                shaped like an ``nn.Conv2d`` kernel (stored with the
+                                input channels innermost in memory, so not contiguous)
     ``bias`` (untied)           ``(out_channels, out_h, out_w)``
     ``weight`` / ``bias`` tied  ``(out_channels, in_channels, kh, kw)`` / ``(out_channels,)``
     ==========================  ====================================================
@@ -73,14 +74,17 @@ Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, i
 def _columns(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """The receptive field of every output position: ``(positions, batch, kh * kw * C)``.
 
-    Gathered from a channels-last copy of the (padded) input with one strided view, so the
-    innermost run of every field is a contiguous run of channels; the column order is
-    (kh, kw, C), not ``F.unfold``'s (C, kh, kw).
+    Gathered from the (padded) input with one strided view, its channels innermost in memory
+    (an NCHW input is copied to channels-last first; the output of another free layer already
+    is), so the innermost run of every field is a contiguous run of channels; the column order
+    is (kh, kw, C), not ``F.unfold``'s (C, kh, kw).
     """
     (kh, kw), (sh, sw), (ph, pw), (oh, ow), _ = geometry
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph))
-    xc = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C); free when x is channels-last
+    xc = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+    if xc.stride(-1) != 1:  # gather runs of channels: copy an NCHW input to channels-last
+        xc = xc.contiguous()
     b, _, _, c = xc.shape
     s_b, s_h, s_w, s_c = xc.stride()
     fields = xc.as_strided((oh, ow, b, kh, kw, c), (sh * s_h, sw * s_w, s_b, s_h, s_w, s_c))
@@ -102,9 +106,11 @@ def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     ``weight`` is ``(positions, out, C, kh, kw)``; the columns (:func:`_columns`) are what the
     weight gradient needs. ``keep_kernel=True`` also leaves the kernels in column order on
     ``ctx.kernel_columns`` for an exact input gradient (:func:`_fold_columns`), so the
-    backward pass does not reorder W again. The output is laid out channels-last in memory
-    (its shape is the usual ``(batch, out, out_h, out_w)``), so a following free layer gathers
-    its columns without another copy. Records what the backward pass needs on ``ctx``.
+    backward pass does not reorder W again (a kernel stored in column order, as
+    :class:`FreeConv2d` stores it, is reordered by a view). The output is the product itself,
+    ``(positions, batch, out)`` in memory, viewed with the usual shape ``(batch, out, out_h,
+    out_w)``: its channels are innermost, so a following free layer gathers its columns
+    without another copy. Records what the backward pass needs on ``ctx``.
     """
     ctx.geometry = geometry
     ctx.has_bias = bias is not None
@@ -119,8 +125,8 @@ def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.T
         out = torch.baddbmm(b, cols, kernel.transpose(1, 2))
     if keep_kernel:
         ctx.kernel_columns = kernel
-    out = out.permute(1, 0, 2).reshape(x.shape[0], oh, ow, -1).permute(0, 3, 1, 2)
-    return out, cols
+    # The product itself, viewed as (batch, out, out_h, out_w): no copy.
+    return out.view(oh, ow, x.shape[0], -1).permute(2, 3, 0, 1), cols
 
 
 def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, input_grad):
@@ -133,6 +139,10 @@ def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, inpu
     """
     batch, out = grad_output.shape[:2]
     delta = grad_output.permute(2, 3, 0, 1).reshape(-1, batch, out)  # (L, batch, out)
+    if delta.stride(-1) != 1 and delta.stride(-2) != 1:
+        # A gradient laid out (batch, out, h, w) gives matrices with no unit stride, which
+        # bmm would copy one position at a time; one copy of the whole tensor is cheaper.
+        delta = delta.contiguous()
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_input = input_grad(delta)
@@ -141,15 +151,16 @@ def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, inpu
         gw = torch.bmm(delta.transpose(1, 2), cols)  # (L, out, kh*kw*C)
         grad_weight = gw.view(gw.shape[0], out, kh, kw, -1).permute(0, 1, 4, 2, 3)
     if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad_output.sum(0)
-        if ctx.bias_dim == 1:
-            grad_bias = grad_bias.sum((1, 2))
+        oh, ow = ctx.geometry[3]
+        grad_bias = delta.sum(1)  # (L, out)
+        grad_bias = grad_bias.sum(0) if ctx.bias_dim == 1 else grad_bias.t().reshape(out, oh, ow)
     return grad_input, grad_weight, grad_bias
 
 
 def _fold_columns(ctx: Any, delta: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The input gradient: ``delta @ kernel`` at every position, added back onto the input
-    pixels of its receptive field (one strided add per kernel offset, not per position).
+    pixels of its receptive field (one strided add per kernel offset, not per position). It is
+    laid out (H, W, C, batch) in memory and returned viewed as ``(batch, C, H, W)``.
 
     ``kernel``: ``(positions, out, C, kh, kw)``, or ``(positions, out, kh*kw*C)`` already in
     the column order of :func:`_columns`."""
@@ -157,17 +168,19 @@ def _fold_columns(ctx: Any, delta: torch.Tensor, kernel: torch.Tensor) -> torch.
     batch = delta.shape[1]
     if kernel.dim() == 5:  # (positions, out, C, kh, kw); else already in column order
         kernel = _kernel_columns(kernel)
-    grad_cols = torch.bmm(delta, kernel)  # (L, batch, kh*kw*C)
-    grad_cols = grad_cols.view(oh, ow, batch, kh, kw, -1)
-    c = grad_cols.shape[-1]
-    grad = grad_cols.new_zeros(batch, h + 2 * ph, w + 2 * pw, c)
+    # (kernel^T delta^T) per position: the columns' gradient laid out (L, kh*kw*C, batch), so
+    # that every pixel's gradient is one contiguous run of C * batch numbers and the fold
+    # below adds long runs.
+    grad_cols = torch.bmm(kernel.transpose(1, 2), delta.transpose(1, 2))
+    grad_cols = grad_cols.view(oh, ow, kh, kw, -1)  # (oh, ow, kh, kw, C * batch)
+    grad = grad_cols.new_zeros(h + 2 * ph, w + 2 * pw, grad_cols.shape[-1])
     for u in range(kh):
         for v in range(kw):
             rows = slice(u, u + sh * (oh - 1) + 1, sh)
             cols = slice(v, v + sw * (ow - 1) + 1, sw)
-            grad[:, rows, cols, :] += grad_cols[:, :, :, u, v, :].permute(2, 0, 1, 3)
-    grad = grad[:, ph : ph + h, pw : pw + w, :]
-    return grad.permute(0, 3, 1, 2)
+            grad[rows, cols] += grad_cols[:, :, u, v]
+    grad = grad[ph : ph + h, pw : pw + w].view(h, w, -1, batch)  # (H, W, C, batch)
+    return grad.permute(3, 2, 0, 1)
 
 
 class _FreeConv2dFn(torch.autograd.Function):
@@ -268,10 +281,14 @@ class FreeConv2d(nn.Module):
         self.output_size: tuple[int, int] = out  # type: ignore[assignment]
         self.tied = bool(tied)
         kh, kw = self.kernel_size
-        kernel = (self.out_channels, self.in_channels, kh, kw)
         factory = {"device": device, "dtype": dtype}
-        shape = kernel if self.tied else (*self.output_size, *kernel)
-        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        # Stored in column order, (..., out, kh, kw, in) in memory, and seen as (..., out, in,
+        # kh, kw): the products use every kernel as a view, the weight gradient is written
+        # in place of the same layout (see _columns).
+        stored = (self.out_channels, kh, kw, self.in_channels)
+        lead = () if self.tied else self.output_size
+        order = (*range(len(lead)), len(lead), len(lead) + 3, len(lead) + 1, len(lead) + 2)
+        self.weight = nn.Parameter(torch.empty((*lead, *stored), **factory).permute(order))
         if bias:
             bias_shape = (self.out_channels,) if self.tied else (self.out_channels, *out)
             self.bias: nn.Parameter | None = nn.Parameter(torch.empty(bias_shape, **factory))
