@@ -8,9 +8,12 @@ Two parts, each writing JSON under ``benchmarks/results/``:
            ``FreeConv2d`` and a straightforward per-position implementation (a Python loop
            over output positions, each a matrix product of its receptive field, as users
            write it by hand). Measured alternately (conv, free, loop, repeat); the result is
-           the median over rounds of the per-round ratios. Memory: the bytes autograd saves
-           for the backward pass of each (counted with saved-tensor hooks) and the parameter
-           bytes.
+           the median over rounds of the per-round ratios. Beside it, in a second
+           alternation, the three batched matrix products of the step alone against the
+           loop: the part of free/loop that no implementation with these products can go
+           below. Memory: the peak of live tensor memory during one step (torch's profiler
+           memory timeline), the bytes autograd saves for the backward pass of each
+           (counted with saved-tensor hooks) and the parameter bytes.
 ``plot``   The accuracy-against-A and sharing-over-training figures of a ``table`` JSON
            (``--results FILE``), written beside it as PNG.
 ``table``  ``cnn-ott`` and ``fcn-ott`` trained by backprop with ``--augment shift:A`` for each
@@ -116,6 +119,59 @@ def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
+def _products(free: FreeConv2d, batch: int):
+    """The three float32 matrix products of one forward + backward step, alone: every
+    position's (batch, fan_in) @ (fan_in, out) forward product, its weight-gradient and its
+    input-gradient product, batched over positions on operands laid out beforehand. Any
+    implementation computing them with torch's matrix products spends at least this time, so
+    its time over the loop's bounds free/loop from below."""
+    positions, out, fan_in = free.positions, free.out_channels, free.fan_in
+    cols = torch.randn(positions, batch, fan_in)
+    kernel = torch.randn(positions, out, fan_in)
+    delta = torch.randn(positions, batch, out)
+
+    def run() -> None:
+        torch.bmm(cols, kernel.transpose(1, 2))  # forward
+        torch.bmm(delta.transpose(1, 2), cols)  # weight gradient
+        torch.bmm(delta, kernel)  # input gradient
+
+    return run
+
+
+def _alternate(steps: dict, rounds: int, reps: int) -> dict[str, list[float]]:
+    """Milliseconds per call of every step, measured in turn (reps calls each) for rounds
+    rounds after one warm-up call each."""
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for fn in steps.values():
+        fn()
+    for _ in range(rounds):
+        for key, fn in steps.items():
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[key].append((time.perf_counter() - start) / reps * 1e3)
+    return times
+
+
+def _peak_bytes(step) -> int:
+    """The peak of the memory held by live tensors during one call of ``step`` (the parameters,
+    the input and the output gradient included), from torch's profiler memory timeline."""
+    import tempfile
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated for CUDA snapshots only
+        path = Path(tmp) / "timeline.json"
+        prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    return int(max(sum(per_category) for per_category in sizes))
+
+
 def part_speed(args) -> dict:
     shapes = [
         ("mnist layer 1", 1, 32, 3, 28, 2),
@@ -141,33 +197,40 @@ def part_speed(args) -> dict:
             x.grad = None
             m(x).backward(g)
 
-        times: dict[str, list[float]] = {k: [] for k in impls}
-        for m in impls.values():
-            step(m)  # warm up
-        for _ in range(args.rounds):
-            for key, m in impls.items():
-                start = time.perf_counter()
-                for _ in range(args.reps):
-                    step(m)
-                times[key].append((time.perf_counter() - start) / args.reps * 1e3)
+        steps = {key: (lambda m=m: step(m)) for key, m in impls.items()}
+        times = _alternate(steps, args.rounds, args.reps)
+        # The bound in a second alternation of its own, so that the first one is not changed
+        # by what the products allocate.
+        bound_times = _alternate({"products": _products(free, batch), "loop": steps["loop"]},
+                                 args.rounds, args.reps)
         ratio_conv = [f / c for f, c in zip(times["free"], times["conv2d"], strict=True)]
         ratio_loop = [f / lp for f, lp in zip(times["free"], times["loop"], strict=True)]
+        bound = [p / lp for p, lp in zip(bound_times["products"], bound_times["loop"],
+                                         strict=True)]
         row = {
             "layer": name,
             "shape": {"in": cin, "out": cout, "kernel": k, "input": size, "stride": stride,
                       "positions": free.positions, "batch": batch},
             "median_ms": {key: statistics.median(v) for key, v in times.items()},
+            "products_ms": statistics.median(bound_times["products"]),
+            "loop_ms_beside_products": statistics.median(bound_times["loop"]),
             "free_over_conv2d": statistics.median(ratio_conv),
             "free_over_loop": statistics.median(ratio_loop),
+            "products_over_loop": statistics.median(bound),
             "saved_for_backward_bytes": {key: _saved_bytes(m, x) for key, m in impls.items()},
+            "peak_bytes": {key: _peak_bytes(fn) for key, fn in steps.items()},
             "parameter_bytes": {key: sum(p.numel() * p.element_size() for p in m.parameters())
                                 for key, m in impls.items()},
             "ms_per_round": times,
+            "bound_ms_per_round": bound_times,
         }
         results.append(row)
         print(f"{name}: conv {row['median_ms']['conv2d']:.1f} ms, free "
-              f"{row['median_ms']['free']:.1f} ms, loop {row['median_ms']['loop']:.1f} ms; "
-              f"free/conv {row['free_over_conv2d']:.2f}, free/loop {row['free_over_loop']:.3f}",
+              f"{row['median_ms']['free']:.1f} ms, loop {row['median_ms']['loop']:.1f} ms "
+              f"(its products alone {row['products_ms']:.1f} ms); free/conv "
+              f"{row['free_over_conv2d']:.2f}, free/loop {row['free_over_loop']:.3f}, "
+              f"products/loop {row['products_over_loop']:.3f}; peak MB conv/free/loop "
+              + " / ".join(f"{row['peak_bytes'][k] / 1e6:.1f}" for k in impls),
               flush=True)
     return {"benchmark": "free_convolution speed", "rounds": args.rounds, "reps": args.reps,
             "layers": results, **_machine()}
@@ -333,7 +396,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     parser.add_argument("--batch", type=int, default=256, help="speed: batch size")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))

@@ -754,7 +754,7 @@ class _FAFreeConv2dFn(torch.autograd.Function):
     def backward(ctx, grad_output):
         cols, B = ctx.saved_tensors
         gi, gw, gb = _free_backward(ctx, grad_output, cols,
-                                    lambda delta: _fold_columns(ctx, delta, B))  # Eq. (3)
+                                    lambda delta_t: _fold_columns(ctx, delta_t, B))  # Eq. (3)
         return gi, gw, gb, None, None
 
 
@@ -773,7 +773,7 @@ class _USFFreeConv2dFn(torch.autograd.Function):
         cols, weight = ctx.saved_tensors
         gi, gw, gb = _free_backward(
             ctx, grad_output, cols,
-            lambda delta: _fold_columns(ctx, delta, ctx.scale * torch.sign(weight)),  # Eq. (5)
+            lambda delta_t: _fold_columns(ctx, delta_t, ctx.scale * torch.sign(weight)),  # Eq. (5)
         )
         return gi, gw, gb, None, None
 
@@ -792,7 +792,7 @@ class _RSFFreeConv2dFn(torch.autograd.Function):
         cols, weight, magnitude = ctx.saved_tensors
         gi, gw, gb = _free_backward(
             ctx, grad_output, cols,
-            lambda delta: _fold_columns(ctx, delta, magnitude * torch.sign(weight)),  # Eq. (5)
+            lambda delta_t: _fold_columns(ctx, delta_t, magnitude * torch.sign(weight)),  # Eq. (5)
         )
         return gi, gw, gb, None, None
 
@@ -820,7 +820,7 @@ class _DFAFreeConv2dFn(torch.autograd.Function):
         cols, B = ctx.saved_tensors
         gi, gw, gb = _free_backward(
             ctx, grad_output, cols,
-            lambda delta: ctx.slot.get(ctx.input_shape[0]).matmul(B).reshape(ctx.input_shape),
+            lambda _: ctx.slot.get(ctx.input_shape[0]).matmul(B).reshape(ctx.input_shape),
         )  # Eq. (4)
         return gi, gw, gb, None, None, None
 

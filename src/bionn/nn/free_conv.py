@@ -84,7 +84,8 @@ def _columns(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         x = F.pad(x, (pw, pw, ph, ph))
     xc = x.permute(0, 2, 3, 1)  # (B, H, W, C)
     if xc.stride(-1) != 1:  # gather runs of channels: copy an NCHW input to channels-last
-        xc = xc.contiguous()
+        b, c, hh, ww = x.shape  # (a batch of 2-d transposes: faster than a 4-d permute copy)
+        xc = x.reshape(b, c, hh * ww).transpose(1, 2).contiguous().view(b, hh, ww, c)
     b, _, _, c = xc.shape
     s_b, s_h, s_w, s_c = xc.stride()
     fields = xc.as_strided((oh, ow, b, kh, kw, c), (sh * s_h, sw * s_w, s_b, s_h, s_w, s_c))
@@ -132,55 +133,72 @@ def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.T
 def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, input_grad):
     """(grad_input, grad_weight, grad_bias) of a free convolution for an ``autograd.Function``.
 
-    ``input_grad(delta)`` receives delta as ``(positions, batch, out)`` and returns the input
-    gradient (only called when it is needed): :func:`_fold_columns` with W gives the true one,
-    with a feedback tensor B the feedback-alignment one. The weight gradient is the local
-    ``delta^T columns`` at every position, whatever the input gradient.
+    ``input_grad(delta_t)`` receives the transposed deltas, ``(positions, out, batch)``, and
+    returns the input gradient (only called when it is needed): :func:`_fold_columns` with W
+    gives the true one, with a feedback tensor B the feedback-alignment one. The weight
+    gradient is the local ``delta^T columns`` at every position, whatever the input gradient.
     """
     batch, out = grad_output.shape[:2]
-    delta = grad_output.permute(2, 3, 0, 1).reshape(-1, batch, out)  # (L, batch, out)
-    if delta.stride(-1) != 1 and delta.stride(-2) != 1:
+    delta_t = grad_output.permute(2, 3, 1, 0).reshape(-1, out, batch)  # (L, out, batch)
+    if delta_t.stride(-1) != 1 and delta_t.stride(-2) != 1:
         # A gradient laid out (batch, out, h, w) gives matrices with no unit stride, which
-        # bmm would copy one position at a time; one copy of the whole tensor is cheaper.
-        delta = delta.contiguous()
+        # bmm would copy one position at a time; one 2-d transpose of the whole is cheaper.
+        if grad_output.is_contiguous():
+            delta_t = (grad_output.reshape(batch, -1).t().contiguous()
+                       .view(out, -1, batch).transpose(0, 1))
+        else:
+            delta_t = delta_t.contiguous()
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_input = input_grad(delta)
+        grad_input = input_grad(delta_t)
     if ctx.needs_input_grad[1]:
         (kh, kw), _, _, _, _ = ctx.geometry
-        gw = torch.bmm(delta.transpose(1, 2), cols)  # (L, out, kh*kw*C)
+        gw = torch.bmm(delta_t, cols)  # (L, out, kh*kw*C)
         grad_weight = gw.view(gw.shape[0], out, kh, kw, -1).permute(0, 1, 4, 2, 3)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         oh, ow = ctx.geometry[3]
-        grad_bias = delta.sum(1)  # (L, out)
+        grad_bias = delta_t.sum(2)  # (L, out)
         grad_bias = grad_bias.sum(0) if ctx.bias_dim == 1 else grad_bias.t().reshape(out, oh, ow)
     return grad_input, grad_weight, grad_bias
 
 
-def _fold_columns(ctx: Any, delta: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """The input gradient: ``delta @ kernel`` at every position, added back onto the input
-    pixels of its receptive field (one strided add per kernel offset, not per position). It is
-    laid out (H, W, C, batch) in memory and returned viewed as ``(batch, C, H, W)``.
+def _valid(offset: int, stride: int, pad: int, positions: int, size: int) -> tuple[int, int]:
+    """The output positions i whose input pixel ``stride * i + offset - pad`` lies inside the
+    unpadded input of ``size`` pixels: ``(first, count)``."""
+    first = max(0, -((offset - pad) // stride))
+    last = min(positions - 1, (size - 1 + pad - offset) // stride)
+    return first, max(0, last - first + 1)
 
-    ``kernel``: ``(positions, out, C, kh, kw)``, or ``(positions, out, kh*kw*C)`` already in
-    the column order of :func:`_columns`."""
+
+def _fold_columns(ctx: Any, delta_t: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The input gradient: ``delta @ kernel`` at every position, added back onto the input
+    pixels of its receptive field (one strided add per kernel offset, not per position).
+
+    ``delta_t``: the transposed deltas ``(positions, out, batch)``. ``kernel``: ``(positions,
+    out, C, kh, kw)``, or ``(positions, out, kh*kw*C)`` already in the column order of
+    :func:`_columns`. Returns a contiguous ``(batch, C, H, W)`` tensor."""
     (kh, kw), (sh, sw), (ph, pw), (oh, ow), (h, w) = ctx.geometry
-    batch = delta.shape[1]
+    batch = delta_t.shape[2]
     if kernel.dim() == 5:  # (positions, out, C, kh, kw); else already in column order
         kernel = _kernel_columns(kernel)
-    # (kernel^T delta^T) per position: the columns' gradient laid out (L, kh*kw*C, batch), so
-    # that every pixel's gradient is one contiguous run of C * batch numbers and the fold
-    # below adds long runs.
-    grad_cols = torch.bmm(kernel.transpose(1, 2), delta.transpose(1, 2))
-    grad_cols = grad_cols.view(oh, ow, kh, kw, -1)  # (oh, ow, kh, kw, C * batch)
-    grad = grad_cols.new_zeros(h + 2 * ph, w + 2 * pw, grad_cols.shape[-1])
+    # kernel^T delta^T per position: the columns' gradient laid out (L, kh*kw*C, batch), so
+    # that the fold below adds runs of a whole batch and the result turns into (batch, C, H, W)
+    # with one 2-d transpose.
+    grad_cols = torch.bmm(kernel.transpose(1, 2), delta_t)
+    c = grad_cols.shape[1] // (kh * kw)
+    grad_cols = grad_cols.view(oh, ow, kh, kw, c, batch)
+    grad = grad_cols.new_zeros(c, h, w, batch)  # padding left out: its gradient is dropped
     for u in range(kh):
+        i0, ni = _valid(u, sh, ph, oh, h)
         for v in range(kw):
-            rows = slice(u, u + sh * (oh - 1) + 1, sh)
-            cols = slice(v, v + sw * (ow - 1) + 1, sw)
-            grad[rows, cols] += grad_cols[:, :, u, v]
-    grad = grad[ph : ph + h, pw : pw + w].view(h, w, -1, batch)  # (H, W, C, batch)
-    return grad.permute(3, 2, 0, 1)
+            j0, nj = _valid(v, sw, pw, ow, w)
+            if ni and nj:
+                r0, c0 = sh * i0 + u - ph, sw * j0 + v - pw
+                rows = slice(r0, r0 + sh * (ni - 1) + 1, sh)
+                cols = slice(c0, c0 + sw * (nj - 1) + 1, sw)
+                grad[:, rows, cols] += grad_cols[i0 : i0 + ni, j0 : j0 + nj, u, v].permute(
+                    2, 0, 1, 3)
+    return grad.view(-1, batch).t().contiguous().view(batch, c, h, w)
 
 
 class _FreeConv2dFn(torch.autograd.Function):
