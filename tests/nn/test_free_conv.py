@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bionn.errors import ConfigError
-from bionn.nn import FreeConv2d, VariableConnections
+from bionn.nn import FreeConv2d, VariableConnections, free_conv
 
 SHAPES = [
     # (in, out, kernel, input (H, W), stride, padding)
@@ -24,6 +24,14 @@ SHAPES = [
     (4, 6, 5, (12, 12), 2, 0),
     (1, 32, 3, (28, 28), 2, 0),  # the first layer of the paper's MNIST network
 ]
+
+
+@pytest.fixture(params=["gathered", "direct"])
+def path(request, monkeypatch):
+    """Run a test through both ways to the products: receptive fields gathered into columns,
+    or kernel rows read in place from the input (the choice the layer makes by shape)."""
+    monkeypatch.setattr(free_conv, "DIRECT_MIN_ROW", 10**9 if request.param == "gathered" else 0)
+    return request.param
 
 
 def loop_reference(x, weight, bias, stride, padding):
@@ -50,7 +58,7 @@ def _pairs(v):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_tied_equals_conv2d_outputs_and_summed_gradients(shape):
+def test_tied_equals_conv2d_outputs_and_summed_gradients(shape, path):
     cin, cout, k, size, stride, padding = shape
     conv = nn.Conv2d(cin, cout, k, stride, padding).double()
     x = torch.randn(3, cin, *size, dtype=torch.double)
@@ -71,7 +79,7 @@ def test_tied_equals_conv2d_outputs_and_summed_gradients(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_untied_matches_per_position_loop(shape):
+def test_untied_matches_per_position_loop(shape, path):
     cin, cout, k, size, stride, padding = shape
     free = FreeConv2d(cin, cout, k, size, stride, padding).double()
     x = torch.randn(2, cin, *size, dtype=torch.double, requires_grad=True)
@@ -86,7 +94,7 @@ def test_untied_matches_per_position_loop(shape):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
-def test_stacked_free_layers_match_the_loop_for_any_gradient_layout(layout):
+def test_stacked_free_layers_match_the_loop_for_any_gradient_layout(layout, path):
     # The first layer's output is a view of its batched product (channels innermost), which
     # the second layer gathers without a copy; the gradient flowing back may arrive in any
     # memory layout. Oracle: the loop reference with autograd.
@@ -109,7 +117,7 @@ def test_stacked_free_layers_match_the_loop_for_any_gradient_layout(layout):
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_strided_weight_survives_state_dict_deepcopy_dtype_and_adam():
+def test_strided_weight_survives_state_dict_deepcopy_dtype_and_adam(path):
     # The kernels are stored input channels innermost, so the weight is not contiguous: its
     # gradient has the weight's own layout, and the usual module operations keep the values.
     import copy
@@ -138,6 +146,26 @@ def test_strided_weight_survives_state_dict_deepcopy_dtype_and_adam():
         ref_opt.step()
     assert torch.allclose(free.weight, ref_weight, atol=1e-5)
     assert torch.allclose(free.bias, ref_bias, atol=1e-5)
+
+
+def test_paper_layers_read_their_input_in_place_and_save_only_it():
+    # The second and third MNIST layers take the direct way: autograd keeps the channels-last
+    # input (B H W C floats), not the columns (positions x B x fan_in floats).
+    for cin, cout, size, stride, direct in ((1, 32, 28, 2, False), (32, 64, 13, 2, True),
+                                            (64, 128, 6, 1, True)):
+        free = FreeConv2d(cin, cout, 3, size, stride)
+        x = torch.randn(8, cin, size, size, requires_grad=True)
+        sizes: list[int] = []
+
+        def pack(t, sizes=sizes):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            free(x)
+        columns = free.positions * 8 * free.fan_in
+        assert (8 * size * size * cin in sizes) == direct
+        assert (columns in sizes) == (not direct)
 
 
 def test_parameter_count_is_positions_times_kernel_plus_positions_times_filters():
@@ -212,7 +240,7 @@ def _feedback_kernels(layer):
 @pytest.mark.parametrize("cls_name", ["FAFreeConv2d", "USFFreeConv2d", "FRSFFreeConv2d",
                                       "BRSFFreeConv2d"])
 @pytest.mark.parametrize("shape", SHAPES[:3])
-def test_feedback_free_layers_send_delta_through_their_feedback(cls_name, shape):
+def test_feedback_free_layers_send_delta_through_their_feedback(cls_name, shape, path):
     import bionn.nn as bnn
 
     cin, cout, k, size, stride, padding = shape
@@ -254,7 +282,7 @@ def test_exact_backward_gives_autograd_gradient(cls_name):
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_fa_free_with_b_equal_w_is_backprop_and_tied_layers_convert():
+def test_fa_free_with_b_equal_w_is_backprop_and_tied_layers_convert(path):
     from bionn.nn import FAFreeConv2d
 
     for tied in (False, True):
@@ -275,7 +303,7 @@ def test_fa_free_with_b_equal_w_is_backprop_and_tied_layers_convert():
             assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_dfa_free_sends_the_output_error_through_b():
+def test_dfa_free_sends_the_output_error_through_b(path):
     from bionn.nn import DFAFreeConv2d, DFANetwork
 
     torch.manual_seed(0)

@@ -71,21 +71,53 @@ Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, i
 """(kernel_size, stride, padding, output_size, input_size) of a free convolution."""
 
 
-def _columns(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """The receptive field of every output position: ``(positions, batch, kh * kw * C)``.
+DIRECT_MIN_ROW = 64
+"""Smallest kernel row (kw x in_channels numbers) for which the products read the input in
+place instead of gathering every receptive field first (:func:`_free_forward`)."""
 
-    Gathered from the (padded) input with one strided view, its channels innermost in memory
-    (an NCHW input is copied to channels-last first; the output of another free layer already
-    is), so the innermost run of every field is a contiguous run of channels; the column order
-    is (kh, kw, C), not ``F.unfold``'s (C, kh, kw).
-    """
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow), _ = geometry
+
+def _channels_last(x: torch.Tensor, geometry: Geometry, pixels: bool = False) -> torch.Tensor:
+    """The zero-padded input as ``(B, H, W, C)`` with its channels innermost in memory: a
+    view where it already is (the output of another free layer, a channels-last tensor), a
+    copy of an NCHW input otherwise. ``pixels=True`` also asks for neighbouring pixels to be
+    adjacent in memory, so that a kernel row (kw pixels x C channels) is one run."""
+    ph, pw = geometry[2]
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph))
     xc = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-    if xc.stride(-1) != 1:  # gather runs of channels: copy an NCHW input to channels-last
-        b, c, hh, ww = x.shape  # (a batch of 2-d transposes: faster than a 4-d permute copy)
-        xc = x.reshape(b, c, hh * ww).transpose(1, 2).contiguous().view(b, hh, ww, c)
+    b, hh, ww, c = xc.shape
+    if xc.stride(-1) != 1:  # an NCHW input: a batch of 2-d transposes (faster than a 4-d copy)
+        return x.reshape(b, c, hh * ww).transpose(1, 2).contiguous().view(b, hh, ww, c)
+    if pixels and xc.stride(2) != c:
+        return xc.contiguous()
+    return xc
+
+
+def _direct(geometry: Geometry, channels: int) -> bool:
+    """Whether a free convolution of this shape reads its input in place rather than gathering
+    its receptive fields (the two ways of :func:`_free_forward`)."""
+    return geometry[0][1] * channels >= DIRECT_MIN_ROW
+
+
+def _rows(xc: torch.Tensor, geometry: Geometry, i: int, u: int) -> torch.Tensor:
+    """Kernel row u of the receptive fields of output row i, read in place from the
+    channels-last input ``xc``: ``(out_w, batch, kw * C)``, a strided view."""
+    (_, kw), (sh, sw), _, (_, ow), _ = geometry
+    b, _, _, c = xc.shape
+    s_b, s_h, s_w, _ = xc.stride()
+    return xc.as_strided((ow, b, kw * c), (sw * s_w, s_b, 1),
+                         xc.storage_offset() + (sh * i + u) * s_h)
+
+
+def _columns(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """The receptive field of every output position: ``(positions, batch, kh * kw * C)``.
+
+    Gathered from the channels-last input (:func:`_channels_last`) with one strided view, so
+    the innermost run of every field is a contiguous run of channels; the column order is
+    (kh, kw, C), not ``F.unfold``'s (C, kh, kw).
+    """
+    (kh, kw), (sh, sw), _, (oh, ow), _ = geometry
+    xc = _channels_last(x, geometry)
     b, _, _, c = xc.shape
     s_b, s_h, s_w, s_c = xc.stride()
     fields = xc.as_strided((oh, ow, b, kh, kw, c), (sh * s_h, sw * s_w, s_b, s_h, s_w, s_c))
@@ -102,10 +134,22 @@ def _kernel_columns(kernel: torch.Tensor) -> torch.Tensor:
 def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   geometry: Geometry, keep_kernel: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """y = free_conv(x, W) + b for an ``autograd.Function``; returns ``(y, columns)``.
+    """y = free_conv(x, W) + b for an ``autograd.Function``; returns ``(y, saved)``, ``saved``
+    being what the weight gradient needs (:func:`_free_backward`).
 
-    ``weight`` is ``(positions, out, C, kh, kw)``; the columns (:func:`_columns`) are what the
-    weight gradient needs. ``keep_kernel=True`` also leaves the kernels in column order on
+    ``weight`` is ``(positions, out, C, kh, kw)``. Two ways to the same products, chosen by
+    the kernel row (:func:`_direct`):
+
+    - gathered (short kernel rows, such as a first layer on one or three channels): every
+      receptive field is copied into ``(positions, batch, fan_in)`` columns (:func:`_columns`)
+      and one batched product over all positions gives the output; ``saved`` is the columns;
+    - direct (kernel rows of at least ``DIRECT_MIN_ROW`` numbers): no columns at all; for
+      every output row and kernel row, one batched product over the positions of that output
+      row reads its kernel rows in place from the channels-last input (kh x out_h products,
+      never one per position); ``saved`` is the channels-last input, a quarter of the columns'
+      bytes for a 3x3 kernel at stride 1.
+
+    ``keep_kernel=True`` also leaves the kernels in column order on
     ``ctx.kernel_columns`` for an exact input gradient (:func:`_fold_columns`), so the
     backward pass does not reorder W again (a kernel stored in column order, as
     :class:`FreeConv2d` stores it, is reordered by a view). The output is the product itself,
@@ -116,21 +160,39 @@ def _free_forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     ctx.geometry = geometry
     ctx.has_bias = bias is not None
     ctx.bias_dim = bias.dim() if bias is not None else 0
-    cols = _columns(x, geometry)  # (L, batch, fan_in)
     kernel = _kernel_columns(weight)  # (L, out, fan_in)
-    oh, ow = geometry[3]
-    if bias is None:
-        out = torch.bmm(cols, kernel.transpose(1, 2))  # (L, batch, out): W x
-    else:  # b + W x in one product, the bias as (L, 1, out)
+    (kh, _), _, _, (oh, ow), _ = geometry
+    batch, n_out = x.shape[0], kernel.shape[1]
+    b = None
+    if bias is not None:  # the bias as (L, 1, out)
         b = bias.view(1, 1, -1) if bias.dim() == 1 else bias.flatten(1).t().unsqueeze(1)
-        out = torch.baddbmm(b, cols, kernel.transpose(1, 2))
+    ctx.direct = _direct(geometry, x.shape[1])
+    if ctx.direct:
+        saved = _channels_last(x, geometry, pixels=True)
+        row = kernel.shape[2] // kh
+        per_row = kernel.unflatten(0, (oh, ow))  # (oh, ow, out, fan_in)
+        if b is None:
+            out = kernel.new_zeros(oh, ow, batch, n_out)
+        else:
+            out = b.expand(oh * ow, batch, n_out).contiguous().view(oh, ow, batch, n_out)
+        for i in range(oh):
+            for u in range(kh):
+                w_u = per_row[i, :, :, u * row : (u + 1) * row].transpose(1, 2)
+                out[i].baddbmm_(_rows(saved, geometry, i, u), w_u)
+        out = out.view(oh * ow, batch, n_out)
+    else:
+        saved = _columns(x, geometry)  # (L, batch, fan_in)
+        if b is None:
+            out = torch.bmm(saved, kernel.transpose(1, 2))  # (L, batch, out): W x
+        else:  # b + W x in one product
+            out = torch.baddbmm(b, saved, kernel.transpose(1, 2))
     if keep_kernel:
         ctx.kernel_columns = kernel
     # The product itself, viewed as (batch, out, out_h, out_w): no copy.
-    return out.view(oh, ow, x.shape[0], -1).permute(2, 3, 0, 1), cols
+    return out.view(oh, ow, batch, -1).permute(2, 3, 0, 1), saved
 
 
-def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, input_grad):
+def _free_backward(ctx: Any, grad_output: torch.Tensor, saved: torch.Tensor, input_grad):
     """(grad_input, grad_weight, grad_bias) of a free convolution for an ``autograd.Function``.
 
     ``input_grad(delta_t)`` receives the transposed deltas, ``(positions, out, batch)``, and
@@ -152,8 +214,18 @@ def _free_backward(ctx: Any, grad_output: torch.Tensor, cols: torch.Tensor, inpu
     if ctx.needs_input_grad[0]:
         grad_input = input_grad(delta_t)
     if ctx.needs_input_grad[1]:
-        (kh, kw), _, _, _, _ = ctx.geometry
-        gw = torch.bmm(delta_t, cols)  # (L, out, kh*kw*C)
+        (kh, kw), _, _, (oh, ow), _ = ctx.geometry
+        if ctx.direct:  # saved: the channels-last input; kernel rows written in place
+            row = kw * saved.shape[3]
+            gw = delta_t.new_empty(oh, ow, out, kh * row)
+            per_row = delta_t.unflatten(0, (oh, ow))
+            for i in range(oh):
+                for u in range(kh):
+                    torch.bmm(per_row[i], _rows(saved, ctx.geometry, i, u),
+                              out=gw[i, :, :, u * row : (u + 1) * row])
+            gw = gw.view(oh * ow, out, -1)
+        else:  # saved: the columns
+            gw = torch.bmm(delta_t, saved)  # (L, out, kh*kw*C)
         grad_weight = gw.view(gw.shape[0], out, kh, kw, -1).permute(0, 1, 4, 2, 3)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         oh, ow = ctx.geometry[3]
