@@ -11,14 +11,16 @@ bias of its own,
     y[b, o, i, j] = bias[o, i, j] + sum_{c, u, v} W[i, j, o, c, u, v] x_pad[b, c, s i + u, s j + v]
 
 (s the stride, x_pad the zero-padded input). PyTorch has no such layer; :class:`FreeConv2d` is
-one product per output position, computed for every position at once: the input is unfolded
-into its receptive fields (the columns a convolution multiplies, gathered with one strided view
-of a channels-last copy) and one batched matrix product ``(positions, batch, fan_in) @
-(positions, fan_in, out)`` gives every output. No Python loop runs over positions; memory is
-the unfolded input (as for an unfolded convolution) plus the parameters. The bias is added in
-the same product (``baddbmm``). The backward pass is the same products transposed, reusing
-the kernels as the forward pass reordered them, the input gradient added back with one strided
-add per kernel offset.
+one product per output position, computed for every position at once. Layers with short kernel
+rows (few input channels) gather the input into its receptive fields (the columns a
+convolution multiplies, one strided view of a channels-last copy) and one batched matrix
+product ``(positions, batch, fan_in) @ (positions, fan_in, out)`` gives every output, the
+bias added in the same product (``baddbmm``). Layers with kernel rows of at least
+``DIRECT_MIN_ROW`` numbers copy no receptive field: one batched product per output row and
+kernel row reads the kernel rows of that row's positions in place from the channels-last input.
+No Python loop runs over positions; memory is the gathered fields or the input, plus the
+parameters. The backward pass is the same products transposed; the input gradient is one
+batched product, added back with one strided add per kernel offset.
 
 ``tied=True`` keeps a single kernel and bias, used at every position (a convolution computed by
 the same code); :meth:`FreeConv2d.from_conv` starts every position of an untied layer from one
