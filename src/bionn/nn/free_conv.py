@@ -377,10 +377,9 @@ class FreeConv2d(nn.Module):
         # Stored in column order, (..., out, kh, kw, in) in memory, and seen as (..., out, in,
         # kh, kw): the products use every kernel as a view, the weight gradient is written
         # in place of the same layout (see _columns).
-        stored = (self.out_channels, kh, kw, self.in_channels)
         lead = () if self.tied else self.output_size
-        order = (*range(len(lead)), len(lead), len(lead) + 3, len(lead) + 1, len(lead) + 2)
-        self.weight = nn.Parameter(torch.empty((*lead, *stored), **factory).permute(order))
+        stored = torch.empty((*lead, self.out_channels, kh, kw, self.in_channels), **factory)
+        self.weight = nn.Parameter(stored.movedim(-1, -3))
         if bias:
             bias_shape = (self.out_channels,) if self.tied else (self.out_channels, *out)
             self.bias: nn.Parameter | None = nn.Parameter(torch.empty(bias_shape, **factory))
